@@ -1,0 +1,193 @@
+//! A template's declaration as the host reads it, and the permission-set shape shared with
+//! operators' grants.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{KeyPattern, Kind, UrlPattern, UrlPatternError};
+
+/// What a template says about itself, decoded from its [`crate::MANIFEST_SECTION`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Declaration {
+    /// Client or tag.
+    pub kind: Kind,
+    /// Short machine name.
+    pub name: String,
+    /// Template version.
+    pub version: String,
+    /// One sentence for operators.
+    #[serde(default)]
+    pub description: String,
+    /// Everything the template may ask for.
+    pub permissions: PermissionSet,
+    /// The parameters the operator configures.
+    #[serde(default)]
+    pub parameters: Vec<ParameterSpec>,
+}
+
+/// A declared parameter (see [`crate::Parameter`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParameterSpec {
+    /// Key in the container config's `params` table.
+    pub name: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+    /// Missing → the host refuses to start.
+    #[serde(default)]
+    pub required: bool,
+    /// Must be given as `${ENV_VAR}`; never printed.
+    #[serde(default)]
+    pub secret: bool,
+}
+
+/// A set of permissions: what a template declares, or what an operator grants.
+///
+/// The operator writes the same keys under `[client.grants]` / `[tag.grants]` in the container
+/// config, so one vocabulary covers both sides. Name lists accept `"*"` for "any".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PermissionSet {
+    /// Request headers, by case-insensitive name.
+    pub request_headers: Vec<String>,
+    /// The query string.
+    pub query: bool,
+    /// Request cookies, by name.
+    pub cookies: Vec<String>,
+    /// The request body.
+    pub body: bool,
+    /// The visitor's IP address.
+    pub remote_address: bool,
+    /// The consent state.
+    pub consent: bool,
+    /// Event-data key patterns.
+    pub event_data: Vec<String>,
+    /// Response headers, by name.
+    pub response_headers: Vec<String>,
+    /// Response cookies, by name.
+    pub response_cookies: Vec<String>,
+    /// Outbound URL patterns.
+    pub outbound: Vec<String>,
+    /// Per-template storage.
+    pub storage: bool,
+    /// Log lines.
+    pub logging: bool,
+}
+
+/// Why a declaration or grant is not usable. Messages name the offending entry and the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeclarationError {
+    /// The manifest bytes are not the JSON a manifest should be.
+    #[error("the template manifest is not valid: {0}")]
+    Json(#[from] serde_json::Error),
+    /// An outbound URL pattern does not parse.
+    #[error("outbound pattern {pattern:?}: {source}")]
+    Outbound {
+        /// The pattern as written.
+        pattern: String,
+        /// What is wrong with it.
+        source: UrlPatternError,
+    },
+    /// A header name is not a valid HTTP token.
+    #[error("{list} entry {name:?} is not a valid HTTP header name (letters, digits and -_.!#$%&'*+^`|~ only)")]
+    HeaderName {
+        /// `request_headers` or `response_headers`.
+        list: &'static str,
+        /// The entry.
+        name: String,
+    },
+    /// An empty or malformed name / key pattern.
+    #[error("{list} entry {name:?} is not valid: {why}")]
+    Entry {
+        /// Which list.
+        list: &'static str,
+        /// The entry.
+        name: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+}
+
+impl Declaration {
+    /// Decodes and validates a manifest (the bytes of a template's custom section).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, DeclarationError> {
+        let decl: Declaration = serde_json::from_slice(bytes)?;
+        decl.permissions.validate()?;
+        Ok(decl)
+    }
+
+    /// The declared parameter with this name.
+    pub fn parameter(&self, name: &str) -> Option<&ParameterSpec> {
+        self.parameters.iter().find(|p| p.name == name)
+    }
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b))
+}
+
+impl PermissionSet {
+    /// Checks every entry: header names are HTTP tokens, URL patterns parse, key patterns and
+    /// cookie names are non-empty.
+    pub fn validate(&self) -> Result<(), DeclarationError> {
+        for (list, names) in
+            [("request_headers", &self.request_headers), ("response_headers", &self.response_headers)]
+        {
+            if let Some(name) = names.iter().find(|n| !is_token(n)) {
+                return Err(DeclarationError::HeaderName { list, name: name.clone() });
+            }
+        }
+        for (list, names) in [("cookies", &self.cookies), ("response_cookies", &self.response_cookies)] {
+            if let Some(name) = names.iter().find(|n| !is_token(n)) {
+                return Err(DeclarationError::Entry {
+                    list,
+                    name: name.clone(),
+                    why: "cookie names are non-empty HTTP tokens (no spaces, ';' or '=')",
+                });
+            }
+        }
+        for key in &self.event_data {
+            KeyPattern::parse(key).map_err(|why| DeclarationError::Entry {
+                list: "event_data",
+                name: key.clone(),
+                why,
+            })?;
+        }
+        for pattern in &self.outbound {
+            UrlPattern::parse(pattern).map_err(|source| DeclarationError::Outbound {
+                pattern: pattern.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_permission_keys_are_rejected_not_ignored() {
+        let err = toml_like(r#"{"request_header": ["x"]}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `request_header`"), "{err}");
+    }
+
+    fn toml_like(json: &str) -> Result<PermissionSet, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn validation_names_the_bad_entry() {
+        let set = PermissionSet { request_headers: vec!["bad header".into()], ..Default::default() };
+        let msg = set.validate().unwrap_err().to_string();
+        assert!(msg.contains("request_headers") && msg.contains("bad header"), "{msg}");
+
+        let set = PermissionSet { outbound: vec!["graph.facebook.com".into()], ..Default::default() };
+        let msg = set.validate().unwrap_err().to_string();
+        assert!(msg.contains("graph.facebook.com") && msg.contains("https://"), "{msg}");
+    }
+}

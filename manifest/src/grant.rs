@@ -1,0 +1,465 @@
+//! The effective grant (declared ∩ granted) and the checks every host call goes through.
+//!
+//! A call is allowed only when both the template's declaration and the operator's grant allow
+//! it. Checking the two sets separately at call time (rather than precomputing an intersection)
+//! keeps the rule obviously right for wildcards and URL patterns, and lets a denial say *which*
+//! side refused, which is what the person fixing it needs to know.
+
+use url::Url;
+
+use crate::{DeclarationError, Kind, PermissionSet, UrlPattern};
+
+/// One thing a template can ask for; what a [`Denial`] names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scope {
+    /// A request header (lower-cased name).
+    RequestHeader(String),
+    /// The query string.
+    Query,
+    /// A request cookie.
+    Cookie(String),
+    /// The request body.
+    Body,
+    /// The visitor's IP address.
+    RemoteAddress,
+    /// The consent state.
+    Consent,
+    /// One event-data key path.
+    EventData(String),
+    /// The whole event (`event.all`).
+    AllEventData,
+    /// A response header.
+    ResponseHeader(String),
+    /// A response cookie.
+    ResponseCookie(String),
+    /// An outbound URL, reduced to scheme, host, port and path (the query may hold secrets).
+    Outbound(String),
+    /// Per-template storage.
+    Storage,
+    /// Log lines.
+    Logging,
+    /// The response status (the claiming client's alone).
+    ResponseStatus,
+    /// The response body (the claiming client's alone).
+    ResponseBody,
+}
+
+impl Scope {
+    /// The grant key that controls this scope, and the value an operator would add.
+    fn grant_hint(&self) -> (&'static str, String) {
+        match self {
+            Scope::RequestHeader(n) => ("request_headers", format!("{n:?}")),
+            Scope::Query => ("query", "true".into()),
+            Scope::Cookie(n) => ("cookies", format!("{n:?}")),
+            Scope::Body => ("body", "true".into()),
+            Scope::RemoteAddress => ("remote_address", "true".into()),
+            Scope::Consent => ("consent", "true".into()),
+            Scope::EventData(k) => ("event_data", format!("{k:?}")),
+            Scope::AllEventData => ("event_data", "\"*\"".into()),
+            Scope::ResponseHeader(n) => ("response_headers", format!("{n:?}")),
+            Scope::ResponseCookie(n) => ("response_cookies", format!("{n:?}")),
+            Scope::Outbound(u) => ("outbound", "a pattern such as \"".to_string() + &origin_of(u) + "/\""),
+            Scope::Storage => ("storage", "true".into()),
+            Scope::Logging => ("logging", "true".into()),
+            Scope::ResponseStatus | Scope::ResponseBody => ("", String::new()),
+        }
+    }
+}
+
+fn origin_of(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => url.to_string(),
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::RequestHeader(n) => write!(f, "request header {n:?}"),
+            Scope::Query => f.write_str("the query string"),
+            Scope::Cookie(n) => write!(f, "cookie {n:?}"),
+            Scope::Body => f.write_str("the request body"),
+            Scope::RemoteAddress => f.write_str("the remote address"),
+            Scope::Consent => f.write_str("the consent state"),
+            Scope::EventData(k) => write!(f, "event data {k:?}"),
+            Scope::AllEventData => f.write_str("all event data"),
+            Scope::ResponseHeader(n) => write!(f, "response header {n:?}"),
+            Scope::ResponseCookie(n) => write!(f, "response cookie {n:?}"),
+            Scope::Outbound(u) => write!(f, "outbound request to {u}"),
+            Scope::Storage => f.write_str("template storage"),
+            Scope::Logging => f.write_str("logging"),
+            Scope::ResponseStatus => f.write_str("the response status"),
+            Scope::ResponseBody => f.write_str("the response body"),
+        }
+    }
+}
+
+/// Which side refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenialCause {
+    /// The template did not declare it, so no grant can allow it.
+    NotDeclared,
+    /// The template declared it but the operator did not grant it.
+    NotGranted,
+    /// Only the claiming client may do this; tags cannot, whatever they are granted.
+    ClientOnly,
+}
+
+/// A refused host call: what was asked for and which side refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// What was asked for.
+    pub scope: Scope,
+    /// Which side refused.
+    pub cause: DenialCause,
+}
+
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (key, value) = self.scope.grant_hint();
+        match self.cause {
+            DenialCause::NotGranted => write!(
+                f,
+                "{} is not granted: add {value} to `{key}` in this template's grants in the container config",
+                self.scope
+            ),
+            DenialCause::NotDeclared => write!(
+                f,
+                "{} is not declared by the template (its manifest must list {value} under `{key}`)",
+                self.scope
+            ),
+            DenialCause::ClientOnly => {
+                write!(f, "{} belongs to the claiming client: tags may only add headers and cookies", self.scope)
+            }
+        }
+    }
+}
+
+impl std::error::Error for Denial {}
+
+/// An event-data key pattern: `*` (everything), `user_data` (that key and everything under it),
+/// `items.*` (everything under `items`), `x-ga-*` (keys starting with `x-ga-`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPattern {
+    segments: Vec<String>,
+}
+
+impl KeyPattern {
+    /// Parses a pattern; the error says what is wrong.
+    pub fn parse(pattern: &str) -> Result<Self, &'static str> {
+        if pattern == "*" {
+            return Ok(KeyPattern { segments: Vec::new() });
+        }
+        let segments: Vec<String> = pattern.split('.').map(str::to_string).collect();
+        if segments.iter().any(String::is_empty) {
+            return Err("key patterns are dotted paths without empty parts, e.g. \"user_data.email\"");
+        }
+        if segments.iter().any(|s| s.trim_end_matches('*').contains('*')) {
+            return Err("'*' may only end a part of a key pattern, e.g. \"x-ga-*\" or \"items.*\"");
+        }
+        Ok(KeyPattern { segments })
+    }
+
+    /// Whether the dotted `path` is covered. A pattern covers the subtree below what it names.
+    pub fn covers(&self, path: &str) -> bool {
+        let mut parts = path.split('.');
+        for seg in &self.segments {
+            let Some(part) = parts.next() else { return false };
+            let ok = match seg.strip_suffix('*') {
+                Some(prefix) => part.starts_with(prefix),
+                None => part == seg,
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Whether this is the `*` pattern.
+    pub fn is_everything(&self) -> bool {
+        self.segments.is_empty()
+    }
+}
+
+/// One side (declared or granted), pre-parsed for fast checks.
+#[derive(Debug, Clone)]
+struct Side {
+    set: PermissionSet,
+    outbound: Vec<UrlPattern>,
+    keys: Vec<KeyPattern>,
+}
+
+impl Side {
+    fn new(set: &PermissionSet) -> Result<Self, DeclarationError> {
+        set.validate()?;
+        let mut set = set.clone();
+        for h in set.request_headers.iter_mut().chain(set.response_headers.iter_mut()) {
+            h.make_ascii_lowercase();
+        }
+        let outbound = set.outbound.iter().map(|p| UrlPattern::parse(p)).collect::<Result<_, _>>();
+        let keys = set.event_data.iter().map(|k| KeyPattern::parse(k)).collect::<Result<_, _>>();
+        // Both were validated above; an error here would be a bug in `validate`.
+        Ok(Side {
+            outbound: outbound.unwrap_or_default(),
+            keys: keys.unwrap_or_default(),
+            set,
+        })
+    }
+}
+
+fn has(list: &[String], name: &str) -> bool {
+    list.iter().any(|n| n == "*" || n == name)
+}
+
+/// Declared ∩ granted, with one `check_*` per host capability.
+#[derive(Debug, Clone)]
+pub struct EffectiveGrant {
+    kind: Kind,
+    declared: Side,
+    granted: Side,
+}
+
+impl EffectiveGrant {
+    /// Combines a template's declaration with the operator's grant. Fails if either set has an
+    /// entry that does not parse.
+    pub fn new(kind: Kind, declared: &PermissionSet, granted: &PermissionSet) -> Result<Self, DeclarationError> {
+        Ok(EffectiveGrant { kind, declared: Side::new(declared)?, granted: Side::new(granted)? })
+    }
+
+    /// The template's kind.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    fn client_only(&self, scope: Scope) -> Result<(), Denial> {
+        match self.kind {
+            Kind::Client => Ok(()),
+            Kind::Tag => Err(Denial { scope, cause: DenialCause::ClientOnly }),
+        }
+    }
+
+    /// Setting the response status.
+    pub fn check_response_status(&self) -> Result<(), Denial> {
+        self.client_only(Scope::ResponseStatus)
+    }
+
+    /// Setting the response body.
+    pub fn check_response_body(&self) -> Result<(), Denial> {
+        self.client_only(Scope::ResponseBody)
+    }
+
+    fn check(&self, scope: Scope, allows: impl Fn(&Side) -> bool) -> Result<(), Denial> {
+        if !allows(&self.declared) {
+            Err(Denial { scope, cause: DenialCause::NotDeclared })
+        } else if !allows(&self.granted) {
+            Err(Denial { scope, cause: DenialCause::NotGranted })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reading a request header.
+    pub fn check_request_header(&self, name: &str) -> Result<(), Denial> {
+        let name = name.to_ascii_lowercase();
+        self.check(Scope::RequestHeader(name.clone()), |s| has(&s.set.request_headers, &name))
+    }
+
+    /// Reading the query string.
+    pub fn check_query(&self) -> Result<(), Denial> {
+        self.check(Scope::Query, |s| s.set.query)
+    }
+
+    /// Reading a request cookie.
+    pub fn check_cookie(&self, name: &str) -> Result<(), Denial> {
+        self.check(Scope::Cookie(name.to_string()), |s| has(&s.set.cookies, name))
+    }
+
+    /// Reading the request body.
+    pub fn check_body(&self) -> Result<(), Denial> {
+        self.check(Scope::Body, |s| s.set.body)
+    }
+
+    /// Reading the visitor's IP address.
+    pub fn check_remote_address(&self) -> Result<(), Denial> {
+        self.check(Scope::RemoteAddress, |s| s.set.remote_address)
+    }
+
+    /// Reading the consent state.
+    pub fn check_consent(&self) -> Result<(), Denial> {
+        self.check(Scope::Consent, |s| s.set.consent)
+    }
+
+    /// Reading one event-data key path.
+    pub fn check_event_key(&self, path: &str) -> Result<(), Denial> {
+        self.check(Scope::EventData(path.to_string()), |s| s.keys.iter().any(|k| k.covers(path)))
+    }
+
+    /// Reading the whole event.
+    pub fn check_all_event_data(&self) -> Result<(), Denial> {
+        self.check(Scope::AllEventData, |s| s.keys.iter().any(KeyPattern::is_everything))
+    }
+
+    /// Setting a response header.
+    pub fn check_response_header(&self, name: &str) -> Result<(), Denial> {
+        let name = name.to_ascii_lowercase();
+        self.check(Scope::ResponseHeader(name.clone()), |s| has(&s.set.response_headers, &name))
+    }
+
+    /// Setting a response cookie.
+    pub fn check_response_cookie(&self, name: &str) -> Result<(), Denial> {
+        self.check(Scope::ResponseCookie(name.to_string()), |s| has(&s.set.response_cookies, name))
+    }
+
+    /// Sending a request to `url`.
+    pub fn check_outbound(&self, url: &Url) -> Result<(), Denial> {
+        let mut shown = url.clone();
+        shown.set_query(None);
+        shown.set_fragment(None);
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        self.check(Scope::Outbound(shown.to_string()), |s| s.outbound.iter().any(|p| p.matches(url)))
+    }
+
+    /// Using template storage.
+    pub fn check_storage(&self) -> Result<(), Denial> {
+        self.check(Scope::Storage, |s| s.set.storage)
+    }
+
+    /// Writing log lines.
+    pub fn check_logging(&self) -> Result<(), Denial> {
+        self.check(Scope::Logging, |s| s.set.logging)
+    }
+
+    /// What the template effectively gets, for display (`sluice check`). Booleans and names are
+    /// exact; for patterns it lists each side's entries the other side covers or shares, since
+    /// pattern-against-pattern containment is decided per call.
+    pub fn summary(&self) -> PermissionSet {
+        let (d, g) = (&self.declared.set, &self.granted.set);
+        let names = |a: &[String], b: &[String]| -> Vec<String> {
+            let mut out: Vec<String> = a.iter().filter(|n| has(b, n)).cloned().collect();
+            for n in b {
+                if has(a, n) && !out.contains(n) {
+                    out.push(n.clone());
+                }
+            }
+            out.retain(|n| n != "*" || (has(a, "*") && has(b, "*")));
+            out
+        };
+        let keys = |a: &Side, b: &Side| -> Vec<String> {
+            let mut out: Vec<String> = a
+                .set
+                .event_data
+                .iter()
+                .zip(&a.keys)
+                .filter(|(raw, _)| b.keys.iter().any(|k| k.covers(raw.trim_end_matches(".*"))))
+                .map(|(raw, _)| raw.clone())
+                .collect();
+            for raw in &b.set.event_data {
+                if a.keys.iter().any(|k| k.covers(raw.trim_end_matches(".*"))) && !out.contains(raw) {
+                    out.push(raw.clone());
+                }
+            }
+            out.retain(|k| k != "*" || (d.event_data.contains(k) && g.event_data.contains(k)));
+            out
+        };
+        let urls = if has(&d.outbound, "*") {
+            g.outbound.clone()
+        } else if has(&g.outbound, "*") {
+            d.outbound.clone()
+        } else {
+            d.outbound.iter().filter(|p| g.outbound.contains(p)).cloned().collect()
+        };
+        PermissionSet {
+            request_headers: names(&d.request_headers, &g.request_headers),
+            query: d.query && g.query,
+            cookies: names(&d.cookies, &g.cookies),
+            body: d.body && g.body,
+            remote_address: d.remote_address && g.remote_address,
+            consent: d.consent && g.consent,
+            event_data: keys(&self.declared, &self.granted),
+            response_headers: names(&d.response_headers, &g.response_headers),
+            response_cookies: names(&d.response_cookies, &g.response_cookies),
+            outbound: urls,
+            storage: d.storage && g.storage,
+            logging: d.logging && g.logging,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(declared: PermissionSet, granted: PermissionSet) -> EffectiveGrant {
+        EffectiveGrant::new(Kind::Tag, &declared, &granted).expect("valid sets")
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_call_needs_both_declaration_and_grant() {
+        let g = grant(
+            PermissionSet { request_headers: strings(&["User-Agent", "referer"]), ..Default::default() },
+            PermissionSet { request_headers: strings(&["user-agent", "authorization"]), ..Default::default() },
+        );
+        assert!(g.check_request_header("USER-AGENT").is_ok());
+        let d = g.check_request_header("referer").unwrap_err();
+        assert_eq!(d.cause, DenialCause::NotGranted);
+        assert!(d.to_string().contains("add \"referer\" to `request_headers`"), "{d}");
+        let d = g.check_request_header("authorization").unwrap_err();
+        assert_eq!(d.cause, DenialCause::NotDeclared);
+    }
+
+    #[test]
+    fn wildcards_on_either_side() {
+        let g = grant(
+            PermissionSet { cookies: strings(&["*"]), outbound: strings(&["*"]), ..Default::default() },
+            PermissionSet {
+                cookies: strings(&["_fbp"]),
+                outbound: strings(&["https://hooks.example.com/"]),
+                ..Default::default()
+            },
+        );
+        assert!(g.check_cookie("_fbp").is_ok());
+        assert!(g.check_cookie("_ga").is_err());
+        let ok = Url::parse("https://hooks.example.com/a?token=secret").expect("url");
+        assert!(g.check_outbound(&ok).is_ok());
+        let bad = Url::parse("https://evil.example.net/x?token=secret").expect("url");
+        let d = g.check_outbound(&bad).unwrap_err();
+        assert!(!d.to_string().contains("secret"), "query must not be echoed: {d}");
+        assert!(d.to_string().contains("https://evil.example.net/x"), "{d}");
+        assert_eq!(g.summary().outbound, strings(&["https://hooks.example.com/"]));
+        assert_eq!(g.summary().cookies, strings(&["_fbp"]));
+    }
+
+    #[test]
+    fn event_key_patterns_cover_subtrees() {
+        let g = grant(
+            PermissionSet { event_data: strings(&["*"]), ..Default::default() },
+            PermissionSet { event_data: strings(&["items.*", "x-ga-*", "user_data"]), ..Default::default() },
+        );
+        assert!(g.check_event_key("items.0.item_id").is_ok());
+        assert!(g.check_event_key("x-ga-gcs").is_ok());
+        assert!(g.check_event_key("user_data.email_address").is_ok());
+        assert!(g.check_event_key("ip_override").is_err());
+        assert!(g.check_event_key("items").is_err(), "items.* covers what is under items, not items itself");
+        assert!(g.check_all_event_data().is_err());
+        assert_eq!(g.summary().event_data, strings(&["items.*", "x-ga-*", "user_data"]));
+    }
+
+    #[test]
+    fn status_and_body_belong_to_the_client() {
+        let all = PermissionSet { response_headers: strings(&["*"]), ..Default::default() };
+        let tag = grant(all.clone(), all.clone());
+        let d = tag.check_response_body().unwrap_err();
+        assert_eq!(d.cause, DenialCause::ClientOnly);
+        assert!(tag.check_response_header("x-anything").is_ok());
+        let client = EffectiveGrant::new(Kind::Client, &all, &all).expect("valid");
+        assert!(client.check_response_status().is_ok() && client.check_response_body().is_ok());
+    }
+}

@@ -1,0 +1,52 @@
+//! The error every host call and template entry point returns.
+
+/// Why a host call (or a template) did not do what was asked. Mirrors the WIT `error` variant,
+/// so a template can tell a refusal it may work around from a real failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The template's declaration or the operator's grant does not allow the call; the text
+    /// names what was refused and how to allow it.
+    PermissionDenied(String),
+    /// Malformed input: a bad URL, a missing parameter, an event that is not what was expected.
+    Invalid(String),
+    /// The operation ran out of time.
+    Timeout,
+    /// The operation was attempted and failed.
+    Failed(String),
+}
+
+impl Error {
+    /// An [`Error::Invalid`] with this message.
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into())
+    }
+
+    /// An [`Error::Failed`] with this message.
+    pub fn failed(msg: impl Into<String>) -> Self {
+        Error::Failed(msg.into())
+    }
+
+    /// Whether this is a permission refusal.
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, Error::PermissionDenied(_))
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::PermissionDenied(m) => write!(f, "permission denied: {m}"),
+            Error::Invalid(m) => write!(f, "invalid: {m}"),
+            Error::Timeout => f.write_str("timed out"),
+            Error::Failed(m) => write!(f, "failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Invalid(format!("JSON: {e}"))
+    }
+}

@@ -1,0 +1,310 @@
+//! The template's view of the host: one small accessor per capability.
+//!
+//! Every method is a permission-checked host call. On wasm it goes to the Sluice host; natively
+//! it goes to the [`crate::mock::MockHost`] running the test.
+
+use std::ops::Deref;
+
+use serde::de::DeserializeOwned;
+
+use crate::sys;
+use crate::{ConsentStatus, Cookie, Error, HttpRequest, HttpResponse, Level, Purpose};
+
+/// The host as a client template sees it.
+#[derive(Debug)]
+pub struct Host {
+    _private: (),
+}
+
+/// The host as a tag template sees it: everything a [`Host`] offers, plus the event and consent.
+#[derive(Debug)]
+pub struct TagHost {
+    host: Host,
+}
+
+impl Host {
+    pub(crate) fn new() -> Self {
+        Host { _private: () }
+    }
+
+    /// The incoming request.
+    pub fn request(&self) -> Request {
+        Request { _private: () }
+    }
+
+    /// The response to the browser.
+    pub fn response(&self) -> Response {
+        Response { _private: () }
+    }
+
+    /// Outbound HTTP.
+    pub fn http(&self) -> Http {
+        Http { _private: () }
+    }
+
+    /// Per-template storage.
+    pub fn storage(&self) -> Storage {
+        Storage { _private: () }
+    }
+
+    /// Log lines.
+    pub fn log(&self) -> Log {
+        Log { _private: () }
+    }
+
+    /// The operator's parameters for this template.
+    pub fn config(&self) -> Config {
+        Config { _private: () }
+    }
+}
+
+impl TagHost {
+    pub(crate) fn new() -> Self {
+        TagHost { host: Host::new() }
+    }
+
+    /// The event this tag runs for.
+    pub fn event(&self) -> Event {
+        Event { _private: () }
+    }
+
+    /// The visitor's consent for this event.
+    pub fn consent(&self) -> Consent {
+        Consent { _private: () }
+    }
+}
+
+impl Deref for TagHost {
+    type Target = Host;
+    fn deref(&self) -> &Host {
+        &self.host
+    }
+}
+
+/// The incoming request.
+#[derive(Debug)]
+pub struct Request {
+    _private: (),
+}
+
+impl Request {
+    /// HTTP method, upper case.
+    pub fn method(&self) -> String {
+        sys::method()
+    }
+
+    /// Path without the query string.
+    pub fn path(&self) -> String {
+        sys::path()
+    }
+
+    /// Raw query string (no leading `?`). Needs `query`.
+    pub fn query_string(&self) -> Result<String, Error> {
+        sys::query_string()
+    }
+
+    /// Decoded value of the first query parameter with this name. Needs `query`.
+    pub fn query_param(&self, name: &str) -> Result<Option<String>, Error> {
+        sys::query_param(name)
+    }
+
+    /// A header by case-insensitive name. Needs the name in `request_headers`.
+    pub fn header(&self, name: &str) -> Result<Option<String>, Error> {
+        sys::header(name)
+    }
+
+    /// All values of a cookie. Needs the name in `cookies`.
+    pub fn cookies(&self, name: &str) -> Result<Vec<String>, Error> {
+        sys::cookie(name)
+    }
+
+    /// The first value of a cookie. Needs the name in `cookies`.
+    pub fn cookie(&self, name: &str) -> Result<Option<String>, Error> {
+        Ok(sys::cookie(name)?.into_iter().next())
+    }
+
+    /// The raw body. Needs `body`.
+    pub fn body(&self) -> Result<Vec<u8>, Error> {
+        sys::body()
+    }
+
+    /// The visitor's IP address. Needs `remote_address`.
+    pub fn remote_address(&self) -> Result<Option<String>, Error> {
+        sys::remote_address()
+    }
+}
+
+/// The response to the browser.
+#[derive(Debug)]
+pub struct Response {
+    _private: (),
+}
+
+impl Response {
+    /// Sets the status (claiming client only).
+    pub fn set_status(&self, status: u16) -> Result<(), Error> {
+        sys::set_status(status)
+    }
+
+    /// Sets a header. Needs the name in `response_headers`.
+    pub fn set_header(&self, name: &str, value: &str) -> Result<(), Error> {
+        sys::set_header(name, value)
+    }
+
+    /// Sets the body (claiming client only).
+    pub fn set_body(&self, body: &[u8]) -> Result<(), Error> {
+        sys::set_body(body)
+    }
+
+    /// Adds a cookie. Needs the name in `response_cookies`.
+    pub fn set_cookie(&self, cookie: &Cookie) -> Result<(), Error> {
+        sys::set_cookie(cookie)
+    }
+}
+
+/// The current event (tags only).
+#[derive(Debug)]
+pub struct Event {
+    _private: (),
+}
+
+impl Event {
+    /// The value at a dotted path (`items.0.item_id`). Needs a covering `event_data` pattern.
+    pub fn get(&self, path: &str) -> Result<Option<serde_json::Value>, Error> {
+        match sys::event_get(path)? {
+            Some(json) => Ok(Some(serde_json::from_str(&json)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The value at a path as text: strings as they are, numbers and booleans formatted.
+    pub fn get_str(&self, path: &str) -> Result<Option<String>, Error> {
+        Ok(self.get(path)?.and_then(|v| match v {
+            serde_json::Value::String(s) => Some(s),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            serde_json::Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }))
+    }
+
+    /// The whole event. Needs `event_data = ["*"]`.
+    pub fn all(&self) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+        Ok(serde_json::from_str(&sys::event_all()?)?)
+    }
+}
+
+/// The visitor's consent (tags only).
+#[derive(Debug)]
+pub struct Consent {
+    _private: (),
+}
+
+impl Consent {
+    /// One purpose's state. Needs `consent`.
+    pub fn status(&self, purpose: Purpose) -> Result<ConsentStatus, Error> {
+        sys::consent_status(purpose)
+    }
+}
+
+/// Outbound HTTP.
+#[derive(Debug)]
+pub struct Http {
+    _private: (),
+}
+
+impl Http {
+    /// Sends a request through the host. The URL must match a granted `outbound` pattern.
+    pub fn send(&self, request: &HttpRequest) -> Result<HttpResponse, Error> {
+        sys::http_send(request)
+    }
+}
+
+/// Per-template storage.
+#[derive(Debug)]
+pub struct Storage {
+    _private: (),
+}
+
+impl Storage {
+    /// Reads a value. Needs `storage`.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        sys::storage_get(key)
+    }
+
+    /// Writes a value with an optional time to live. Needs `storage`.
+    pub fn set(&self, key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), Error> {
+        sys::storage_set(key, value, ttl_ms)
+    }
+
+    /// Removes a value. Needs `storage`.
+    pub fn delete(&self, key: &str) -> Result<(), Error> {
+        sys::storage_delete(key)
+    }
+}
+
+/// Log lines. Without the `logging` grant lines are dropped (and the host records the denial).
+#[derive(Debug)]
+pub struct Log {
+    _private: (),
+}
+
+impl Log {
+    /// Writes a line at `level`.
+    pub fn write(&self, level: Level, message: &str) {
+        // A refused log line is recorded by the host; there is nothing useful to do here.
+        let _ = sys::log(level, message);
+    }
+
+    /// Debug line.
+    pub fn debug(&self, message: &str) {
+        self.write(Level::Debug, message)
+    }
+
+    /// Info line.
+    pub fn info(&self, message: &str) {
+        self.write(Level::Info, message)
+    }
+
+    /// Warning line.
+    pub fn warn(&self, message: &str) {
+        self.write(Level::Warn, message)
+    }
+
+    /// Error line.
+    pub fn error(&self, message: &str) {
+        self.write(Level::Error, message)
+    }
+}
+
+/// The operator's parameters.
+#[derive(Debug)]
+pub struct Config {
+    _private: (),
+}
+
+impl Config {
+    /// A parameter deserialised into `T`; `Ok(None)` when not set.
+    pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
+        match sys::config_get(name) {
+            Some(json) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| Error::Invalid(format!("parameter {name:?}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// A string parameter; numbers and booleans are formatted.
+    pub fn str(&self, name: &str) -> Option<String> {
+        match serde_json::from_str(&sys::config_get(name)?).ok()? {
+            serde_json::Value::String(s) => Some(s),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            serde_json::Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+
+    /// A string parameter that must be set.
+    pub fn require_str(&self, name: &str) -> Result<String, Error> {
+        self.str(name).ok_or_else(|| Error::Invalid(format!("parameter {name:?} is not set")))
+    }
+}

@@ -1,0 +1,146 @@
+//! Write Sluice templates in Rust.
+//!
+//! A template is a plain Rust library crate built with
+//! `cargo build --release --target wasm32-wasip2`. It depends only on this crate (with the
+//! `client` or the `tag` feature), implements [`Client`] or [`Tag`], and exports itself with
+//! [`export_client!`] or [`export_tag!`]:
+//!
+//! ```ignore
+//! use sluice_sdk::{Error, Kind, Manifest, Parameter, Permissions, Tag, TagHost, HttpRequest};
+//!
+//! pub struct Webhook;
+//!
+//! impl Tag for Webhook {
+//!     const MANIFEST: Manifest = Manifest {
+//!         kind: Kind::Tag,
+//!         name: "webhook",
+//!         version: env!("CARGO_PKG_VERSION"),
+//!         description: "POSTs each event as JSON to a URL.",
+//!         permissions: Permissions { event_data: &["*"], outbound: &["*"], ..Permissions::NONE },
+//!         parameters: &[Parameter::required("url", "Where to send events.")],
+//!     };
+//!
+//!     fn fire(host: &TagHost) -> Result<(), Error> {
+//!         let url = host.config().require_str("url")?;
+//!         let event = host.event().all()?;
+//!         host.http().send(&HttpRequest::post(url).json(&event))?.error_for_status()?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! sluice_sdk::export_tag!(Webhook);
+//! ```
+//!
+//! The [`Manifest`] is the template's declaration: it is embedded in the `.wasm` (read by
+//! `sluice inspect` and by the host at load) and the operator's grant can only narrow it.
+//!
+//! # Testing
+//!
+//! Off wasm, every host call goes to [`mock::MockHost`], which applies the same permission rules
+//! as the real host (both use `sluice-manifest`). Set up a request or an event, consent, grants,
+//! parameters and outbound stubs, run the template with `cargo test`, and assert on the
+//! response, the outbound requests, the logs and the permission denials.
+
+#![warn(missing_docs)]
+
+extern crate self as sluice_sdk;
+
+mod error;
+mod host;
+mod sys;
+mod types;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod mock;
+
+pub use error::Error;
+pub use host::{Config, Consent, Event, Host, Http, Log, Request, Response, Storage, TagHost};
+pub use serde_json::{self as json, Value, json};
+pub use sluice_manifest::{Kind, Manifest, Parameter, PermissionSet, Permissions};
+pub use types::{Claim, ConsentStatus, Cookie, HttpRequest, HttpResponse, Level, Purpose, SameSite};
+
+/// A client template: decides whether an incoming request is its own and turns it into events.
+pub trait Client {
+    /// The template's declaration (kind must be [`Kind::Client`]).
+    const MANIFEST: Manifest;
+
+    /// Looks at the current request. Return [`Claim::Pass`] to let the next client try, or
+    /// [`Claim::Claimed`] with the events for the tags; set the response through `host`.
+    fn run(host: &Host) -> Result<Claim, Error>;
+}
+
+/// A tag template: delivers one event.
+pub trait Tag {
+    /// The template's declaration (kind must be [`Kind::Tag`]).
+    const MANIFEST: Manifest;
+
+    /// Handles the current event. An error marks the tag as failed in the host's trace.
+    fn fire(host: &TagHost) -> Result<(), Error>;
+}
+
+/// Exports a [`Client`] implementation as the template's entry point and embeds its manifest.
+#[macro_export]
+macro_rules! export_client {
+    ($ty:ty) => {
+        $crate::__embed_manifest!(<$ty as $crate::Client>::MANIFEST);
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __SluiceGlue;
+            impl $crate::__private::bindings::Guest for __SluiceGlue {
+                fn run() -> ::core::result::Result<
+                    $crate::__private::bindings::Claim,
+                    $crate::__private::bindings::sluice::template::types::Error,
+                > {
+                    $crate::__private::run_client::<$ty>()
+                }
+            }
+            $crate::__private::bindings::__sluice_export!(__SluiceGlue with_types_in $crate::__private::bindings);
+        };
+    };
+}
+
+/// Exports a [`Tag`] implementation as the template's entry point and embeds its manifest.
+#[macro_export]
+macro_rules! export_tag {
+    ($ty:ty) => {
+        $crate::__embed_manifest!(<$ty as $crate::Tag>::MANIFEST);
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __SluiceGlue;
+            impl $crate::__private::bindings::Guest for __SluiceGlue {
+                fn fire() -> ::core::result::Result<
+                    (),
+                    $crate::__private::bindings::sluice::template::types::Error,
+                > {
+                    $crate::__private::run_tag::<$ty>()
+                }
+            }
+            $crate::__private::bindings::__sluice_export!(__SluiceGlue with_types_in $crate::__private::bindings);
+        };
+    };
+}
+
+/// Places a manifest's JSON in the `sluice-manifest` custom section of the `.wasm`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __embed_manifest {
+    ($manifest:expr) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            const LEN: usize = $manifest.encoded_len();
+            #[allow(unsafe_code)]
+            #[unsafe(link_section = "sluice-manifest")]
+            #[used]
+            static MANIFEST: [u8; LEN] = $manifest.encode::<LEN>().bytes;
+        };
+    };
+}
+
+/// Implementation details of the export macros. Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    #[cfg(target_arch = "wasm32")]
+    pub use crate::sys::wasm::{bindings, run_client, run_tag};
+    #[cfg(target_arch = "wasm32")]
+    pub use wit_bindgen;
+}

@@ -1,0 +1,193 @@
+//! Plain data types of the template API.
+
+use serde::Serialize;
+
+use crate::Error;
+
+/// What a client decided about a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// Not this client's request; the host offers it to the next client.
+    Pass,
+    /// This client's request; the events (JSON objects) go to the tags.
+    Claimed(Vec<serde_json::Value>),
+}
+
+/// A consent purpose (Google Consent Mode v2 plus the older storage types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum Purpose {
+    AdStorage,
+    AnalyticsStorage,
+    AdUserData,
+    AdPersonalization,
+    FunctionalityStorage,
+    PersonalizationStorage,
+    SecurityStorage,
+}
+
+/// A purpose's state for the current event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentStatus {
+    /// The visitor agreed.
+    Granted,
+    /// The visitor refused.
+    Denied,
+    /// No source said anything.
+    Unset,
+}
+
+/// `SameSite` cookie attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+/// A cookie to set in the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cookie {
+    /// Cookie name.
+    pub name: String,
+    /// Cookie value (sent as given).
+    pub value: String,
+    /// `Domain` attribute.
+    pub domain: Option<String>,
+    /// `Path` attribute.
+    pub path: Option<String>,
+    /// `Max-Age` in seconds; `None` is a session cookie.
+    pub max_age: Option<i64>,
+    /// `Secure` attribute.
+    pub secure: bool,
+    /// `HttpOnly` attribute.
+    pub http_only: bool,
+    /// `SameSite` attribute.
+    pub same_site: Option<SameSite>,
+}
+
+impl Cookie {
+    /// A first-party cookie with `Path=/`, `Secure` and `SameSite=Lax`, the usual shape for
+    /// server-set identifiers.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Cookie {
+            name: name.into(),
+            value: value.into(),
+            domain: None,
+            path: Some("/".into()),
+            max_age: None,
+            secure: true,
+            http_only: false,
+            same_site: Some(SameSite::Lax),
+        }
+    }
+}
+
+/// Severity of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[allow(missing_docs)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// An outbound HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Absolute URL.
+    pub url: String,
+    /// Headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+    /// Per-request timeout (the host caps it).
+    pub timeout_ms: Option<u32>,
+}
+
+impl HttpRequest {
+    /// A request with this method and URL, no headers and no body.
+    pub fn new(method: impl Into<String>, url: impl Into<String>) -> Self {
+        HttpRequest { method: method.into(), url: url.into(), headers: Vec::new(), body: Vec::new(), timeout_ms: None }
+    }
+
+    /// A `GET`.
+    pub fn get(url: impl Into<String>) -> Self {
+        Self::new("GET", url)
+    }
+
+    /// A `POST`.
+    pub fn post(url: impl Into<String>) -> Self {
+        Self::new("POST", url)
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Sets a JSON body and `content-type: application/json`.
+    pub fn json<T: Serialize + ?Sized>(self, value: &T) -> Self {
+        // Serialising a `Value` or a derived struct cannot fail; fall back to `null` rather
+        // than panic if a hand-written `Serialize` does.
+        let body = serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec());
+        self.header("content-type", "application/json").body(body)
+    }
+
+    /// Sets the timeout.
+    pub fn timeout_ms(mut self, ms: u32) -> Self {
+        self.timeout_ms = Some(ms);
+        self
+    }
+}
+
+/// A vendor's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, in order.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A response with this status and body and no headers (handy for mock stubs).
+    pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        HttpResponse { status, headers: Vec::new(), body: body.into() }
+    }
+
+    /// The first header with this (case-insensitive) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text (lossy).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// `Ok(self)` for 2xx, otherwise [`Error::Failed`] with the status and the start of the body.
+    pub fn error_for_status(self) -> Result<Self, Error> {
+        if (200..300).contains(&self.status) {
+            Ok(self)
+        } else {
+            let text = self.text();
+            let snippet: String = text.chars().take(200).collect();
+            Err(Error::Failed(format!("HTTP {}: {snippet}", self.status)))
+        }
+    }
+}
