@@ -1,1 +1,37 @@
-//! placeholder
+//! Sluice: a server-side tag host.
+//!
+//! A site sends one first-party request; Sluice hands it to sandboxed *client* templates
+//! (WebAssembly components) until one claims it and turns it into events, then runs the
+//! matching *tag* templates, which deliver the events to vendors server to server. Every
+//! template can do only what it declared and the operator granted.
+//!
+//! Where things are:
+//! * [`config`]: the container file an operator writes;
+//! * [`pipeline`]: the request pipeline (claim → events → tags → response);
+//! * [`engine`]: the wasmtime sandbox (pooling, CPU and memory limits, minimal WASI);
+//! * [`template`]: loading and checking a template `.wasm`;
+//! * `capabilities/`: one module per host interface a template can call;
+//! * [`outbound`]: the single egress choke point; [`consent`], [`storage`]: those capabilities'
+//!   state; [`server`]: the hyper front end; [`trace`]: what happened to a request.
+
+#![deny(missing_docs)]
+
+pub mod bindings;
+mod capabilities;
+pub mod config;
+pub mod consent;
+pub mod engine;
+pub mod error;
+pub mod outbound;
+pub mod pipeline;
+pub mod server;
+pub mod state;
+pub mod storage;
+pub mod template;
+pub mod trace;
+pub mod trigger;
+
+pub use config::ContainerConfig;
+pub use error::{ConfigError, LoadError};
+pub use pipeline::Container;
+pub use trace::{Outcome, RequestTrace};

@@ -1,1 +1,181 @@
-fn main(){}
+//! The `sluice` binary: `serve`, `check` and `inspect`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sluice::{Container, ContainerConfig};
+use sluice_manifest::PermissionSet;
+
+/// Sluice: a server-side tag host running sandboxed WebAssembly templates.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a container until SIGTERM or Ctrl-C (in-flight requests finish first).
+    Serve {
+        /// The container config (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Override the config's listen address.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Validate a container config and show, per template, what it asks for and what it gets.
+    Check {
+        /// The container config (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show a template's kind, name, version, declared permissions and parameters.
+    Inspect {
+        /// The template `.wasm`.
+        file: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config, listen } => serve(config, listen),
+        Command::Check { config } => check(config),
+        Command::Inspect { file } => inspect(file),
+    }
+}
+
+fn serve(path: PathBuf, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    let config = ContainerConfig::load(&path)?;
+    let container = Arc::new(Container::load(&config)?);
+    let addr = listen.unwrap_or(config.listen);
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        tracing::info!(
+            "sluice listening on http://{} with {} templates",
+            listener.local_addr().unwrap_or(addr),
+            container.templates().count()
+        );
+        sluice::server::serve(container, listener, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+fn check(path: PathBuf) -> anyhow::Result<()> {
+    let config = ContainerConfig::load(&path)?;
+    let container = Container::load(&config)?;
+    println!("{}: OK, listen {}", path.display(), config.listen);
+    for t in container.templates() {
+        let d = &t.declaration;
+        println!("\n{} {:?} (template {} {}, priority {})", d.kind, t.name, d.name, d.version, t.priority);
+        print_set("  asks for", &d.permissions);
+        print_set("  gets    ", &t.grant.summary());
+        for (name, p) in &t.params {
+            println!("  param {name} = {p:?}");
+        }
+    }
+    Ok(())
+}
+
+fn inspect(path: PathBuf) -> anyhow::Result<()> {
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let d = sluice::template::read_declaration(&bytes).map_err(|m| anyhow::anyhow!("{}: {m}", path.display()))?;
+    println!("{} template {:?} version {}", d.kind, d.name, d.version);
+    if !d.description.is_empty() {
+        println!("  {}", d.description);
+    }
+    print_set("  permissions", &d.permissions);
+    for p in &d.parameters {
+        let flags = [(p.required, "required"), (p.secret, "secret")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, f)| *f)
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!("  param {}{}: {}", p.name, if flags.is_empty() { String::new() } else { format!(" ({flags})") }, p.description);
+    }
+    Ok(())
+}
+
+fn print_set(label: &str, p: &PermissionSet) {
+    let mut parts = Vec::new();
+    let mut list = |name: &str, v: &[String]| {
+        if !v.is_empty() {
+            parts.push(format!("{name}={v:?}"));
+        }
+    };
+    list("request_headers", &p.request_headers);
+    list("cookies", &p.cookies);
+    list("event_data", &p.event_data);
+    list("response_headers", &p.response_headers);
+    list("response_cookies", &p.response_cookies);
+    list("outbound", &p.outbound);
+    for (name, on) in [
+        ("query", p.query),
+        ("body", p.body),
+        ("remote_address", p.remote_address),
+        ("consent", p.consent),
+        ("storage", p.storage),
+        ("logging", p.logging),
+    ] {
+        if on {
+            parts.push(name.to_string());
+        }
+    }
+    println!("{label}: {}", if parts.is_empty() { "nothing".into() } else { parts.join(" ") });
+}

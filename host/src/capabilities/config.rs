@@ -1,0 +1,10 @@
+//! `sluice:template/config`: the template's own parameters.
+
+use crate::bindings::config::Host;
+use crate::state::Invocation;
+
+impl Host for Invocation {
+    async fn get(&mut self, name: String) -> Option<String> {
+        self.template.params.get(&name).map(|p| p.value.to_string())
+    }
+}

@@ -1,0 +1,43 @@
+//! `sluice:template/http`: outbound requests, through the one choke point in
+//! [`crate::outbound`]. The time a guest waits here does not count against its CPU budget.
+
+use std::time::{Duration, Instant};
+
+use crate::bindings::http::{Host, IncomingResponse, OutgoingRequest};
+use crate::bindings::types::Error;
+use crate::outbound::{OutboundError, OutboundRequest};
+use crate::state::Invocation;
+
+impl Host for Invocation {
+    async fn send(&mut self, request: OutgoingRequest) -> Result<IncomingResponse, Error> {
+        let started = Instant::now();
+        // The query string may carry credentials (Meta's access_token): never log it.
+        let url_for_log = request.url.split('?').next().unwrap_or_default().to_string();
+        let outbound = OutboundRequest {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+            timeout: request.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))),
+        };
+        let result = self.services.outbound.send(&self.template.grant, outbound).await;
+        self.cpu.add_wait(started.elapsed());
+        let (id, name) = (&self.request.id, &self.template.name);
+        match result {
+            Ok(r) => {
+                tracing::debug!(request_id = %id, template = %name, url = %url_for_log, status = r.status, "outbound");
+                Ok(IncomingResponse { status: r.status, headers: r.headers, body: r.body })
+            }
+            Err(OutboundError::Denied(denial)) => Err(self.deny(denial)),
+            Err(e) => {
+                tracing::info!(request_id = %id, template = %name, url = %url_for_log, "outbound not completed: {e}");
+                Err(match e {
+                    OutboundError::Policy(m) => Error::PermissionDenied(m),
+                    OutboundError::Invalid(m) => Error::Invalid(m),
+                    OutboundError::Timeout => Error::Timeout,
+                    other => Error::Failed(other.to_string()),
+                })
+            }
+        }
+    }
+}

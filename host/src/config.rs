@@ -1,0 +1,398 @@
+//! The container config: the one TOML file an operator writes.
+//!
+//! ```toml
+//! listen = "0.0.0.0:8080"
+//!
+//! [limits]              # per template invocation
+//! cpu_ms = 50           # guest CPU time (time spent waiting on outbound HTTP not counted)
+//! wall_ms = 10000       # whole invocation, outbound waits included
+//! memory_mb = 64
+//! max_concurrent = 256  # invocations in flight; beyond that requests wait
+//!
+//! [outbound]
+//! timeout_ms = 5000
+//! max_response_bytes = 1048576
+//! allow_http = []       # origins that may be reached over plain http (test servers)
+//! allow_private = []    # CIDRs exempt from the private-address guard, e.g. "127.0.0.1/32"
+//!
+//! [[client]]
+//! name = "collect"
+//! wasm = "templates/json_collect_client.wasm"   # relative to this file
+//! priority = 10
+//! grants = { body = true, response_headers = ["content-type"] }
+//!
+//! [[tag]]
+//! name = "webhook"
+//! wasm = "templates/webhook_tag.wasm"
+//! trigger = { events = ["purchase"], conditions = [{ key = "currency", equals = "EUR" }] }
+//! params = { url = "https://hooks.example.com/in", token = "${HOOK_TOKEN}" }
+//! grants = { event_data = ["*"], outbound = ["https://hooks.example.com/"] }
+//! ```
+//!
+//! Unknown keys are errors (a misspelt grant must not silently grant nothing), and every error
+//! names the file, the entry and what to change.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+use sluice_manifest::PermissionSet;
+
+use crate::error::ConfigError;
+use crate::trigger::Trigger;
+
+/// A parsed, validated container config.
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    /// The file it came from (for messages).
+    pub path: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Per-invocation limits.
+    pub limits: Limits,
+    /// Outbound network policy.
+    pub outbound: OutboundConfig,
+    /// Incoming-request handling.
+    pub server: ServerConfig,
+    /// Clients, in file order.
+    pub clients: Vec<ClientConfig>,
+    /// Tags, in file order.
+    pub tags: Vec<TagConfig>,
+}
+
+/// Per-invocation sandbox limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Guest CPU time per invocation, in milliseconds.
+    pub cpu_ms: u64,
+    /// Wall-clock time per invocation (outbound waits included), in milliseconds.
+    pub wall_ms: u64,
+    /// Linear memory per invocation, in MiB.
+    pub memory_mb: u64,
+    /// Invocations in flight at once (sizes the instance pool).
+    pub max_concurrent: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { cpu_ms: 50, wall_ms: 10_000, memory_mb: 64, max_concurrent: 256 }
+    }
+}
+
+/// Outbound network policy, applied to every template on top of its own grant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Default (and maximum) per-request timeout, in milliseconds.
+    pub timeout_ms: u64,
+    /// Largest response body a template may receive.
+    pub max_response_bytes: usize,
+    /// Redirects followed per request (each hop re-checked).
+    pub max_redirects: u8,
+    /// Origins (`http://host[:port]`) that may be reached over plain http.
+    pub allow_http: Vec<String>,
+    /// CIDRs exempt from the private/loopback/link-local address guard.
+    pub allow_private: Vec<String>,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            timeout_ms: 5_000,
+            max_response_bytes: 1 << 20,
+            max_redirects: 5,
+            allow_http: Vec::new(),
+            allow_private: Vec::new(),
+        }
+    }
+}
+
+/// How incoming requests are read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Largest request body accepted (GA4 itself caps hits at about 130 kB).
+    pub max_body_bytes: usize,
+    /// Take the visitor's IP from `X-Forwarded-For` (only behind a proxy that sets it).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { max_body_bytes: 256 * 1024, trust_forwarded_for: false }
+    }
+}
+
+/// A parameter value with whether it came from the environment (a secret).
+#[derive(Clone)]
+pub struct Param {
+    /// The value as JSON.
+    pub value: Value,
+    /// Came from `${ENV_VAR}`: never printed.
+    pub secret: bool,
+}
+
+impl std::fmt::Debug for Param {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.secret { f.write_str("\"[secret]\"") } else { write!(f, "{}", self.value) }
+    }
+}
+
+/// Fields common to clients and tags.
+#[derive(Debug, Clone)]
+pub struct TemplateConfig {
+    /// Unique name of this instance.
+    pub name: String,
+    /// Resolved path of the `.wasm`.
+    pub wasm: PathBuf,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Parameters, `${ENV}` references resolved.
+    pub params: Vec<(String, Param)>,
+    /// The operator's grant.
+    pub grants: PermissionSet,
+}
+
+/// A client entry.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Name, wasm, priority, params, grants.
+    pub template: TemplateConfig,
+    /// Answer the browser as soon as the client has claimed, and run the tags afterwards
+    /// (tags can then no longer set cookies).
+    pub respond_before_tags: bool,
+}
+
+/// A tag entry.
+#[derive(Debug, Clone)]
+pub struct TagConfig {
+    /// Name, wasm, priority, params, grants.
+    pub template: TemplateConfig,
+    /// When it fires.
+    pub trigger: Trigger,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default = "default_listen")]
+    listen: SocketAddr,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    outbound: OutboundConfig,
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default, rename = "client")]
+    clients: Vec<RawClient>,
+    #[serde(default, rename = "tag")]
+    tags: Vec<RawTag>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    name: String,
+    wasm: PathBuf,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    respond_before_tags: bool,
+    #[serde(default)]
+    params: toml::Table,
+    #[serde(default)]
+    grants: PermissionSet,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTag {
+    name: String,
+    wasm: PathBuf,
+    #[serde(default)]
+    priority: i32,
+    trigger: Trigger,
+    #[serde(default)]
+    params: toml::Table,
+    #[serde(default)]
+    grants: PermissionSet,
+}
+
+impl ContainerConfig {
+    /// Reads and validates a config file, resolving `${ENV_VAR}` from the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { file: path.to_path_buf(), source: e })?;
+        Self::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses config text. `path` locates relative `.wasm` paths and names the file in errors;
+    /// `env` resolves `${ENV_VAR}` references.
+    pub fn parse(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let file = path.to_path_buf();
+        let raw: RawFile =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { file: file.clone(), message: e.to_string() })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let entry_err = |entry: String, message: String| ConfigError::Entry { file: file.clone(), entry, message };
+
+        if raw.limits.max_concurrent == 0 || raw.limits.cpu_ms == 0 || raw.limits.memory_mb == 0 {
+            return Err(entry_err("[limits]".into(), "cpu_ms, memory_mb and max_concurrent must be above 0".into()));
+        }
+
+        let mut seen = std::collections::HashSet::new();
+        let mut template = |kind: &str, name: String, wasm: PathBuf, priority, params: toml::Table, grants: PermissionSet| {
+            let entry = format!("{kind} {name:?}");
+            if name.is_empty() || !seen.insert(name.clone()) {
+                return Err(entry_err(entry, "names must be non-empty and unique across clients and tags".into()));
+            }
+            grants.validate().map_err(|e| entry_err(entry.clone(), format!("grants: {e}")))?;
+            let params = params
+                .into_iter()
+                .map(|(key, value)| {
+                    let param = resolve_param(value, env)
+                        .map_err(|m| entry_err(entry.clone(), format!("params.{key}: {m}")))?;
+                    Ok((key, param))
+                })
+                .collect::<Result<Vec<_>, ConfigError>>()?;
+            Ok(TemplateConfig { name, wasm: base.join(wasm), priority, params, grants })
+        };
+
+        let clients = raw
+            .clients
+            .into_iter()
+            .map(|c| {
+                Ok(ClientConfig {
+                    template: template("client", c.name, c.wasm, c.priority, c.params, c.grants)?,
+                    respond_before_tags: c.respond_before_tags,
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let tags = raw
+            .tags
+            .into_iter()
+            .map(|t| {
+                let entry = format!("tag {:?}", t.name);
+                t.trigger.validate().map_err(|m| entry_err(entry, format!("trigger: {m}")))?;
+                Ok(TagConfig { template: template("tag", t.name, t.wasm, t.priority, t.params, t.grants)?, trigger: t.trigger })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        if clients.is_empty() {
+            return Err(entry_err("[[client]]".into(), "no client is configured, so every request would get 400: add at least one [[client]]".into()));
+        }
+
+        Ok(ContainerConfig {
+            path: file,
+            listen: raw.listen,
+            limits: raw.limits,
+            outbound: raw.outbound,
+            server: raw.server,
+            clients,
+            tags,
+        })
+    }
+}
+
+/// Converts a TOML value to JSON, replacing `${ENV_VAR}` references in strings.
+fn resolve_param(value: toml::Value, env: &dyn Fn(&str) -> Option<String>) -> Result<Param, String> {
+    let mut secret = false;
+    let value = to_json(value, env, &mut secret)?;
+    Ok(Param { value, secret })
+}
+
+fn to_json(value: toml::Value, env: &dyn Fn(&str) -> Option<String>, secret: &mut bool) -> Result<Value, String> {
+    Ok(match value {
+        toml::Value::String(s) => Value::String(expand(&s, env, secret)?),
+        toml::Value::Integer(i) => Value::from(i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
+        toml::Value::Boolean(b) => Value::Bool(b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(items) => {
+            Value::Array(items.into_iter().map(|v| to_json(v, env, secret)).collect::<Result<_, _>>()?)
+        }
+        toml::Value::Table(t) => Value::Object(
+            t.into_iter().map(|(k, v)| Ok((k, to_json(v, env, secret)?))).collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
+/// Replaces each `${NAME}` with the environment variable's value.
+fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>, secret: &mut bool) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| format!("unclosed \"${{\" in {s:?}: write ${{ENV_VAR}}"))?;
+        let name = &after[..end];
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("{name:?} is not an environment variable name (letters, digits, _)"));
+        }
+        let value = env(name).ok_or_else(|| format!("environment variable {name} is not set: export it before starting sluice"))?;
+        out.push_str(&value);
+        *secret = true;
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ContainerConfig, ConfigError> {
+        let env = |name: &str| (name == "TOKEN").then(|| "t0ken".to_string());
+        ContainerConfig::parse(text, Path::new("/etc/sluice/container.toml"), &env)
+    }
+
+    const MINIMAL: &str = r#"
+        [[client]]
+        name = "collect"
+        wasm = "c.wasm"
+    "#;
+
+    #[test]
+    fn relative_wasm_paths_resolve_against_the_config_file() {
+        let c = parse(MINIMAL).expect("valid");
+        assert_eq!(c.clients[0].template.wasm, PathBuf::from("/etc/sluice/c.wasm"));
+        assert_eq!(c.listen, default_listen());
+    }
+
+    #[test]
+    fn env_references_become_secret_params() {
+        let c = parse(&format!("{MINIMAL}\nparams = {{ auth = \"Bearer ${{TOKEN}}\", plain = 3 }}")).expect("valid");
+        let params = &c.clients[0].template.params;
+        let auth = &params.iter().find(|(k, _)| k == "auth").expect("auth").1;
+        assert_eq!(auth.value, Value::String("Bearer t0ken".into()));
+        assert!(auth.secret);
+        assert_eq!(format!("{auth:?}"), "\"[secret]\"");
+        assert!(!params.iter().find(|(k, _)| k == "plain").expect("plain").1.secret);
+    }
+
+    #[test]
+    fn errors_name_the_file_the_entry_and_the_fix() {
+        let msg = parse(&format!("{MINIMAL}\nparams = {{ auth = \"${{MISSING}}\" }}")).unwrap_err().to_string();
+        assert!(msg.contains("container.toml") && msg.contains("client \"collect\"") && msg.contains("MISSING is not set"), "{msg}");
+
+        let msg = parse(&format!("{MINIMAL}\ngrants = {{ request_header = [\"x\"] }}")).unwrap_err().to_string();
+        assert!(msg.contains("unknown field `request_header`"), "{msg}");
+
+        let msg = parse(&format!("{MINIMAL}\ngrants = {{ outbound = [\"graph.facebook.com\"] }}")).unwrap_err().to_string();
+        assert!(msg.contains("client \"collect\"") && msg.contains("https://"), "{msg}");
+
+        let msg = parse(&format!("{MINIMAL}\n[[client]]\nname = \"collect\"\nwasm = \"d.wasm\"")).unwrap_err().to_string();
+        assert!(msg.contains("unique"), "{msg}");
+
+        let msg = parse("listen = 5").unwrap_err().to_string();
+        assert!(msg.contains("container.toml"), "{msg}");
+
+        let msg = parse("").unwrap_err().to_string();
+        assert!(msg.contains("add at least one [[client]]"), "{msg}");
+    }
+}

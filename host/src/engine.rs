@@ -1,0 +1,187 @@
+//! The sandbox: one wasmtime `Engine`, one `Linker` per world, and a fresh `Store` per
+//! invocation with a CPU budget and a memory cap.
+//!
+//! * **Pooling allocator**, sized from `[limits] max_concurrent`: instantiation reuses
+//!   pre-reserved slots instead of mapping memory on every request. A semaphore with the same
+//!   count keeps requests from asking for more instances than the pool holds (they wait
+//!   instead of failing).
+//! * **Epoch interruption** for CPU limits. A ticker thread advances the epoch every
+//!   [`TICK`]; at each tick the guest yields to tokio (so one busy template cannot starve the
+//!   server) and the host checks its CPU clock, which excludes time spent waiting on outbound
+//!   HTTP. Over budget → trap.
+//! * **Store limits** for memory: growing past `memory_mb` traps.
+//! * **Minimal WASI**: only what a plain Rust `wasm32-wasip2` guest imports (io, clocks, random,
+//!   cli stdio/env/exit). No filesystem, no sockets: a template asking for them fails to load.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::cli::WasiCliView;
+use wasmtime_wasi::clocks::WasiClocksView;
+use wasmtime_wasi::{WasiCtxBuilder, cli, clocks, random};
+
+use crate::config::Limits;
+use crate::error::LoadError;
+use crate::outbound::Outbound;
+use crate::state::{CpuClock, Invocation};
+
+/// How often the epoch advances (and a running guest yields).
+pub const TICK: Duration = Duration::from_millis(2);
+
+/// Counters exported in logs.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Host calls refused by a grant.
+    pub denials: AtomicU64,
+}
+
+/// What every invocation shares.
+#[derive(Debug)]
+pub struct Services {
+    /// The egress choke point.
+    pub outbound: Outbound,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+/// The guest ran past its CPU budget.
+#[derive(Debug, thiserror::Error)]
+#[error("CPU time limit exceeded")]
+pub struct CpuLimitExceeded;
+
+/// Engine, linkers and limits.
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) client_linker: Linker<Invocation>,
+    pub(crate) tag_linker: Linker<Invocation>,
+    pub(crate) limits: Limits,
+    pub(crate) permits: Arc<tokio::sync::Semaphore>,
+    _ticker: Ticker,
+}
+
+impl Runtime {
+    /// Builds the engine and linkers for these limits.
+    pub fn new(limits: &Limits) -> Result<Self, LoadError> {
+        let engine_err = |e: wasmtime::Error| LoadError::Engine(e.to_string());
+        let memory_bytes = usize::try_from(limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let n = limits.max_concurrent;
+
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(n)
+            // A Rust wasip2 component holds a handful of core instances (the program, its
+            // adapter shims) and tables; one linear memory.
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            .total_stacks(n)
+            .max_memory_size(memory_bytes);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(engine_err)?;
+
+        let client_linker = linker(&engine, |l| {
+            crate::bindings::client::Client::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+        })
+        .map_err(engine_err)?;
+        let tag_linker = linker(&engine, |l| {
+            crate::bindings::tag::Tag::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+        })
+        .map_err(engine_err)?;
+
+        Ok(Runtime {
+            _ticker: Ticker::start(engine.clone()),
+            engine,
+            client_linker,
+            tag_linker,
+            limits: limits.clone(),
+            permits: Arc::new(tokio::sync::Semaphore::new(n as usize)),
+        })
+    }
+
+    /// A fresh store for one invocation, with its CPU clock, memory cap and epoch callback.
+    pub(crate) fn store(&self, data: impl FnOnce(InvocationParts) -> Invocation) -> Store<Invocation> {
+        let memory = usize::try_from(self.limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let parts = InvocationParts {
+            wasi: WasiCtxBuilder::new().build(),
+            limits: StoreLimitsBuilder::new().memory_size(memory).trap_on_grow_failure(true).build(),
+            cpu: CpuClock::new(Duration::from_millis(self.limits.cpu_ms)),
+        };
+        let mut store = Store::new(&self.engine, data(parts));
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if ctx.data().cpu.exhausted() {
+                Err(wasmtime::Error::new(CpuLimitExceeded))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+}
+
+/// The parts of an [`Invocation`] the runtime provides.
+pub(crate) struct InvocationParts {
+    pub(crate) wasi: wasmtime_wasi::WasiCtx,
+    pub(crate) limits: wasmtime::StoreLimits,
+    pub(crate) cpu: CpuClock,
+}
+
+/// A linker with the minimal WASI set plus one world's imports.
+fn linker(
+    engine: &Engine,
+    add_world: impl FnOnce(&mut Linker<Invocation>) -> wasmtime::Result<()>,
+) -> wasmtime::Result<Linker<Invocation>> {
+    use wasmtime_wasi::p2::bindings::{cli as p2cli, clocks as p2clocks, random as p2random};
+    let mut l: Linker<Invocation> = Linker::new(engine);
+    wasmtime_wasi_io::add_to_linker_async(&mut l)?;
+    p2clocks::wall_clock::add_to_linker::<_, clocks::WasiClocks>(&mut l, |t| t.clocks())?;
+    p2clocks::monotonic_clock::add_to_linker::<_, clocks::WasiClocks>(&mut l, |t| t.clocks())?;
+    p2random::random::add_to_linker::<_, random::WasiRandom>(&mut l, |t| t.wasi.random())?;
+    p2random::insecure::add_to_linker::<_, random::WasiRandom>(&mut l, |t| t.wasi.random())?;
+    p2random::insecure_seed::add_to_linker::<_, random::WasiRandom>(&mut l, |t| t.wasi.random())?;
+    p2cli::exit::add_to_linker::<_, cli::WasiCli>(&mut l, |t| t.cli())?;
+    p2cli::environment::add_to_linker::<_, cli::WasiCli>(&mut l, |t| t.cli())?;
+    p2cli::stdin::add_to_linker::<_, cli::WasiCli>(&mut l, |t| t.cli())?;
+    p2cli::stdout::add_to_linker::<_, cli::WasiCli>(&mut l, |t| t.cli())?;
+    p2cli::stderr::add_to_linker::<_, cli::WasiCli>(&mut l, |t| t.cli())?;
+    p2cli::terminal_input::add_to_linker::<_, cli::WasiCli>(&mut l, |t| t.cli())?;
+    p2cli::terminal_output::add_to_linker::<_, cli::WasiCli>(&mut l, |t| t.cli())?;
+    p2cli::terminal_stdin::add_to_linker::<_, cli::WasiCli>(&mut l, |t| t.cli())?;
+    p2cli::terminal_stdout::add_to_linker::<_, cli::WasiCli>(&mut l, |t| t.cli())?;
+    p2cli::terminal_stderr::add_to_linker::<_, cli::WasiCli>(&mut l, |t| t.cli())?;
+    add_world(&mut l)?;
+    Ok(l)
+}
+
+/// Advances the engine's epoch every [`TICK`] until dropped.
+struct Ticker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Ticker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        Ticker { stop }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,377 @@
+//! The single egress choke point: every byte a template sends leaves through [`Outbound::send`].
+//!
+//! Checks, in order, for the first URL and again for every redirect hop:
+//! 1. the template's effective grant covers the URL (sGTM-style patterns, `sluice-manifest`);
+//! 2. the scheme is https, or http to an origin the operator listed in `allow_http`;
+//! 3. the address is public: IP literals are checked here, host names in [`GuardedResolver`],
+//!    which filters every resolved address and hands reqwest only the survivors, so the
+//!    connection goes to an address that was checked (no DNS-rebinding gap). Loopback, private,
+//!    link-local (cloud metadata), CGNAT, ULA and unspecified addresses are refused unless the
+//!    operator listed them in `allow_private`.
+//!
+//! Redirects are followed here, not by reqwest (its policy is per client, and we have one
+//! client for all templates), so each hop is checked against the *template's* grant. One shared
+//! reqwest client keeps connections alive per vendor origin. Timeouts and a response-size cap
+//! bound what a slow or hostile vendor can cost.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use sluice_manifest::{Denial, EffectiveGrant, Url};
+
+use crate::config::OutboundConfig;
+use crate::error::ConfigError;
+
+/// A request a template asked to send.
+#[derive(Debug, Clone)]
+pub struct OutboundRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Absolute URL.
+    pub url: String,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Requested timeout (capped by the operator's).
+    pub timeout: Option<Duration>,
+}
+
+/// The vendor's answer.
+#[derive(Debug, Clone)]
+pub struct OutboundResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body (at most the configured cap).
+    pub body: Vec<u8>,
+}
+
+/// Why a request was not sent, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    /// The template's grant does not cover the URL.
+    #[error("{0}")]
+    Denied(Denial),
+    /// The operator's network policy refuses it (plain http, private address).
+    #[error("{0}")]
+    Policy(String),
+    /// Malformed request.
+    #[error("{0}")]
+    Invalid(String),
+    /// No answer in time.
+    #[error("timed out")]
+    Timeout,
+    /// Connection or protocol failure.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The operator's network policy (shared by the resolver and the URL checks).
+#[derive(Debug, Clone, Default)]
+pub struct NetworkPolicy {
+    allow_http: Vec<(String, Option<u16>)>,
+    allow_private: Vec<IpNet>,
+}
+
+impl NetworkPolicy {
+    /// Builds the policy from the `[outbound]` section.
+    pub fn from_config(cfg: &OutboundConfig, file: &std::path::Path) -> Result<Self, ConfigError> {
+        let err = |message: String| ConfigError::Entry { file: file.to_path_buf(), entry: "[outbound]".into(), message };
+        let allow_http = cfg
+            .allow_http
+            .iter()
+            .map(|origin| {
+                let url = Url::parse(origin)
+                    .ok()
+                    .filter(|u| u.scheme() == "http" && u.host_str().is_some() && u.path() == "/")
+                    .ok_or_else(|| err(format!("allow_http entry {origin:?} must be an origin like \"http://127.0.0.1:8081\"")))?;
+                Ok((url.host_str().unwrap_or_default().to_string(), url.port()))
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        let allow_private = cfg
+            .allow_private
+            .iter()
+            .map(|cidr| {
+                cidr.parse::<IpNet>()
+                    .or_else(|_| cidr.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| err(format!("allow_private entry {cidr:?} is not a CIDR like \"127.0.0.1/32\"")))
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        Ok(NetworkPolicy { allow_http, allow_private })
+    }
+
+    /// Whether the operator lets templates reach this address.
+    pub fn address_allowed(&self, ip: IpAddr) -> bool {
+        is_public(ip) || self.allow_private.iter().any(|net| net.contains(&ip))
+    }
+
+    fn check_scheme(&self, url: &Url) -> Result<(), OutboundError> {
+        match url.scheme() {
+            "https" => Ok(()),
+            "http" => {
+                let host = url.host_str().unwrap_or_default();
+                let allowed = self.allow_http.iter().any(|(h, port)| h == host && port.is_none_or(|p| Some(p) == url.port()));
+                if allowed {
+                    Ok(())
+                } else {
+                    Err(OutboundError::Policy(format!(
+                        "plain http to {} is not allowed: use https, or add the origin to [outbound] allow_http",
+                        url.origin().ascii_serialization()
+                    )))
+                }
+            }
+            other => Err(OutboundError::Policy(format!("scheme {other:?} is not allowed: use https"))),
+        }
+    }
+
+    fn check_literal_ip(&self, url: &Url) -> Result<(), OutboundError> {
+        let ip = match url.host() {
+            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+            _ => return Ok(()),
+        };
+        if self.address_allowed(ip) {
+            Ok(())
+        } else {
+            Err(blocked(&ip.to_string()))
+        }
+    }
+}
+
+fn blocked(what: &str) -> OutboundError {
+    OutboundError::Policy(format!(
+        "{what} is a private, loopback or link-local address: templates may not reach it unless the operator adds it to [outbound] allow_private"
+    ))
+}
+
+/// Whether an address is publicly routable (not loopback, private, link-local, CGNAT, ULA...).
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || v6.is_unique_local()
+                || v6.is_unicast_link_local()
+                || v6.segments()[0] == 0x2001 && v6.segments()[1] == 0x0db8
+                || v6.segments()[0] == 0x0100 && v6.segments()[1..4] == [0, 0, 0])
+        }
+    }
+}
+
+/// Resolves names and keeps only the addresses the policy allows.
+#[derive(Debug)]
+struct GuardedResolver {
+    policy: Arc<NetworkPolicy>,
+}
+
+/// The resolver's refusal, found again in reqwest's error chain to report it as policy.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BlockedName(String);
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = addrs.iter().copied().filter(|a| policy.address_allowed(a.ip())).collect();
+            if allowed.is_empty() && !addrs.is_empty() {
+                return Err(Box::new(BlockedName(host)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The choke point. One per host process.
+#[derive(Debug)]
+pub struct Outbound {
+    client: reqwest::Client,
+    policy: Arc<NetworkPolicy>,
+    timeout: Duration,
+    max_response_bytes: usize,
+    max_redirects: u8,
+}
+
+/// Headers a template may not set: the host owns framing and routing.
+const FORBIDDEN_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer", "keep-alive", "proxy-authorization", "proxy-connection"];
+
+impl Outbound {
+    /// Builds the shared client from the `[outbound]` section.
+    pub fn new(cfg: &OutboundConfig, policy: NetworkPolicy) -> Result<Self, String> {
+        let policy = Arc::new(policy);
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() }))
+            .no_proxy()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(Duration::from_millis(cfg.timeout_ms))
+            .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the outbound HTTP client: {e}"))?;
+        Ok(Outbound {
+            client,
+            policy,
+            timeout: Duration::from_millis(cfg.timeout_ms),
+            max_response_bytes: cfg.max_response_bytes,
+            max_redirects: cfg.max_redirects,
+        })
+    }
+
+    /// Checks and sends `request` for a template holding `grant`, following redirects.
+    pub async fn send(&self, grant: &EffectiveGrant, request: OutboundRequest) -> Result<OutboundResponse, OutboundError> {
+        let mut url = Url::parse(&request.url).map_err(|e| OutboundError::Invalid(format!("URL {:?}: {e}", request.url)))?;
+        let mut method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| OutboundError::Invalid(format!("method {:?} is not valid", request.method)))?;
+        let headers = build_headers(&request.headers)?;
+        let mut body = request.body;
+        let timeout = request.timeout.map_or(self.timeout, |t| t.min(self.timeout));
+
+        for _hop in 0..=self.max_redirects {
+            self.check(grant, &url)?;
+            let response = self
+                .client
+                .request(method.clone(), url.clone())
+                .headers(headers.clone())
+                .body(body.clone())
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(classify)?;
+            let status = response.status();
+            if status.is_redirection() {
+                if let Some(location) = response.headers().get(reqwest::header::LOCATION) {
+                    let location = location.to_str().map_err(|_| OutboundError::Failed("redirect Location is not text".into()))?;
+                    url = url.join(location).map_err(|e| OutboundError::Failed(format!("redirect to {location:?}: {e}")))?;
+                    // As browsers and reqwest do: 303 always, and 301/302 after a POST, become GET.
+                    if status == reqwest::StatusCode::SEE_OTHER
+                        || (method == reqwest::Method::POST && matches!(status.as_u16(), 301 | 302))
+                    {
+                        method = reqwest::Method::GET;
+                        body = Vec::new();
+                    }
+                    continue;
+                }
+            }
+            return self.read(response).await;
+        }
+        Err(OutboundError::Failed(format!("more than {} redirects", self.max_redirects)))
+    }
+
+    fn check(&self, grant: &EffectiveGrant, url: &Url) -> Result<(), OutboundError> {
+        grant.check_outbound(url).map_err(OutboundError::Denied)?;
+        self.policy.check_scheme(url)?;
+        self.policy.check_literal_ip(url)
+    }
+
+    async fn read(&self, mut response: reqwest::Response) -> Result<OutboundResponse, OutboundError> {
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(classify)? {
+            if body.len() + chunk.len() > self.max_response_bytes {
+                return Err(OutboundError::Failed(format!(
+                    "response larger than {} bytes ([outbound] max_response_bytes)",
+                    self.max_response_bytes
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(OutboundResponse { status, headers, body })
+    }
+}
+
+fn build_headers(list: &[(String, String)]) -> Result<reqwest::header::HeaderMap, OutboundError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in list {
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| OutboundError::Invalid(format!("header name {name:?} is not valid")))?;
+        if FORBIDDEN_HEADERS.contains(&name.as_str()) {
+            return Err(OutboundError::Invalid(format!("header {name:?} is set by the host, not by templates")));
+        }
+        let value = reqwest::header::HeaderValue::from_str(value)
+            .map_err(|_| OutboundError::Invalid(format!("value of header {name:?} has characters HTTP does not allow")))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+fn classify(e: reqwest::Error) -> OutboundError {
+    if e.is_timeout() {
+        return OutboundError::Timeout;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if let Some(BlockedName(host)) = s.downcast_ref::<BlockedName>() {
+            return OutboundError::Policy(format!(
+                "{host} resolves only to private, loopback or link-local addresses: templates may not reach them unless the operator adds them to [outbound] allow_private"
+            ));
+        }
+        source = s.source();
+    }
+    // reqwest's Display omits the cause ("error sending request"); include the chain.
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    OutboundError::Failed(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_classes() {
+        for private in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1"] {
+            assert!(!is_public(private.parse().expect("ip")), "{private} must be blocked");
+        }
+        for public in ["8.8.8.8", "157.240.1.35", "2a03:2880:f003:c07:face:b00c::2"] {
+            assert!(is_public(public.parse().expect("ip")), "{public} is public");
+        }
+    }
+
+    #[test]
+    fn allow_lists_parse_and_apply() {
+        let cfg = OutboundConfig { allow_http: vec!["http://127.0.0.1:8081".into()], allow_private: vec!["127.0.0.1/32".into()], ..Default::default() };
+        let p = NetworkPolicy::from_config(&cfg, std::path::Path::new("c.toml")).expect("valid");
+        assert!(p.address_allowed("127.0.0.1".parse().expect("ip")));
+        assert!(!p.address_allowed("127.0.0.2".parse().expect("ip")));
+        assert!(p.check_scheme(&Url::parse("http://127.0.0.1:8081/x").expect("url")).is_ok());
+        assert!(p.check_scheme(&Url::parse("http://127.0.0.1:9999/x").expect("url")).is_err());
+        let bad = OutboundConfig { allow_private: vec!["localhost".into()], ..Default::default() };
+        let msg = NetworkPolicy::from_config(&bad, std::path::Path::new("c.toml")).unwrap_err().to_string();
+        assert!(msg.contains("allow_private") && msg.contains("localhost"), "{msg}");
+    }
+}

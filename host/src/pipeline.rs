@@ -1,0 +1,366 @@
+//! The request pipeline: claim → events → tags → response. sGTM's semantics, in one place.
+//!
+//! 1. Clients run highest priority first (ties by name). The first to claim handles the request
+//!    and no other client runs. A client that fails or traps is recorded and treated as not
+//!    claiming. Nobody claims → `400 no client claimed the request`.
+//! 2. The claiming client returns events (JSON objects). Anything that is not an object is
+//!    dropped and recorded; tags never see a half-built event.
+//! 3. For each event, the tags whose trigger matches are started highest priority first (ties
+//!    by name) and run concurrently, as sGTM fires tags asynchronously in priority order. Each
+//!    runs in its own fresh instance; a failure, trap, CPU or memory overrun, or timeout is
+//!    recorded and costs only that tag.
+//! 4. The response goes out after the tags finish (tags may set cookies), unless the client is
+//!    configured to `respond_before_tags`, in which case tags run in the background.
+//!
+//! Every step lands in a [`RequestTrace`], logged as one line per request.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+use sluice_manifest::Kind;
+use tokio_util::task::TaskTracker;
+use wasmtime::Store;
+
+use crate::bindings::client::{Claim, ClientPre};
+use crate::bindings::tag::TagPre;
+use crate::config::{ContainerConfig, ServerConfig};
+use crate::consent::ConsentState;
+use crate::engine::{CpuLimitExceeded, Runtime, Services};
+use crate::error::LoadError;
+use crate::outbound::{NetworkPolicy, Outbound};
+use crate::state::{Invocation, RequestData, ResponseDraft};
+use crate::template::{self, Template};
+use crate::trace::{EventTrace, Outcome, RequestTrace, TagRun};
+use crate::trigger::Trigger;
+
+struct ClientEntry {
+    template: Arc<Template>,
+    pre: ClientPre<Invocation>,
+    respond_before_tags: bool,
+}
+
+struct TagEntry {
+    template: Arc<Template>,
+    pre: TagPre<Invocation>,
+    trigger: Trigger,
+}
+
+/// A loaded container: the templates, in run order, and the runtime that executes them.
+pub struct Container {
+    runtime: Runtime,
+    services: Arc<Services>,
+    clients: Vec<ClientEntry>,
+    tags: Vec<Arc<TagEntry>>,
+    server: ServerConfig,
+    next_id: AtomicU64,
+    background: TaskTracker,
+}
+
+impl std::fmt::Debug for Container {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Container")
+            .field("clients", &self.clients.iter().map(|c| &c.template.name).collect::<Vec<_>>())
+            .field("tags", &self.tags.iter().map(|t| &t.template.name).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// What a template invocation ended with, before it is mapped to an [`Outcome`].
+enum Invoked<T> {
+    Returned(T),
+    Trapped(wasmtime::Error),
+    TimedOut,
+}
+
+impl Container {
+    /// Loads every template in the config: reads manifests, checks parameters and grants,
+    /// compiles and pre-instantiates. Fails on the first problem, naming the entry.
+    pub fn load(config: &ContainerConfig) -> Result<Self, LoadError> {
+        let runtime = Runtime::new(&config.limits)?;
+        let policy = NetworkPolicy::from_config(&config.outbound, &config.path)?;
+        let outbound = Outbound::new(&config.outbound, policy).map_err(LoadError::Engine)?;
+        let services = Arc::new(Services { outbound, metrics: Default::default() });
+
+        let pre_err = |name: &str, e: wasmtime::Error| LoadError::Template {
+            entry: name.to_string(),
+            message: format!(
+                "cannot be linked: {e}. Templates may import only the Sluice world and the WASI clocks, random, \
+                 io and cli interfaces (no filesystem, no sockets)"
+            ),
+        };
+        let mut clients = Vec::new();
+        for c in &config.clients {
+            let (template, component) = template::load(&runtime.engine, Kind::Client, &c.template)?;
+            let entry = format!("client {:?}", c.template.name);
+            let pre = runtime.client_linker.instantiate_pre(&component).map_err(|e| pre_err(&entry, e))?;
+            let pre = ClientPre::new(pre).map_err(|e| pre_err(&entry, e))?;
+            clients.push(ClientEntry { template: Arc::new(template), pre, respond_before_tags: c.respond_before_tags });
+        }
+        let mut tags = Vec::new();
+        for t in &config.tags {
+            let (template, component) = template::load(&runtime.engine, Kind::Tag, &t.template)?;
+            let entry = format!("tag {:?}", t.template.name);
+            let pre = runtime.tag_linker.instantiate_pre(&component).map_err(|e| pre_err(&entry, e))?;
+            let pre = TagPre::new(pre).map_err(|e| pre_err(&entry, e))?;
+            tags.push(Arc::new(TagEntry { template: Arc::new(template), pre, trigger: t.trigger.clone() }));
+        }
+        // Highest priority first; equal priorities in name order, so runs are reproducible.
+        clients.sort_by(|a, b| b.template.priority.cmp(&a.template.priority).then(a.template.name.cmp(&b.template.name)));
+        tags.sort_by(|a, b| b.template.priority.cmp(&a.template.priority).then(a.template.name.cmp(&b.template.name)));
+
+        Ok(Container {
+            runtime,
+            services,
+            clients,
+            tags,
+            server: config.server.clone(),
+            next_id: AtomicU64::new(1),
+            background: TaskTracker::new(),
+        })
+    }
+
+    /// The loaded templates, in run order: clients then tags.
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        self.clients.iter().map(|c| &*c.template).chain(self.tags.iter().map(|t| &*t.template))
+    }
+
+    /// Incoming-request settings.
+    pub fn server_config(&self) -> &ServerConfig {
+        &self.server
+    }
+
+    /// A new request id.
+    pub fn next_request_id(&self) -> String {
+        format!("{:08x}", self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Host calls refused so far.
+    pub fn denial_count(&self) -> u64 {
+        self.services.metrics.denials.load(Ordering::Relaxed)
+    }
+
+    /// Waits for tags still running in the background (respond-before-tags) to finish.
+    pub async fn drain(&self) {
+        self.background.close();
+        self.background.wait().await;
+    }
+
+    /// Runs the pipeline for one request. The trace is complete unless the claiming client
+    /// answers before tags, in which case the tags' part is logged when they finish.
+    pub async fn handle(self: &Arc<Self>, request: RequestData) -> (ResponseDraft, RequestTrace) {
+        let started = Instant::now();
+        let request = Arc::new(request);
+        let response = Arc::new(Mutex::new(ResponseDraft::default()));
+        let mut trace = RequestTrace::new(&request);
+
+        let mut claimed = None;
+        for client in &self.clients {
+            match self.run_client(client, &request, &response).await {
+                (Outcome::Ok, Some(events)) => {
+                    claimed = Some((client, events));
+                    break;
+                }
+                (Outcome::Ok, None) => {}
+                (outcome, _) => trace.client_errors.push((client.template.name.clone(), outcome.to_string())),
+            }
+        }
+        let Some((client, events)) = claimed else {
+            let draft = ResponseDraft { status: 400, body: b"no client claimed the request".to_vec(), ..Default::default() };
+            trace.status = 400;
+            trace.duration = started.elapsed();
+            trace.log();
+            return (draft, trace);
+        };
+        trace.claimed_by = Some(client.template.name.clone());
+
+        let mut parsed = Vec::new();
+        for (i, text) in events.iter().enumerate() {
+            match serde_json::from_str::<Value>(text) {
+                Ok(event @ Value::Object(_)) => parsed.push(Arc::new(event)),
+                _ => trace.client_errors.push((client.template.name.clone(), format!("event {i} is not a JSON object; dropped"))),
+            }
+        }
+
+        if client.respond_before_tags {
+            let draft = {
+                let mut r = response.lock().unwrap_or_else(|p| p.into_inner());
+                r.sent = true;
+                r.clone()
+            };
+            trace.status = draft.status;
+            trace.tags_in_background = true;
+            let this = self.clone();
+            let mut bg_trace = trace.clone();
+            self.background.spawn(async move {
+                bg_trace.events = this.run_tags(&request, &response, parsed).await;
+                bg_trace.duration = started.elapsed();
+                bg_trace.log();
+            });
+            trace.duration = started.elapsed();
+            return (draft, trace);
+        }
+
+        trace.events = self.run_tags(&request, &response, parsed).await;
+        let draft = response.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        trace.status = draft.status;
+        trace.duration = started.elapsed();
+        trace.log();
+        (draft, trace)
+    }
+
+    async fn run_tags(&self, request: &Arc<RequestData>, response: &Arc<Mutex<ResponseDraft>>, events: Vec<Arc<Value>>) -> Vec<EventTrace> {
+        let mut traces = Vec::with_capacity(events.len());
+        for event in events {
+            let consent = ConsentState::from_event(&event);
+            let matching: Vec<&Arc<TagEntry>> = self.tags.iter().filter(|t| t.trigger.matches(&event)).collect();
+            // `join_all` polls in order, so tags start in priority order and then run concurrently.
+            let runs = futures::future::join_all(
+                matching.iter().map(|tag| self.run_tag(tag, request, response, &event, consent)),
+            )
+            .await;
+            traces.push(EventTrace {
+                event_name: event.get("event_name").and_then(Value::as_str).unwrap_or("").to_string(),
+                tags: runs,
+            });
+        }
+        traces
+    }
+
+    /// Runs a client; `Some(events)` when it claimed.
+    async fn run_client(
+        &self,
+        client: &ClientEntry,
+        request: &Arc<RequestData>,
+        response: &Arc<Mutex<ResponseDraft>>,
+    ) -> (Outcome, Option<Vec<String>>) {
+        let pre = client.pre.clone();
+        let invoked = self
+            .invoke(&client.template, request, response, None, ConsentState::default(), move |store| {
+                Box::pin(async move {
+                    let instance = pre.instantiate_async(&mut *store).await?;
+                    instance.call_run(&mut *store).await
+                })
+            })
+            .await;
+        match invoked {
+            (Invoked::Returned(Ok(Claim::Pass)), _) => (Outcome::Ok, None),
+            (Invoked::Returned(Ok(Claim::Claimed(events))), _) => (Outcome::Ok, Some(events)),
+            (Invoked::Returned(Err(e)), _) => (Outcome::from_template_error(e), None),
+            (other, _) => (Outcome::from_invocation(other.map_unit()), None),
+        }
+    }
+
+    async fn run_tag(
+        &self,
+        tag: &TagEntry,
+        request: &Arc<RequestData>,
+        response: &Arc<Mutex<ResponseDraft>>,
+        event: &Arc<Value>,
+        consent: ConsentState,
+    ) -> TagRun {
+        let started = Instant::now();
+        let pre = tag.pre.clone();
+        let (invoked, denials) = self
+            .invoke(&tag.template, request, response, Some(event.clone()), consent, move |store| {
+                Box::pin(async move {
+                    let instance = pre.instantiate_async(&mut *store).await?;
+                    instance.call_fire(&mut *store).await
+                })
+            })
+            .await;
+        let outcome = match invoked {
+            Invoked::Returned(Ok(())) => Outcome::Ok,
+            Invoked::Returned(Err(e)) => Outcome::from_template_error(e),
+            other => Outcome::from_invocation(other.map_unit()),
+        };
+        TagRun {
+            tag: tag.template.name.clone(),
+            outcome,
+            denials: denials.iter().map(ToString::to_string).collect(),
+            duration: started.elapsed(),
+        }
+    }
+
+    /// One sandboxed invocation: a pool permit, a fresh store and instance, the wall-clock
+    /// deadline around it all. Returns what happened and the denials it met.
+    async fn invoke<T: Send + 'static>(
+        &self,
+        template: &Arc<Template>,
+        request: &Arc<RequestData>,
+        response: &Arc<Mutex<ResponseDraft>>,
+        event: Option<Arc<Value>>,
+        consent: ConsentState,
+        call: impl for<'a> FnOnce(&'a mut Store<Invocation>) -> BoxFuture<'a, wasmtime::Result<T>> + Send,
+    ) -> (Invoked<T>, Vec<sluice_manifest::Denial>) {
+        // The semaphore is never closed, so acquiring cannot fail; if it ever did, running
+        // without a permit would only risk a pool-exhaustion error, not unsoundness.
+        let _permit = self.runtime.permits.clone().acquire_owned().await.ok();
+        let mut store = self.runtime.store(|parts| Invocation {
+            wasi: parts.wasi,
+            table: Default::default(),
+            limits: parts.limits,
+            cpu: parts.cpu,
+            template: template.clone(),
+            services: self.services.clone(),
+            request: request.clone(),
+            response: response.clone(),
+            event,
+            consent,
+            denials: Vec::new(),
+        });
+        let wall = Duration::from_millis(self.runtime.limits.wall_ms);
+        let result = tokio::time::timeout(wall, call(&mut store)).await;
+        let denials = std::mem::take(&mut store.data_mut().denials);
+        let invoked = match result {
+            Ok(Ok(value)) => Invoked::Returned(value),
+            Ok(Err(trap)) => Invoked::Trapped(trap),
+            Err(_) => Invoked::TimedOut,
+        };
+        (invoked, denials)
+    }
+}
+
+impl<T> Invoked<T> {
+    fn map_unit(self) -> Invoked<()> {
+        match self {
+            Invoked::Returned(_) => Invoked::Returned(()),
+            Invoked::Trapped(e) => Invoked::Trapped(e),
+            Invoked::TimedOut => Invoked::TimedOut,
+        }
+    }
+}
+
+impl Outcome {
+    fn from_template_error(e: crate::bindings::types::Error) -> Self {
+        use crate::bindings::types::Error;
+        Outcome::Failed(match e {
+            Error::PermissionDenied(m) => format!("permission denied: {m}"),
+            Error::Invalid(m) => format!("invalid: {m}"),
+            Error::Timeout => "timed out".into(),
+            Error::Failed(m) => m,
+        })
+    }
+
+    fn from_invocation(invoked: Invoked<()>) -> Self {
+        match invoked {
+            Invoked::Returned(()) => Outcome::Ok,
+            Invoked::TimedOut => Outcome::TimedOut,
+            Invoked::Trapped(e) => {
+                if e.downcast_ref::<CpuLimitExceeded>().is_some() {
+                    Outcome::CpuLimit
+                } else if format!("{e:?}").contains("growing memory") {
+                    Outcome::MemoryLimit
+                } else {
+                    let mut message = e.to_string();
+                    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+                        message = format!("{message} ({trap})");
+                    }
+                    Outcome::Trapped(message)
+                }
+            }
+        }
+    }
+}

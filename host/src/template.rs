@@ -1,0 +1,128 @@
+//! Loading templates: read the manifest from the `.wasm`, check it against the container
+//! config, compile once and pre-instantiate.
+//!
+//! Everything that can be decided before traffic arrives is decided here, so a mistake (a
+//! template of the wrong kind, a misspelt parameter, a secret written in clear, a grant that
+//! does not parse, a template importing the filesystem) stops the host at start with a message
+//! naming the entry, instead of surfacing on some request later.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use sluice_manifest::{Declaration, EffectiveGrant, Kind, MANIFEST_SECTION};
+use wasmtime::component::Component;
+
+use crate::config::{Param, TemplateConfig};
+use crate::error::LoadError;
+use crate::storage::TemplateStorage;
+
+/// A loaded template instance: its declaration, effective grant and parameters.
+pub struct Template {
+    /// The instance name from the container config.
+    pub name: String,
+    /// Priority (higher runs first).
+    pub priority: i32,
+    /// What the `.wasm` declares.
+    pub declaration: Declaration,
+    /// Declared ∩ granted.
+    pub grant: EffectiveGrant,
+    /// Parameters, by name.
+    pub params: HashMap<String, Param>,
+    /// Its private storage.
+    pub storage: TemplateStorage,
+    secrets: Vec<String>,
+}
+
+impl Template {
+    /// `message` with every secret parameter value replaced by `[secret]`.
+    pub fn redact(&self, message: &str) -> String {
+        let mut out = message.to_string();
+        for secret in &self.secrets {
+            out = out.replace(secret.as_str(), "[secret]");
+        }
+        out
+    }
+}
+
+/// Reads the manifest embedded in a template `.wasm` without compiling or running it.
+pub fn read_declaration(bytes: &[u8]) -> Result<Declaration, String> {
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| format!("not a WebAssembly file: {e}"))?;
+        if let wasmparser::Payload::CustomSection(section) = payload
+            && section.name() == MANIFEST_SECTION
+        {
+            return Declaration::from_json(section.data()).map_err(|e| e.to_string());
+        }
+    }
+    Err("has no Sluice manifest: it was not built with sluice-sdk's export_client!/export_tag!".into())
+}
+
+/// Reads, checks and compiles one configured template.
+pub(crate) fn load(
+    engine: &wasmtime::Engine,
+    kind: Kind,
+    cfg: &TemplateConfig,
+) -> Result<(Template, Component), LoadError> {
+    let entry = format!("{kind} {:?}", cfg.name);
+    let bytes = std::fs::read(&cfg.wasm).map_err(|source| LoadError::ReadWasm {
+        entry: entry.clone(),
+        path: cfg.wasm.clone(),
+        source,
+    })?;
+    let fail = |message: String| LoadError::Template { entry: entry.clone(), message };
+    let declaration = read_declaration(&bytes).map_err(|m| fail(format!("{}: {m}", cfg.wasm.display())))?;
+    if declaration.kind != kind {
+        return Err(fail(format!(
+            "{} is a {} template ({:?}); move it to the [[{}]] section",
+            display(&cfg.wasm),
+            declaration.kind,
+            declaration.name,
+            declaration.kind
+        )));
+    }
+    let params = check_params(&declaration, &cfg.params).map_err(fail)?;
+    let grant = EffectiveGrant::new(kind, &declaration.permissions, &cfg.grants)
+        .map_err(|e| fail(format!("template {:?} declares an invalid permission: {e}", declaration.name)))?;
+    let component = Component::new(engine, &bytes).map_err(|e| fail(format!("does not compile: {e}")))?;
+    let secrets = params
+        .values()
+        .filter(|p| p.secret)
+        .filter_map(|p| p.value.as_str().map(str::to_string))
+        .filter(|s| s.len() >= 4)
+        .collect();
+    let template = Template {
+        name: cfg.name.clone(),
+        priority: cfg.priority,
+        declaration,
+        grant,
+        params,
+        storage: TemplateStorage::default(),
+        secrets,
+    };
+    Ok((template, component))
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Parameters must be declared, required ones present, secret ones given as `${ENV_VAR}`.
+fn check_params(decl: &Declaration, given: &[(String, Param)]) -> Result<HashMap<String, Param>, String> {
+    let known = || decl.parameters.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
+    for (name, param) in given {
+        let spec = decl.parameter(name).ok_or_else(|| {
+            format!("parameter {name:?} is not one that template {:?} takes (it takes: {})", decl.name, known())
+        })?;
+        if spec.secret && !param.secret {
+            return Err(format!(
+                "parameter {name:?} is a secret: write it as \"${{ENV_VAR}}\" and export the value, so it is not stored in the config file"
+            ));
+        }
+    }
+    for spec in decl.parameters.iter().filter(|p| p.required) {
+        if !given.iter().any(|(n, _)| *n == spec.name) {
+            return Err(format!("parameter {:?} is required ({}): add it under params", spec.name, spec.description));
+        }
+    }
+    Ok(given.iter().cloned().collect())
+}

@@ -1,0 +1,128 @@
+//! What happened to one request: who claimed it, and each tag's outcome per event. Logged as
+//! one line per request; returned by [`crate::Container::handle`] for tests and tooling.
+
+use std::time::Duration;
+
+use crate::state::RequestData;
+
+/// How a template invocation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It returned success.
+    Ok,
+    /// It returned an error.
+    Failed(String),
+    /// It trapped (panicked, hit `unreachable`, ...).
+    Trapped(String),
+    /// It ran past its CPU budget and was stopped.
+    CpuLimit,
+    /// It tried to grow memory past its cap and was stopped.
+    MemoryLimit,
+    /// It did not finish within the wall-clock limit.
+    TimedOut,
+}
+
+impl Outcome {
+    /// Whether the invocation succeeded.
+    pub fn is_ok(&self) -> bool {
+        *self == Outcome::Ok
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Ok => f.write_str("ok"),
+            Outcome::Failed(m) => write!(f, "failed: {m}"),
+            Outcome::Trapped(m) => write!(f, "trapped: {m}"),
+            Outcome::CpuLimit => f.write_str("stopped: CPU time limit exceeded ([limits] cpu_ms)"),
+            Outcome::MemoryLimit => f.write_str("stopped: memory limit exceeded ([limits] memory_mb)"),
+            Outcome::TimedOut => f.write_str("stopped: wall-clock limit exceeded ([limits] wall_ms)"),
+        }
+    }
+}
+
+/// One tag's run for one event.
+#[derive(Debug, Clone)]
+pub struct TagRun {
+    /// Tag name.
+    pub tag: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Host calls it was refused.
+    pub denials: Vec<String>,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+/// The tags run for one event, in start (priority) order.
+#[derive(Debug, Clone)]
+pub struct EventTrace {
+    /// The event's `event_name`.
+    pub event_name: String,
+    /// Tags whose trigger matched.
+    pub tags: Vec<TagRun>,
+}
+
+/// Everything that happened to one request.
+#[derive(Debug, Clone)]
+pub struct RequestTrace {
+    /// Request id.
+    pub request_id: String,
+    /// Method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// The client that claimed it.
+    pub claimed_by: Option<String>,
+    /// Clients that failed, and events a client produced that were dropped.
+    pub client_errors: Vec<(String, String)>,
+    /// Per event, the tags that ran.
+    pub events: Vec<EventTrace>,
+    /// Response status.
+    pub status: u16,
+    /// Tags run after the response was sent.
+    pub tags_in_background: bool,
+    /// Time to the response (or to the tags' end, for the background log line).
+    pub duration: Duration,
+}
+
+impl RequestTrace {
+    pub(crate) fn new(request: &RequestData) -> Self {
+        RequestTrace {
+            request_id: request.id.clone(),
+            method: request.method.clone(),
+            path: request.path.clone(),
+            claimed_by: None,
+            client_errors: Vec::new(),
+            events: Vec::new(),
+            status: 0,
+            tags_in_background: false,
+            duration: Duration::ZERO,
+        }
+    }
+
+    /// The run of `tag` for the `n`th event, if it ran.
+    pub fn tag_run(&self, n: usize, tag: &str) -> Option<&TagRun> {
+        self.events.get(n)?.tags.iter().find(|r| r.tag == tag)
+    }
+
+    /// Writes the one-line summary.
+    pub fn log(&self) {
+        let tags: Vec<String> = self
+            .events
+            .iter()
+            .flat_map(|e| e.tags.iter().map(move |t| format!("{}/{}={}", e.event_name, t.tag, t.outcome)))
+            .collect();
+        let client_errors: Vec<String> = self.client_errors.iter().map(|(c, e)| format!("{c}: {e}")).collect();
+        let claimed_by = self.claimed_by.as_deref().unwrap_or("-");
+        if self.claimed_by.is_none() {
+            tracing::warn!(request_id = %self.request_id, method = %self.method, path = %self.path, status = self.status,
+                client_errors = ?client_errors, "no client claimed the request");
+        } else {
+            tracing::info!(request_id = %self.request_id, method = %self.method, path = %self.path, status = self.status,
+                client = claimed_by, events = self.events.len(), tags = ?tags, client_errors = ?client_errors,
+                duration_us = self.duration.as_micros() as u64, "request");
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! What operators meet first: config mistakes caught at start with clear messages, `inspect`,
+//! the bundled templates end to end, and the example container.
+
+use serde_json::json;
+use sluice::Container;
+use sluice_tests::{FakeVendor, TestServer, loopback_outbound, parse_config, template};
+
+fn load_error(text: &str) -> String {
+    match parse_config(text).map_err(sluice::LoadError::from).and_then(|c| Container::load(&c)) {
+        Ok(_) => panic!("config should not load:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn webhook(params: &str) -> String {
+    format!(
+        "[[client]]\nname = \"collect\"\nwasm = \"{}\"\n\n[[tag]]\nname = \"hook\"\nwasm = \"{}\"\ntrigger = {{ events = [\"*\"] }}\nparams = {{ {params} }}\n",
+        template("json-collect-client").display(),
+        template("webhook-tag").display()
+    )
+}
+
+#[test]
+fn config_mistakes_stop_the_host_at_start_naming_entry_and_fix() {
+    let msg = load_error("[[client]]\nname = \"c\"\nwasm = \"/nonexistent/x.wasm\"\n");
+    assert!(msg.contains("client \"c\"") && msg.contains("/nonexistent/x.wasm") && msg.contains("cargo xtask templates"), "{msg}");
+
+    let msg = load_error(&format!("[[client]]\nname = \"c\"\nwasm = \"{}\"\n", template("webhook-tag").display()));
+    assert!(msg.contains("client \"c\"") && msg.contains("is a tag template") && msg.contains("[[tag]]"), "{msg}");
+
+    let msg = load_error(&webhook("urll = \"https://x.example/\""));
+    assert!(msg.contains("tag \"hook\"") && msg.contains("\"urll\"") && msg.contains("it takes: url, token"), "{msg}");
+
+    let msg = load_error(&webhook(""));
+    assert!(msg.contains("parameter \"url\" is required"), "{msg}");
+
+    let msg = load_error(&webhook("url = \"https://x.example/\", token = \"written-in-clear\""));
+    assert!(msg.contains("\"token\" is a secret") && msg.contains("${ENV_VAR}"), "{msg}");
+    assert!(!msg.contains("written-in-clear"), "the secret itself is not echoed: {msg}");
+
+    let msg = load_error(&format!("{}\nunknown_key = 1\n", webhook("url = \"https://x.example/\"")));
+    assert!(msg.contains("container.toml") && msg.contains("unknown field `unknown_key`"), "{msg}");
+}
+
+#[test]
+fn inspect_reads_the_declaration_without_running_the_template() {
+    let bytes = std::fs::read(template("webhook-tag")).expect("built");
+    let d = sluice::template::read_declaration(&bytes).expect("has a manifest");
+    assert_eq!((d.kind, d.name.as_str()), (sluice_manifest::Kind::Tag, "webhook"));
+    assert_eq!(d.permissions.outbound, ["*"]);
+    let token = d.parameter("token").expect("token parameter");
+    assert!(token.secret && !token.required);
+    assert!(sluice::template::read_declaration(b"\0asm\x01\0\0\0").unwrap_err().contains("no Sluice manifest"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundled_collect_client_and_webhook_deliver_with_the_secret_token() {
+    let vendor = FakeVendor::start().await;
+    let config = format!(
+        r#"{outbound}
+[[client]]
+name = "collect"
+wasm = "{client}"
+grants = {{ body = true, request_headers = ["user-agent"], response_headers = ["content-type"] }}
+
+[[tag]]
+name = "hook"
+wasm = "{tag}"
+trigger = {{ events = ["purchase"] }}
+params = {{ url = "{origin}/in", token = "${{TEST_SECRET}}" }}
+grants = {{ event_data = ["*"], outbound = ["{origin}/in"], logging = true }}
+"#,
+        outbound = loopback_outbound(),
+        client = template("json-collect-client").display(),
+        tag = template("webhook-tag").display(),
+        origin = vendor.origin(),
+    );
+    let server = TestServer::start(&config).await;
+    let res = server
+        .http
+        .post(server.url("/collect"))
+        .header("user-agent", "shop-backend/2.1")
+        .body(r#"[{"event_name":"purchase","value":30,"currency":"EUR"},{"event_name":"page_view"}]"#)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200);
+    let hits = vendor.received_at("/in");
+    assert_eq!(hits.len(), 1, "only the purchase triggers the webhook");
+    assert_eq!(hits[0].headers["authorization"], "Bearer s3cr3t-value");
+    assert_eq!(
+        hits[0].json(),
+        json!({"event_name":"purchase","value":30,"currency":"EUR","user_agent":"shop-backend/2.1"}),
+        "no ip_override: the operator did not grant remote_address"
+    );
+
+    let bad = server.http.post(server.url("/collect")).body("{not json").send().await.expect("request");
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.expect("body").contains("not JSON"));
+    assert_eq!(vendor.received_at("/in").len(), 1, "a malformed body reaches no tag");
+    server.stop().await;
+}
+
+#[test]
+fn the_example_container_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/container.toml");
+    let mut config = sluice::ContainerConfig::load(&path).expect("example parses");
+    // The example points at target/templates, where the tests' build put the same files.
+    for t in config.clients.iter_mut().map(|c| &mut c.template).chain(config.tags.iter_mut().map(|t| &mut t.template)) {
+        let file = t.wasm.file_name().expect("file name").to_owned();
+        t.wasm = template(file.to_str().expect("utf-8").trim_end_matches(".wasm"));
+    }
+    Container::load(&config).expect("example loads");
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: the real server on loopback, real template components built from this
+//! repository, and fake vendors on loopback.
+
+mod config;
+mod permissions;
+mod pipeline;
+mod sandbox;

@@ -1,0 +1,127 @@
+//! A template can do only what it declared and the operator granted.
+
+use sluice_tests::{FakeVendor, TestServer, loopback_outbound, template};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ungranted_header_read_is_refused_with_a_typed_error() {
+    let vendor = FakeVendor::start().await;
+    let config = format!(
+        r#"{outbound}
+[[client]]
+name = "c"
+wasm = "{client}"
+params = {{ path = "/hit", label = "c", read_header = "authorization" }}
+grants = {{ request_headers = ["user-agent"] }}
+
+[[tag]]
+name = "t"
+wasm = "{tag}"
+trigger = {{ events = ["*"] }}
+params = {{ sink = "{origin}/sink", label = "t", read_header = "user-agent" }}
+grants = {{ event_data = ["*"], outbound = ["{origin}/"], request_headers = ["user-agent"] }}
+"#,
+        outbound = loopback_outbound(),
+        client = template("probe-client").display(),
+        tag = template("probe-tag").display(),
+        origin = vendor.origin(),
+    );
+    let server = TestServer::start(&config).await;
+    let res = server
+        .http
+        .get(server.url("/hit"))
+        .header("authorization", "Bearer visitor-secret")
+        .header("user-agent", "test-agent/1.0")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 200, "the client handled the refusal and carried on");
+    let report = vendor.received_at("/sink")[0].json();
+    let refused = report["event"]["header_result"]["error"].as_str().expect("client saw an error");
+    assert!(refused.starts_with("permission denied: request header \"authorization\" is not granted"), "{refused}");
+    assert!(refused.contains("request_headers"), "the message says how to grant it: {refused}");
+    assert_eq!(report["header_result"]["ok"], "test-agent/1.0", "a granted header reads fine");
+    assert!(!report.to_string().contains("visitor-secret"));
+    // authorization, plus the query string and response header the probe tries without grants.
+    assert_eq!(server.container.denial_count(), 3);
+    server.stop().await;
+}
+
+fn overreaching_tag(vendor: &FakeVendor, extra_url: &str, allow_private: bool) -> String {
+    let outbound = if allow_private {
+        loopback_outbound()
+    } else {
+        "[outbound]\nallow_http = [\"http://127.0.0.1\", \"http://localhost\"]\n".to_string()
+    };
+    format!(
+        r#"{outbound}
+[[client]]
+name = "c"
+wasm = "{client}"
+params = {{ path = "/hit", label = "c" }}
+
+[[tag]]
+name = "t"
+wasm = "{tag}"
+trigger = {{ events = ["*"] }}
+params = {{ sink = "{origin}/sink", label = "t", extra_url = "{extra_url}" }}
+grants = {{ event_data = ["*"], outbound = ["{origin}/sink", "{origin}/redirect"] }}
+"#,
+        client = template("probe-client").display(),
+        tag = template("probe-tag").display(),
+        origin = vendor.origin(),
+    )
+}
+
+async fn extra_result(vendor: &FakeVendor, config: &str) -> serde_json::Value {
+    let server = TestServer::start(config).await;
+    server.http.get(server.url("/hit")).send().await.expect("request");
+    server.stop().await;
+    vendor.received_at("/sink").first().map(|r| r.json()["extra_result"].clone()).expect("the tag reported")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbound_url_outside_the_grant_is_refused_and_never_sent() {
+    let vendor = FakeVendor::start().await;
+    let url = format!("{}/admin", vendor.origin());
+    let result = extra_result(&vendor, &overreaching_tag(&vendor, &url, true)).await;
+    let err = result["error"].as_str().expect("refused");
+    assert!(err.contains("outbound request to") && err.contains("/admin") && err.contains("not granted"), "{err}");
+    assert!(vendor.received_at("/admin").is_empty(), "nothing reached the vendor");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_a_host_outside_the_grant_is_refused() {
+    let vendor = FakeVendor::start().await;
+    let elsewhere = FakeVendor::start().await;
+    // Same machine, but a host name and port the grant does not cover.
+    let target = format!("http://localhost:{}/landing", elsewhere.addr.port());
+    vendor.route("/redirect", 302, &[("location", &target)], "");
+    let url = format!("{}/redirect", vendor.origin());
+    let result = extra_result(&vendor, &overreaching_tag(&vendor, &url, true)).await;
+    let err = result["error"].as_str().expect("refused");
+    assert!(err.contains("localhost") && err.contains("not granted"), "{err}");
+    assert_eq!(vendor.received_at("/redirect").len(), 1, "the first hop was allowed");
+    assert!(elsewhere.received().is_empty(), "the redirect target never got the request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_addresses_are_refused_unless_the_operator_allows_them() {
+    let vendor = FakeVendor::start().await;
+    // The grant covers the URL, but 127.0.0.1 is loopback and allow_private is not set.
+    let config = overreaching_tag(&vendor, "", false);
+    let server = TestServer::start(&config).await;
+    let request = sluice::state::RequestData {
+        id: "t".into(),
+        method: "GET".into(),
+        path: "/hit".into(),
+        query: String::new(),
+        headers: Default::default(),
+        body: Default::default(),
+        remote_addr: None,
+    };
+    let (_, trace) = server.container.handle(request).await;
+    let outcome = trace.tag_run(0, "t").expect("ran").outcome.to_string();
+    assert!(outcome.contains("private, loopback or link-local") && outcome.contains("allow_private"), "{outcome}");
+    assert!(vendor.received().is_empty());
+    server.stop().await;
+}

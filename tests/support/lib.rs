@@ -1,0 +1,181 @@
+//! Helpers for the end-to-end tests: the real Sluice server on loopback with real template
+//! components, and a fake vendor that records what it receives.
+
+#![allow(missing_docs)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use sluice::{Container, ContainerConfig};
+use tokio::net::TcpListener;
+
+/// Path of a built template component (`cargo test` builds them via `tests/build.rs`).
+pub fn template(package: &str) -> PathBuf {
+    Path::new(env!("SLUICE_TEMPLATES")).join(format!("{package}.wasm"))
+}
+
+/// One request a fake vendor received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("vendor received JSON")
+    }
+}
+
+type Route = (String, u16, Vec<(String, String)>, String);
+
+/// A loopback HTTP server that records every request and answers per path prefix.
+#[derive(Clone)]
+pub struct FakeVendor {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    routes: Arc<Mutex<Vec<Route>>>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl FakeVendor {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake vendor");
+        let vendor = FakeVendor {
+            addr: listener.local_addr().expect("addr"),
+            received: Default::default(),
+            routes: Default::default(),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        };
+        let v = vendor.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let v = v.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let v = v.clone();
+                        async move { Ok::<_, Infallible>(v.answer(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        vendor
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Answers requests whose path starts with `prefix`.
+    pub fn route(&self, prefix: &str, status: u16, headers: &[(&str, &str)], body: &str) {
+        self.routes.lock().expect("routes").push((
+            prefix.into(),
+            status,
+            headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body.into(),
+        ));
+    }
+
+    /// Lets `n` held requests (paths starting with `/gated`) be answered.
+    pub fn release(&self, n: usize) {
+        self.gate.add_permits(n);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("received").clone()
+    }
+
+    pub fn received_at(&self, path: &str) -> Vec<Received> {
+        self.received().into_iter().filter(|r| r.path == path).collect()
+    }
+
+    async fn answer(&self, req: http::Request<hyper::body::Incoming>) -> http::Response<Full<Bytes>> {
+        let (parts, body) = req.into_parts();
+        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let path = parts.uri.path().to_string();
+        self.received.lock().expect("received").push(Received {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            query: parts.uri.query().unwrap_or("").into(),
+            headers: parts.headers,
+            body,
+        });
+        if path.starts_with("/gated") {
+            // Recorded on arrival, answered only once the test calls `release`.
+            if let Ok(permit) = self.gate.acquire().await {
+                permit.forget();
+            }
+        }
+        let route = self.routes.lock().expect("routes").iter().find(|r| path.starts_with(&r.0)).cloned();
+        let (status, headers, body) = match route {
+            Some((_, s, h, b)) => (s, h, b),
+            None => (200, vec![], "{}".into()),
+        };
+        let mut resp = http::Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = http::StatusCode::from_u16(status).expect("status");
+        for (k, v) in headers {
+            resp.headers_mut().insert(http::HeaderName::from_bytes(k.as_bytes()).expect("name"), v.parse().expect("value"));
+        }
+        resp
+    }
+}
+
+/// Network policy letting templates reach fake vendors on loopback (plain http, 127.0.0.1).
+pub fn loopback_outbound() -> String {
+    "[outbound]\nallow_http = [\"http://127.0.0.1\"]\nallow_private = [\"127.0.0.1/32\"]\n".to_string()
+}
+
+/// Parses a container config (as if from `/test/container.toml`).
+pub fn parse_config(text: &str) -> Result<ContainerConfig, sluice::ConfigError> {
+    ContainerConfig::parse(text, Path::new("/test/container.toml"), &|name| {
+        (name == "TEST_SECRET").then(|| "s3cr3t-value".to_string())
+    })
+}
+
+/// The real server, serving a container on a loopback port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub container: Arc<Container>,
+    pub http: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(config_text: &str) -> Self {
+        let config = parse_config(config_text).unwrap_or_else(|e| panic!("config: {e}"));
+        let container = Arc::new(Container::load(&config).unwrap_or_else(|e| panic!("load: {e}")));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(sluice::server::serve(container.clone(), listener, async {
+            let _ = rx.await;
+        }));
+        TestServer { addr, container, http: reqwest::Client::new(), shutdown: Some(tx), task: Some(task) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops accepting, waits for in-flight requests and background tags.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Builds every template crate (`templates/*`, `tests/fixtures/*`) into a component with
+//! `cargo build --target wasm32-wasip2 --profile template`, and collects them as
+//! `target/templates/<package>.wasm`.
+//!
+//! Used by `cargo xtask templates` and by `tests/build.rs`, so `cargo test` builds what it
+//! tests. Each template is built in its own cargo invocation: a template enables exactly one of
+//! sluice-sdk's `client`/`tag` features, and one invocation would unify them. The wasm build
+//! uses its own target directory (`target/wasm`), so a build script can run it without
+//! waiting on the lock of the build that runs the script.
+
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Template packages: (package name, crate directory).
+pub fn template_crates(root: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut out = Vec::new();
+    for group in ["templates", "tests/fixtures"] {
+        let dir = root.join(group);
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        for entry in entries.flatten() {
+            let manifest = entry.path().join("Cargo.toml");
+            let Ok(text) = std::fs::read_to_string(&manifest) else { continue };
+            let doc: toml::Table = toml::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
+            let name = doc
+                .get("package")
+                .and_then(|p| p.get("name"))
+                .and_then(|n| n.as_str())
+                .ok_or_else(|| format!("{} has no package.name", manifest.display()))?;
+            out.push((name.to_string(), entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Builds all templates; returns the directory holding `<package>.wasm` files.
+pub fn build_templates(root: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let wasm_target = root.join("target").join("wasm");
+    let out_dir = root.join("target").join("templates");
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    for (package, _) in template_crates(root)? {
+        let status = Command::new(&cargo)
+            .current_dir(root)
+            .args(["build", "--quiet", "--target", "wasm32-wasip2", "--profile", "template", "-p", &package])
+            .env("CARGO_TARGET_DIR", &wasm_target)
+            // Flags meant for the host build (coverage, sanitizers) break the wasm build.
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET")
+            .status()
+            .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+        if !status.success() {
+            return Err(format!(
+                "building template {package} for wasm32-wasip2 failed (see the errors above). \
+                 If the target is missing: rustup target add wasm32-wasip2 (rust-toolchain.toml lists it)"
+            ));
+        }
+        let artifact = wasm_target.join("wasm32-wasip2").join("template").join(format!("{}.wasm", package.replace('-', "_")));
+        let dest = out_dir.join(format!("{package}.wasm"));
+        std::fs::copy(&artifact, &dest).map_err(|e| format!("cannot copy {} to {}: {e}", artifact.display(), dest.display()))?;
+    }
+    Ok(out_dir)
+}
