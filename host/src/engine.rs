@@ -6,9 +6,9 @@
 //!   count keeps requests from asking for more instances than the pool holds (they wait
 //!   instead of failing).
 //! * **Epoch interruption** for CPU limits. A ticker thread advances the epoch every
-//!   [`TICK`]; at each tick the guest yields to tokio (so one busy template cannot starve the
-//!   server) and the host checks its CPU clock, which excludes time spent waiting on outbound
-//!   HTTP. Over budget → trap.
+//!   [`TICK`]; at each tick of guest execution the host counts against the CPU budget
+//!   ([`crate::state::CpuClock`]) and the guest yields to tokio, so one busy template cannot
+//!   starve the server. Over budget → trap.
 //! * **Store limits** for memory: growing past `memory_mb` traps.
 //! * **Minimal WASI**: only what a plain Rust `wasm32-wasip2` guest imports (io, clocks, random,
 //!   cli stdio/env/exit). No filesystem, no sockets: a template asking for them fails to load.
@@ -113,8 +113,8 @@ impl Runtime {
         let mut store = Store::new(&self.engine, data(parts));
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            if ctx.data().cpu.exhausted() {
+        store.epoch_deadline_callback(|mut ctx| {
+            if !ctx.data_mut().cpu.tick() {
                 Err(wasmtime::Error::new(CpuLimitExceeded))
             } else {
                 Ok(UpdateDeadline::Yield(1))

@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -59,28 +59,29 @@ impl Default for ResponseDraft {
     }
 }
 
-/// Guest CPU time: wall time since start minus time spent waiting in async host calls.
+/// Guest CPU budget, counted in epoch ticks during which the guest was executing.
+///
+/// The epoch callback fires once per [`crate::engine::TICK`] of guest execution; wasmtime
+/// re-arms the deadline only after the guest resumes from its yield, so time spent queued behind
+/// other work or waiting in an async host call (outbound HTTP) is not counted. That is what
+/// makes this a CPU budget rather than a wall-clock one (which `[limits] wall_ms` is).
 #[derive(Debug)]
 pub struct CpuClock {
-    started: Instant,
-    waiting: Duration,
-    limit: Duration,
+    ticks: u64,
+    limit: u64,
 }
 
 impl CpuClock {
-    /// A clock with this budget, starting now.
+    /// A clock allowing `limit` of guest execution (at least one tick).
     pub fn new(limit: Duration) -> Self {
-        CpuClock { started: Instant::now(), waiting: Duration::ZERO, limit }
+        let tick = crate::engine::TICK.as_micros().max(1);
+        CpuClock { ticks: 0, limit: (limit.as_micros() / tick).max(1) as u64 }
     }
 
-    /// Whether the guest has used up its budget.
-    pub fn exhausted(&self) -> bool {
-        self.started.elapsed().saturating_sub(self.waiting) > self.limit
-    }
-
-    /// Records time the guest spent blocked on the host (not its CPU time).
-    pub fn add_wait(&mut self, d: Duration) {
-        self.waiting += d;
+    /// Counts one tick of execution; `false` once the budget is spent.
+    pub fn tick(&mut self) -> bool {
+        self.ticks += 1;
+        self.ticks <= self.limit
     }
 }
 

@@ -7,7 +7,7 @@ fn config(vendor: &FakeVendor, mode: &str) -> String {
     format!(
         r#"{outbound}
 [limits]
-cpu_ms = 50
+cpu_ms = 200
 memory_mb = 32
 
 [[client]]

@@ -40,8 +40,37 @@ pub fn template_crates(root: &Path) -> Result<Vec<(String, PathBuf)>, String> {
     Ok(out)
 }
 
+/// The guest target every template is built for.
+pub const TARGET: &str = "wasm32-wasip2";
+
+/// Makes sure the active toolchain has the [`TARGET`] standard library, installing it with
+/// rustup when it is missing (rust-toolchain.toml lists it, but rustup only honours that list
+/// when it installs the toolchain itself, not for a toolchain that is already there).
+pub fn ensure_wasm_target() -> Result<(), String> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .map_err(|e| format!("cannot run {rustc}: {e}"))?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if sysroot.join("lib").join("rustlib").join(TARGET).join("lib").is_dir() {
+        return Ok(());
+    }
+    eprintln!("installing the {TARGET} target: rustup target add {TARGET}");
+    let status = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .map_err(|e| format!("the {TARGET} target is missing and rustup could not be run ({e}): install the target for your toolchain"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`rustup target add {TARGET}` failed"))
+    }
+}
+
 /// Builds all templates; returns the directory holding `<package>.wasm` files.
 pub fn build_templates(root: &Path) -> Result<PathBuf, String> {
+    ensure_wasm_target()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let wasm_target = root.join("target").join("wasm");
     let out_dir = root.join("target").join("templates");
@@ -49,7 +78,7 @@ pub fn build_templates(root: &Path) -> Result<PathBuf, String> {
     for (package, _) in template_crates(root)? {
         let status = Command::new(&cargo)
             .current_dir(root)
-            .args(["build", "--quiet", "--target", "wasm32-wasip2", "--profile", "template", "-p", &package])
+            .args(["build", "--quiet", "--target", TARGET, "--profile", "template", "-p", &package])
             .env("CARGO_TARGET_DIR", &wasm_target)
             // Flags meant for the host build (coverage, sanitizers) break the wasm build.
             .env_remove("RUSTFLAGS")
@@ -64,7 +93,7 @@ pub fn build_templates(root: &Path) -> Result<PathBuf, String> {
                  If the target is missing: rustup target add wasm32-wasip2 (rust-toolchain.toml lists it)"
             ));
         }
-        let artifact = wasm_target.join("wasm32-wasip2").join("template").join(format!("{}.wasm", package.replace('-', "_")));
+        let artifact = wasm_target.join(TARGET).join("template").join(format!("{}.wasm", package.replace('-', "_")));
         let dest = out_dir.join(format!("{package}.wasm"));
         std::fs::copy(&artifact, &dest).map_err(|e| format!("cannot copy {} to {}: {e}", artifact.display(), dest.display()))?;
     }

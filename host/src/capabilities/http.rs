@@ -1,7 +1,7 @@
 //! `sluice:template/http`: outbound requests, through the one choke point in
-//! [`crate::outbound`]. The time a guest waits here does not count against its CPU budget.
+//! [`crate::outbound`].
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::bindings::http::{Host, IncomingResponse, OutgoingRequest};
 use crate::bindings::types::Error;
@@ -10,7 +10,6 @@ use crate::state::Invocation;
 
 impl Host for Invocation {
     async fn send(&mut self, request: OutgoingRequest) -> Result<IncomingResponse, Error> {
-        let started = Instant::now();
         // The query string may carry credentials (Meta's access_token): never log it.
         let url_for_log = request.url.split('?').next().unwrap_or_default().to_string();
         let outbound = OutboundRequest {
@@ -21,7 +20,6 @@ impl Host for Invocation {
             timeout: request.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))),
         };
         let result = self.services.outbound.send(&self.template.grant, outbound).await;
-        self.cpu.add_wait(started.elapsed());
         let (id, name) = (&self.request.id, &self.template.name);
         match result {
             Ok(r) => {
