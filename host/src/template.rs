@@ -7,8 +7,6 @@
 //! naming the entry, instead of surfacing on some request later.
 
 use std::collections::HashMap;
-use std::path::Path;
-
 use sluice_manifest::{Declaration, EffectiveGrant, Kind, MANIFEST_SECTION};
 use wasmtime::component::Component;
 
@@ -74,7 +72,7 @@ pub(crate) fn load(
     if declaration.kind != kind {
         return Err(fail(format!(
             "{} is a {} template ({:?}); move it to the [[{}]] section",
-            display(&cfg.wasm),
+            cfg.wasm.display(),
             declaration.kind,
             declaration.name,
             declaration.kind
@@ -100,10 +98,6 @@ pub(crate) fn load(
         secrets,
     };
     Ok((template, component))
-}
-
-fn display(path: &Path) -> String {
-    path.display().to_string()
 }
 
 /// Parameters must be declared, required ones present, secret ones given as `${ENV_VAR}`.

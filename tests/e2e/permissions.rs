@@ -1,6 +1,6 @@
 //! A template can do only what it declared and the operator granted.
 
-use sluice_tests::{FakeVendor, TestServer, loopback_outbound, template};
+use sluice_tests::{FakeVendor, TestServer, loopback_outbound, request, template};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ungranted_header_read_is_refused_with_a_typed_error() {
@@ -110,16 +110,7 @@ async fn private_addresses_are_refused_unless_the_operator_allows_them() {
     // The grant covers the URL, but 127.0.0.1 is loopback and allow_private is not set.
     let config = overreaching_tag(&vendor, "", false);
     let server = TestServer::start(&config).await;
-    let request = sluice::state::RequestData {
-        id: "t".into(),
-        method: "GET".into(),
-        path: "/hit".into(),
-        query: String::new(),
-        headers: Default::default(),
-        body: Default::default(),
-        remote_addr: None,
-    };
-    let (_, trace) = server.container.handle(request).await;
+    let (_, trace) = server.container.handle(request("GET", "/hit", b"")).await;
     let outcome = trace.tag_run(0, "t").expect("ran").outcome.to_string();
     assert!(outcome.contains("private, loopback or link-local") && outcome.contains("allow_private"), "{outcome}");
     assert!(vendor.received().is_empty());

@@ -1,7 +1,7 @@
 //! Claiming, priorities, triggers and tag isolation, as a site would see them.
 
 use serde_json::json;
-use sluice_tests::{FakeVendor, TestServer, loopback_outbound, template};
+use sluice_tests::{FakeVendor, TestServer, loopback_outbound, request, template};
 
 fn probe_client(name: &str, priority: i32, path: &str, mode: &str) -> String {
     format!(
@@ -110,7 +110,7 @@ async fn tags_fire_on_matching_events_in_priority_order_and_failures_stay_contai
     // The same request through the pipeline API, to read the trace: tags start highest
     // priority first, ties by name, and each failure is recorded as what it was.
     let body = serde_json::to_vec(&events).expect("json");
-    let (_, trace) = server.container.handle(sluice_tests_request("POST", "/collect", body)).await;
+    let (_, trace) = server.container.handle(request("POST", "/collect", &body)).await;
     let order: Vec<&str> = trace.events[0].tags.iter().map(|t| t.tag.as_str()).collect();
     assert_eq!(order, ["a-traps", "z-fails", "eur-purchases", "all-events"]);
     assert!(matches!(trace.tag_run(0, "a-traps").expect("ran").outcome, sluice::Outcome::Trapped(_)));
@@ -157,20 +157,8 @@ async fn after_an_early_response_a_tag_cannot_set_cookies() {
     let server = TestServer::start(&config).await;
     let res = server.http.get(server.url("/hit")).send().await.expect("request");
     assert!(res.headers().get("set-cookie").is_none());
-    let (_, trace) = server.container.handle(sluice_tests_request("GET", "/hit", Vec::new())).await;
+    let (_, trace) = server.container.handle(request("GET", "/hit", b"")).await;
     assert!(trace.tags_in_background && trace.events.is_empty(), "the tags' part is logged when they finish");
     server.stop().await;
     assert!(vendor.received().is_empty(), "the tag failed at set_cookie: the response had already gone");
-}
-
-fn sluice_tests_request(method: &str, path: &str, body: Vec<u8>) -> sluice::state::RequestData {
-    sluice::state::RequestData {
-        id: "test".into(),
-        method: method.into(),
-        path: path.into(),
-        query: String::new(),
-        headers: http::HeaderMap::new(),
-        body: body.into(),
-        remote_addr: Some("203.0.113.7".parse().expect("ip")),
-    }
 }

@@ -1,6 +1,6 @@
 //! Runaway templates are stopped; the host and the other tags carry on.
 
-use sluice_tests::{FakeVendor, TestServer, loopback_outbound, template};
+use sluice_tests::{FakeVendor, TestServer, loopback_outbound, request, template};
 
 fn config(vendor: &FakeVendor, mode: &str) -> String {
     let origin = vendor.origin();
@@ -50,16 +50,7 @@ async fn runaway_is_stopped(mode: &str, expected: sluice::Outcome) {
     let health = server.http.get(server.url("/healthz")).send().await.expect("healthz");
     assert_eq!(health.status(), 200);
 
-    let request = sluice::state::RequestData {
-        id: "t".into(),
-        method: "GET".into(),
-        path: "/hit".into(),
-        query: String::new(),
-        headers: Default::default(),
-        body: Default::default(),
-        remote_addr: None,
-    };
-    let (_, trace) = server.container.handle(request).await;
+    let (_, trace) = server.container.handle(request("GET", "/hit", b"")).await;
     assert_eq!(trace.tag_run(0, "bad").expect("ran").outcome, expected);
     server.stop().await;
 }

@@ -143,6 +143,19 @@ pub fn parse_config(text: &str) -> Result<ContainerConfig, sluice::ConfigError> 
     })
 }
 
+/// A request for [`Container::handle`], to read the trace of what happened.
+pub fn request(method: &str, path: &str, body: &[u8]) -> sluice::state::RequestData {
+    sluice::state::RequestData {
+        id: "test".into(),
+        method: method.into(),
+        path: path.into(),
+        query: String::new(),
+        headers: http::HeaderMap::new(),
+        body: Bytes::copy_from_slice(body),
+        remote_addr: Some("203.0.113.7".parse().expect("ip")),
+    }
+}
+
 /// The real server, serving a container on a loopback port.
 pub struct TestServer {
     pub addr: SocketAddr,
