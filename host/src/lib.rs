@@ -14,6 +14,9 @@
 //! * [`outbound`]: the single egress choke point; [`consent`], [`storage`]: those capabilities'
 //!   state; [`server`]: the hyper front end; [`trace`]: what happened to a request.
 
+// In tests a panic is the failure report; `unwrap_used` guards production code.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 #![deny(missing_docs)]
 
 pub mod bindings;

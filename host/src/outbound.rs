@@ -263,19 +263,19 @@ impl Outbound {
                 .await
                 .map_err(classify)?;
             let status = response.status();
-            if status.is_redirection() {
-                if let Some(location) = response.headers().get(reqwest::header::LOCATION) {
-                    let location = location.to_str().map_err(|_| OutboundError::Failed("redirect Location is not text".into()))?;
-                    url = url.join(location).map_err(|e| OutboundError::Failed(format!("redirect to {location:?}: {e}")))?;
-                    // As browsers and reqwest do: 303 always, and 301/302 after a POST, become GET.
-                    if status == reqwest::StatusCode::SEE_OTHER
-                        || (method == reqwest::Method::POST && matches!(status.as_u16(), 301 | 302))
-                    {
-                        method = reqwest::Method::GET;
-                        body = Vec::new();
-                    }
-                    continue;
+            if status.is_redirection()
+                && let Some(location) = response.headers().get(reqwest::header::LOCATION)
+            {
+                let location = location.to_str().map_err(|_| OutboundError::Failed("redirect Location is not text".into()))?;
+                url = url.join(location).map_err(|e| OutboundError::Failed(format!("redirect to {location:?}: {e}")))?;
+                // As browsers and reqwest do: 303 always, and 301/302 after a POST, become GET.
+                if status == reqwest::StatusCode::SEE_OTHER
+                    || (method == reqwest::Method::POST && matches!(status.as_u16(), 301 | 302))
+                {
+                    method = reqwest::Method::GET;
+                    body = Vec::new();
                 }
+                continue;
             }
             return self.read(response).await;
         }

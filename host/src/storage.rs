@@ -13,14 +13,17 @@ pub const MAX_ENTRIES: usize = 10_000;
 /// Bytes per value.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 
+/// A value and when it expires.
+type Entry = (Vec<u8>, Option<Instant>);
+
 /// One template's storage.
 #[derive(Debug, Default)]
 pub struct TemplateStorage {
-    entries: Mutex<HashMap<String, (Vec<u8>, Option<Instant>)>>,
+    entries: Mutex<HashMap<String, Entry>>,
 }
 
 impl TemplateStorage {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<u8>, Option<Instant>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         // A panic while holding the lock cannot leave the map half-updated (every operation is a
         // single insert/remove), so a poisoned lock is safe to keep using.
         self.entries.lock().unwrap_or_else(|p| p.into_inner())

@@ -1,5 +1,7 @@
 //! The `sluice` binary as an operator runs it: bad input gives a clear message and exit code 1.
 
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 fn sluice(args: &[&str]) -> (bool, String) {

@@ -14,6 +14,9 @@
 //! * [`EffectiveGrant`] is declared ∩ granted; its `check_*` methods answer every host call with
 //!   `Ok` or a [`Denial`] that says what was refused and how to fix it.
 
+// In tests a panic is the failure report; `unwrap_used` guards production code.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod declaration;
 mod grant;
 mod manifest;

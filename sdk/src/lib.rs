@@ -41,6 +41,9 @@
 //! parameters and outbound stubs, run the template with `cargo test`, and assert on the
 //! response, the outbound requests, the logs and the permission denials.
 
+// In tests a panic is the failure report; `unwrap_used` guards production code.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 #![warn(missing_docs)]
 
 extern crate self as sluice_sdk;

@@ -1,6 +1,8 @@
 //! End-to-end tests: the real server on loopback, real template components built from this
 //! repository, and fake vendors on loopback.
 
+#![allow(clippy::unwrap_used)]
+
 mod config;
 mod permissions;
 mod pipeline;

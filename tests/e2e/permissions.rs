@@ -116,3 +116,53 @@ async fn private_addresses_are_refused_unless_the_operator_allows_them() {
     assert!(vendor.received().is_empty());
     server.stop().await;
 }
+
+fn collect_and_probe(vendor: &FakeVendor, tags: &[(&str, &str)]) -> String {
+    let mut config = format!(
+        "{}\n[[client]]\nname = \"collect\"\nwasm = \"{}\"\ngrants = {{ body = true }}\n",
+        loopback_outbound(),
+        template("json-collect-client").display()
+    );
+    for (name, extra) in tags {
+        config.push_str(&format!(
+            "\n[[tag]]\nname = \"{name}\"\nwasm = \"{wasm}\"\ntrigger = {{ events = [\"*\"] }}\nparams = {{ sink = \"{origin}/sink\", label = \"{name}\", read_consent = true, count = true }}\ngrants = {{ event_data = [\"*\"], outbound = [\"{origin}/\"]{extra} }}\n",
+            wasm = template("probe-tag").display(),
+            origin = vendor.origin(),
+        ));
+    }
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_and_storage_are_readable_only_with_their_grants() {
+    let vendor = FakeVendor::start().await;
+    let config = collect_and_probe(&vendor, &[("granted", ", consent = true, storage = true"), ("ungranted", "")]);
+    let server = TestServer::start(&config).await;
+    for _ in 0..2 {
+        let res = server
+            .http
+            .post(server.url("/collect"))
+            .body(r#"{"event_name":"purchase","consent_state":{"ad_storage":"granted"}}"#)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 200);
+    }
+    server.stop().await;
+    let reports: Vec<serde_json::Value> = vendor.received_at("/sink").iter().map(|r| r.json()).collect();
+    let of = |label: &str| reports.iter().filter(|r| r["label"] == label).cloned().collect::<Vec<_>>();
+
+    let granted = of("granted");
+    assert_eq!(granted[0]["consent_result"]["ok"], "Granted");
+    // Storage persists across invocations of the same template instance...
+    let mut counts: Vec<u64> = granted.iter().filter_map(|r| r["count_result"]["ok"].as_u64()).collect();
+    counts.sort();
+    assert_eq!(counts, [1, 2]);
+
+    let ungranted = of("ungranted");
+    assert_eq!(ungranted.len(), 2, "refusals are errors the template handles, not traps");
+    let consent_err = ungranted[0]["consent_result"]["error"].as_str().expect("denied");
+    assert!(consent_err.contains("the consent state is not granted"), "{consent_err}");
+    let storage_err = ungranted[0]["count_result"]["error"].as_str().expect("denied");
+    assert!(storage_err.contains("template storage is not granted"), "{storage_err}");
+}

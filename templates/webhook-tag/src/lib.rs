@@ -5,6 +5,9 @@
 //! An optional `token` (a secret, so given as `${ENV_VAR}`) is sent as `Authorization: Bearer`.
 //! A non-2xx answer fails the tag, so the host's trace shows the vendor's status.
 
+// In tests a panic is the failure report; `unwrap_used` guards production code.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use sluice_sdk::{Error, HttpRequest, Kind, Manifest, Parameter, Permissions, Tag, TagHost};
 
 /// The webhook tag.
