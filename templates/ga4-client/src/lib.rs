@@ -1,0 +1,167 @@
+//! The GA4 client: how nearly every site reaches a server-side tag host. The site's Google tag
+//! sends its hits to this container instead of Google's, and this client turns them into event
+//! data in sGTM's common event model, so tags written for that model work unchanged.
+//!
+//! * Claims GA4 web hits on `<path_prefix>/g/collect` (and on any `extra_paths`, for sites that
+//!   serve the container under custom paths): `GET` with a query string, `POST` with the query
+//!   and an empty body, and batched `POST`s with one event per body line ([`hit`]).
+//! * Claims Measurement Protocol requests on `<path_prefix>/mp/collect` ([`mp`]).
+//! * Answers like Google's endpoint: `204` with CORS headers for the requesting origin
+//!   (credentials allowed), `204` to a CORS preflight. A request that is not a valid hit is
+//!   claimed and answered `400` with the reason; no event reaches the tags.
+//! * Optionally manages the client id server-side (`manage_client_id`): an HttpOnly, Secure
+//!   first-party cookie (`FPID` by default, two years) becomes `client_id`, and the browser's
+//!   `cid` is kept as `x-ga-js_client_id`.
+//! * Adds `ip_override` (the host's view of the visitor IP, which honours the operator's proxy
+//!   trust setting) and `user_agent` when the operator granted them and the hit did not set them.
+
+use std::hash::{BuildHasher, Hasher};
+
+use sluice_sdk::{Claim, Client, Cookie, Error, Host, Kind, Manifest, Parameter, Permissions, SameSite, Value};
+
+pub mod hit;
+pub mod mp;
+
+/// The GA4 client.
+pub struct Ga4Client;
+
+impl Client for Ga4Client {
+    const MANIFEST: Manifest = Manifest {
+        kind: Kind::Client,
+        name: "ga4-client",
+        version: env!("CARGO_PKG_VERSION"),
+        description: "Claims GA4 web hits and Measurement Protocol requests; emits sGTM event data.",
+        permissions: Permissions {
+            query: true,
+            body: true,
+            remote_address: true,
+            request_headers: &["user-agent", "origin", "access-control-request-headers"],
+            cookies: &["*"],
+            response_headers: &[
+                "access-control-allow-origin",
+                "access-control-allow-credentials",
+                "access-control-allow-methods",
+                "access-control-allow-headers",
+                "content-type",
+            ],
+            response_cookies: &["*"],
+            ..Permissions::NONE
+        },
+        parameters: &[
+            Parameter::optional("path_prefix", "Prefix before /g/collect and /mp/collect (default none)."),
+            Parameter::optional("extra_paths", "More paths that receive GA4 web hits, e.g. [\"/collect\"]."),
+            Parameter::optional("manage_client_id", "Keep the client id in a server-set HttpOnly cookie (default false)."),
+            Parameter::optional("cookie_name", "Name of that cookie (default \"FPID\")."),
+            Parameter::optional("cookie_max_age_days", "Its lifetime in days (default 730, as sGTM)."),
+            Parameter::optional("cookie_domain", "Its Domain attribute (default: the request host only)."),
+        ],
+    };
+
+    fn run(host: &Host) -> Result<Claim, Error> {
+        let request = host.request();
+        let config = host.config();
+        let path = request.path();
+        let prefix = config.str("path_prefix").unwrap_or_default();
+        let prefix = prefix.trim_end_matches('/');
+        let extra: Vec<String> = config.get("extra_paths")?.unwrap_or_default();
+        let is_web = path == format!("{prefix}/g/collect") || extra.iter().any(|p| *p == path);
+        let is_mp = path == format!("{prefix}/mp/collect");
+        if !is_web && !is_mp {
+            return Ok(Claim::Pass);
+        }
+        let method = request.method();
+        if method == "OPTIONS" {
+            cors(host, true)?;
+            host.response().set_status(204)?;
+            return Ok(Claim::Claimed(Vec::new()));
+        }
+        let parsed = match (is_mp, method.as_str()) {
+            (false, "GET") => hit::parse(&request.query_string()?, b""),
+            (false, "POST") => hit::parse(&request.query_string()?, &request.body()?),
+            (true, "POST") => mp::parse(&request.body()?, request.query_param("measurement_id")?.as_deref()),
+            _ => Err(hit::Invalid(format!("method {method} is not accepted here (use POST)"))),
+        };
+        let mut events = match parsed {
+            Ok(events) => events,
+            Err(hit::Invalid(reason)) => {
+                host.response().set_status(400)?;
+                let _ = host.response().set_header("content-type", "text/plain; charset=utf-8");
+                host.response().set_body(reason.as_bytes())?;
+                return Ok(Claim::Claimed(Vec::new()));
+            }
+        };
+
+        let ip = optional(request.remote_address())?;
+        let user_agent = optional(request.header("user-agent"))?;
+        let server_client_id = if !is_mp && config.get::<bool>("manage_client_id")?.unwrap_or(false) {
+            Some(client_id_cookie(host)?)
+        } else {
+            None
+        };
+        for ev in &mut events {
+            if let (Some(ip), false) = (&ip, ev.contains_key("ip_override")) {
+                ev.insert("ip_override".into(), Value::String(ip.clone()));
+            }
+            if let (Some(ua), false) = (&user_agent, ev.contains_key("user_agent")) {
+                ev.insert("user_agent".into(), Value::String(ua.clone()));
+            }
+            if let Some(id) = &server_client_id {
+                if let Some(browser_id) = ev.insert("client_id".into(), Value::String(id.clone())) {
+                    ev.insert("x-ga-js_client_id".into(), browser_id);
+                }
+            }
+        }
+        cors(host, false)?;
+        host.response().set_status(204)?;
+        Ok(Claim::Claimed(events.into_iter().map(Value::Object).collect()))
+    }
+}
+
+/// `Ok(None)` for a refused optional read.
+fn optional(result: Result<Option<String>, Error>) -> Result<Option<String>, Error> {
+    match result {
+        Err(e) if e.is_permission_denied() => Ok(None),
+        other => other,
+    }
+}
+
+/// CORS for the requesting origin, credentials allowed (gtag sends cookies with its hits).
+fn cors(host: &Host, preflight: bool) -> Result<(), Error> {
+    let request = host.request();
+    let Some(origin) = optional(request.header("origin"))? else { return Ok(()) };
+    let response = host.response();
+    response.set_header("access-control-allow-origin", &origin)?;
+    response.set_header("access-control-allow-credentials", "true")?;
+    if preflight {
+        response.set_header("access-control-allow-methods", "POST, GET, OPTIONS")?;
+        let headers = optional(request.header("access-control-request-headers"))?.unwrap_or_else(|| "content-type".into());
+        response.set_header("access-control-allow-headers", &headers)?;
+    }
+    Ok(())
+}
+
+/// The server-managed client id: the cookie's value, or a new random id set as the cookie.
+fn client_id_cookie(host: &Host) -> Result<String, Error> {
+    let config = host.config();
+    let name = config.str("cookie_name").unwrap_or_else(|| "FPID".into());
+    if let Some(existing) = host.request().cookie(&name)?.filter(|v| !v.is_empty()) {
+        return Ok(existing);
+    }
+    let days: i64 = config.get("cookie_max_age_days")?.unwrap_or(730);
+    let id = new_client_id();
+    let mut cookie = Cookie::new(name, id.clone());
+    cookie.http_only = true;
+    cookie.same_site = Some(SameSite::Lax);
+    cookie.max_age = Some(days.saturating_mul(86_400));
+    cookie.domain = config.str("cookie_domain");
+    host.response().set_cookie(&cookie)?;
+    Ok(id)
+}
+
+/// 128 random bits as hex (seeded from the host's WASI random source via `RandomState`).
+fn new_client_id() -> String {
+    let word = || std::collections::hash_map::RandomState::new().build_hasher().finish();
+    format!("{:016x}{:016x}", word(), word())
+}
+
+sluice_sdk::export_client!(Ga4Client);
