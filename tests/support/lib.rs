@@ -20,6 +20,12 @@ pub fn template(package: &str) -> PathBuf {
     Path::new(env!("SLUICE_TEMPLATES")).join(format!("{package}.wasm"))
 }
 
+/// A file from `shared/corpus/` (beside the repository).
+pub fn corpus(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// One request a fake vendor received.
 #[derive(Debug, Clone)]
 pub struct Received {

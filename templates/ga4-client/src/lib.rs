@@ -165,3 +165,130 @@ fn new_client_id() -> String {
 }
 
 sluice_sdk::export_client!(Ga4Client);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_sdk::mock::MockHost;
+    use sluice_sdk::{PermissionSet, json};
+
+    const HIT: &str = "v=2&tid=G-TEST1&cid=111.222&en=page_view&dl=https%3A%2F%2Fshop.example%2F&_et=12";
+
+    fn hit(method: &str) -> MockHost {
+        MockHost::new()
+            .method(method)
+            .path("/g/collect")
+            .query(HIT)
+            .header("origin", "https://shop.example")
+            .header("user-agent", "Mozilla/5.0 test")
+            .remote_address("198.51.100.23")
+    }
+
+    fn claimed(mock: &mut MockHost) -> Vec<Value> {
+        match mock.run_client::<Ga4Client>() {
+            Ok(Claim::Claimed(events)) => events,
+            other => panic!("expected a claim, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn claims_get_and_post_hits_and_answers_204_with_cors() {
+        for method in ["GET", "POST"] {
+            let mut mock = hit(method);
+            let events = claimed(&mut mock);
+            assert_eq!(events.len(), 1);
+            assert_eq!(events[0]["event_name"], "page_view");
+            assert_eq!(events[0]["ip_override"], "198.51.100.23");
+            assert_eq!(events[0]["user_agent"], "Mozilla/5.0 test");
+            let r = mock.response();
+            assert_eq!(r.status, Some(204));
+            assert_eq!(r.header("access-control-allow-origin"), Some("https://shop.example"));
+            assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+        }
+    }
+
+    #[test]
+    fn answers_a_preflight_and_passes_other_paths() {
+        let mut mock = hit("OPTIONS").header("access-control-request-headers", "content-type");
+        assert!(claimed(&mut mock).is_empty());
+        assert_eq!(mock.response().status, Some(204));
+        assert_eq!(mock.response().header("access-control-allow-methods"), Some("POST, GET, OPTIONS"));
+
+        let mut other = hit("GET").path("/something-else");
+        assert_eq!(other.run_client::<Ga4Client>(), Ok(Claim::Pass));
+    }
+
+    #[test]
+    fn custom_paths_via_prefix_and_extra_paths() {
+        let mut prefixed = hit("POST").path("/metrics/g/collect").param("path_prefix", "/metrics/");
+        assert_eq!(claimed(&mut prefixed).len(), 1);
+        let mut extra = hit("POST").path("/collect").param("extra_paths", ["/collect"]);
+        assert_eq!(claimed(&mut extra).len(), 1);
+        let mut plain = hit("POST").path("/g/collect").param("path_prefix", "/metrics");
+        assert_eq!(plain.run_client::<Ga4Client>(), Ok(Claim::Pass));
+    }
+
+    #[test]
+    fn an_invalid_hit_gets_400_with_the_reason_and_no_events() {
+        let mut mock = hit("POST").query("v=2&tid=G-TEST1&cid=1.2");
+        assert!(claimed(&mut mock).is_empty());
+        assert_eq!(mock.response().status, Some(400));
+        let body = String::from_utf8(mock.response().body.clone().unwrap_or_default()).unwrap_or_default();
+        assert!(body.contains("no event name"), "{body}");
+    }
+
+    #[test]
+    fn manages_the_client_id_in_an_http_only_cookie() {
+        let mut first = hit("POST").param("manage_client_id", true).param("cookie_domain", "shop.example");
+        let event = &claimed(&mut first)[0];
+        let cookie = first.response().cookie("FPID").expect("FPID set").clone();
+        assert!(cookie.http_only && cookie.secure);
+        assert_eq!(cookie.max_age, Some(730 * 86_400));
+        assert_eq!(cookie.domain.as_deref(), Some("shop.example"));
+        assert_eq!(event["client_id"], cookie.value.as_str());
+        assert_eq!(event["x-ga-js_client_id"], "111.222");
+
+        let mut returning = hit("POST").param("manage_client_id", true).cookie("FPID", "known-id");
+        let event = &claimed(&mut returning)[0];
+        assert_eq!(event["client_id"], "known-id");
+        assert!(returning.response().cookies.is_empty(), "an existing id is not re-set");
+    }
+
+    #[test]
+    fn measurement_protocol_requests_become_events() {
+        let body = json!({
+            "client_id": "123.456", "user_id": "u-1",
+            "user_properties": {"tier": {"value": "gold"}},
+            "consent": {"ad_user_data": "GRANTED", "ad_personalization": "DENIED"},
+            "events": [{"name": "purchase", "params": {"currency": "EUR", "value": 30.03, "transaction_id": "T1"}},
+                       {"name": "login"}]
+        });
+        let mut mock = MockHost::new()
+            .method("POST")
+            .path("/mp/collect")
+            .query("measurement_id=G-TEST1&api_secret=shh")
+            .body(body.to_string());
+        let events = claimed(&mut mock);
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0]["event_name"], "purchase");
+        assert_eq!(events[0]["value"], 30.03);
+        assert_eq!(events[0]["client_id"], "123.456");
+        assert_eq!(events[0]["x-ga-measurement_id"], "G-TEST1");
+        assert_eq!(events[0]["x-ga-mp2-user_properties"], json!({"tier": "gold"}));
+        assert_eq!(events[0]["x-ga-mp2-consent"]["ad_user_data"], "GRANTED");
+        assert!(!events[0].to_string().contains("shh"), "the api_secret never enters event data");
+
+        let mut bad = MockHost::new().method("POST").path("/mp/collect").body(r#"{"events":[]}"#);
+        assert!(claimed(&mut bad).is_empty());
+        assert_eq!(bad.response().status, Some(400));
+    }
+
+    #[test]
+    fn without_ip_and_user_agent_grants_the_hit_still_goes_through() {
+        let grant = PermissionSet { query: true, body: true, ..Default::default() };
+        let mut mock = hit("POST").grant(grant);
+        let events = claimed(&mut mock);
+        assert!(events[0].get("ip_override").is_none() && events[0].get("user_agent").is_none());
+        assert_eq!(mock.response().status, Some(204));
+    }
+}
