@@ -213,6 +213,33 @@ fn version_list(v: &str) -> Value {
     )
 }
 
+/// The `Sec-CH-UA` header (`"Chromium";v="116", "Not)A;Brand";v="24"`) as
+/// `[{brand, version}]`. Brand names may contain `;` and `,` inside their quotes.
+pub fn brands(header: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut rest = header;
+    while let Some(start) = rest.find('"') {
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('"') else { break };
+        let brand = &after[..end];
+        rest = &after[end + 1..];
+        let version = rest
+            .split_once("v=\"")
+            .filter(|(before, _)| !before.contains('"'))
+            .and_then(|(_, v)| v.split_once('"'))
+            .map(|(v, tail)| {
+                rest = tail;
+                v
+            })
+            .unwrap_or("");
+        let mut m = Map::new();
+        m.insert("brand".into(), text(brand));
+        m.insert("version".into(), text(version));
+        out.push(Value::Object(m));
+    }
+    out
+}
+
 fn percent_decode(s: &str) -> String {
     // `form_urlencoded` would also turn `+` into a space, which is right for these values too.
     form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()

@@ -35,7 +35,14 @@ impl Client for Ga4Client {
             query: true,
             body: true,
             remote_address: true,
-            request_headers: &["user-agent", "origin", "access-control-request-headers"],
+            request_headers: &[
+                "user-agent",
+                "origin",
+                "access-control-request-headers",
+                "sec-ch-ua",
+                "sec-ch-ua-mobile",
+                "sec-ch-ua-platform",
+            ],
             cookies: &["*"],
             response_headers: &[
                 "access-control-allow-origin",
@@ -93,6 +100,7 @@ impl Client for Ga4Client {
 
         let ip = optional(request.remote_address())?;
         let user_agent = optional(request.header("user-agent"))?;
+        let header_hints = header_client_hints(host)?;
         let server_client_id = if !is_mp && config.get::<bool>("manage_client_id")?.unwrap_or(false) {
             Some(client_id_cookie(host)?)
         } else {
@@ -104,6 +112,14 @@ impl Client for Ga4Client {
             }
             if let (Some(ua), false) = (&user_agent, ev.contains_key("user_agent")) {
                 ev.insert("user_agent".into(), Value::String(ua.clone()));
+            }
+            if !header_hints.is_empty() {
+                let hints = ev.entry("client_hints").or_insert_with(|| Value::Object(Default::default()));
+                if let Value::Object(hints) = hints {
+                    for (k, v) in &header_hints {
+                        hints.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
             }
             if let Some(id) = &server_client_id {
                 if let Some(browser_id) = ev.insert("client_id".into(), Value::String(id.clone())) {
@@ -123,6 +139,24 @@ fn optional(result: Result<Option<String>, Error>) -> Result<Option<String>, Err
         Err(e) if e.is_permission_denied() => Ok(None),
         other => other,
     }
+}
+
+/// Client hints from the `Sec-CH-UA*` request headers, as sGTM's GA4 client adds them: `brands`
+/// from `Sec-CH-UA`, `mobile` from `Sec-CH-UA-Mobile`, and `platform` as the header's raw value
+/// (quotes included, as in sGTM's event models). Hit parameters (`uap`, `uamb`) take precedence.
+fn header_client_hints(host: &Host) -> Result<sluice_sdk::json::Map<String, Value>, Error> {
+    let request = host.request();
+    let mut hints = sluice_sdk::json::Map::new();
+    if let Some(ua) = optional(request.header("sec-ch-ua"))? {
+        hints.insert("brands".into(), Value::Array(hit::brands(&ua)));
+    }
+    if let Some(mobile) = optional(request.header("sec-ch-ua-mobile"))? {
+        hints.insert("mobile".into(), Value::Bool(mobile.trim() == "?1"));
+    }
+    if let Some(platform) = optional(request.header("sec-ch-ua-platform"))? {
+        hints.insert("platform".into(), Value::String(platform));
+    }
+    Ok(hints)
 }
 
 /// CORS for the requesting origin, credentials allowed (gtag sends cookies with its hits).
@@ -181,6 +215,9 @@ mod tests {
             .query(HIT)
             .header("origin", "https://shop.example")
             .header("user-agent", "Mozilla/5.0 test")
+            .header("sec-ch-ua", r#""Chromium";v="116", "Not)A;Brand";v="24""#)
+            .header("sec-ch-ua-mobile", "?0")
+            .header("sec-ch-ua-platform", r#""Windows""#)
             .remote_address("198.51.100.23")
     }
 
@@ -200,6 +237,9 @@ mod tests {
             assert_eq!(events[0]["event_name"], "page_view");
             assert_eq!(events[0]["ip_override"], "198.51.100.23");
             assert_eq!(events[0]["user_agent"], "Mozilla/5.0 test");
+            assert_eq!(events[0]["client_hints"]["brands"][0], json!({"brand": "Chromium", "version": "116"}));
+            assert_eq!(events[0]["client_hints"]["platform"], "\"Windows\"");
+            assert_eq!(events[0]["client_hints"]["mobile"], false);
             let r = mock.response();
             assert_eq!(r.status, Some(204));
             assert_eq!(r.header("access-control-allow-origin"), Some("https://shop.example"));

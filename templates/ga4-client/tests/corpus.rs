@@ -186,3 +186,38 @@ fn invalid_hits_are_rejected_with_a_reason_never_half_built() {
         let _ = hit::parse(junk, b"%%%\n\n=\r\n");
     }
 }
+
+/// Mutated corpus hits (bytes flipped, truncated, lines spliced) never panic the parser.
+#[test]
+fn mutated_hits_never_panic() {
+    let mut seed: u64 = 0x5eed;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let alphabet = b"=&~%|;.\r\n0123456789abcdefkvpr_+ \xff";
+    for file in FILES {
+        let (query, body) = hit_of(file);
+        for _ in 0..200 {
+            let mut q = query.clone().into_bytes();
+            let mut b = body.clone().into_bytes();
+            for _ in 0..(next() % 8) {
+                let target = if next() % 2 == 0 { &mut q } else { &mut b };
+                if target.is_empty() || next() % 4 == 0 {
+                    target.push(alphabet[(next() % alphabet.len() as u64) as usize]);
+                } else {
+                    let i = (next() % target.len() as u64) as usize;
+                    match next() % 3 {
+                        0 => target[i] = alphabet[(next() % alphabet.len() as u64) as usize],
+                        1 => target.truncate(i),
+                        _ => target.insert(i, b'%'),
+                    }
+                }
+            }
+            let _ = hit::parse(&String::from_utf8_lossy(&q), &b);
+        }
+    }
+    assert_eq!(hit::brands(r#""A;B";v="1", "C""#).len(), 2, "quoted brands with ';' and no version");
+}
