@@ -55,6 +55,8 @@ pub struct ContainerConfig {
     pub outbound: OutboundConfig,
     /// Incoming-request handling.
     pub server: ServerConfig,
+    /// Consent sources, defaults, stripping and the audit sink.
+    pub consent: crate::consent::ConsentConfig,
     /// Clients, in file order.
     pub clients: Vec<ClientConfig>,
     /// Tags, in file order.
@@ -172,6 +174,8 @@ pub struct TagConfig {
     pub template: TemplateConfig,
     /// When it fires.
     pub trigger: Trigger,
+    /// Consent purposes it needs; `None` takes the template's declared default.
+    pub consent: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -185,6 +189,8 @@ struct RawFile {
     outbound: OutboundConfig,
     #[serde(default)]
     server: ServerConfig,
+    #[serde(default)]
+    consent: crate::consent::ConsentConfig,
     #[serde(default, rename = "client")]
     clients: Vec<RawClient>,
     #[serde(default, rename = "tag")]
@@ -218,6 +224,7 @@ struct RawTag {
     #[serde(default)]
     priority: i32,
     trigger: Trigger,
+    consent: Option<Vec<String>>,
     #[serde(default)]
     params: toml::Table,
     #[serde(default)]
@@ -278,8 +285,18 @@ impl ContainerConfig {
             .into_iter()
             .map(|t| {
                 let entry = format!("tag {:?}", t.name);
-                t.trigger.validate().map_err(|m| entry_err(entry, format!("trigger: {m}")))?;
-                Ok(TagConfig { template: template("tag", t.name, t.wasm, t.priority, t.params, t.grants)?, trigger: t.trigger })
+                t.trigger.validate().map_err(|m| entry_err(entry.clone(), format!("trigger: {m}")))?;
+                if let Some(bad) = t.consent.iter().flatten().find(|p| crate::consent::purpose_named(p).is_none()) {
+                    return Err(entry_err(entry, format!(
+                        "consent purpose {bad:?} is unknown: use ad_storage, analytics_storage, ad_user_data, ad_personalization, \
+                         functionality_storage, personalization_storage or security_storage"
+                    )));
+                }
+                Ok(TagConfig {
+                    template: template("tag", t.name, t.wasm, t.priority, t.params, t.grants)?,
+                    trigger: t.trigger,
+                    consent: t.consent,
+                })
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
         if clients.is_empty() {
@@ -292,6 +309,7 @@ impl ContainerConfig {
             limits: raw.limits,
             outbound: raw.outbound,
             server: raw.server,
+            consent: raw.consent,
             clients,
             tags,
         })

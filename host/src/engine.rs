@@ -45,6 +45,8 @@ pub struct Services {
     pub outbound: Outbound,
     /// Counters.
     pub metrics: Metrics,
+    /// Consent resolution, stripping and audit.
+    pub consent: crate::consent::ConsentPolicy,
 }
 
 /// The guest ran past its CPU budget.

@@ -5,8 +5,11 @@
 //!    claiming. Nobody claims → `400 no client claimed the request`.
 //! 2. The claiming client returns events (JSON objects). Anything that is not an object is
 //!    dropped and recorded; tags never see a half-built event.
-//! 3. For each event, the tags whose trigger matches are started highest priority first (ties
-//!    by name) and run concurrently, as sGTM fires tags asynchronously in priority order. Each
+//! 3. For each event, consent is resolved ([`crate::consent`]); a matching tag whose purposes
+//!    are not all granted is blocked without being instantiated, and with `ad_user_data` not
+//!    granted the others see the event with personal data removed. Every decision is audited.
+//!    The tags that may run are started highest priority first (ties by name) and run
+//!    concurrently, as sGTM fires tags asynchronously in priority order. Each
 //!    runs in its own fresh instance; a failure, trap, CPU or memory overrun, or timeout is
 //!    recorded and costs only that tag.
 //! 4. The response goes out after the tags finish (tags may set cookies), unless the client is
@@ -27,7 +30,8 @@ use wasmtime::Store;
 use crate::bindings::client::{Claim, ClientPre};
 use crate::bindings::tag::TagPre;
 use crate::config::{ContainerConfig, ServerConfig};
-use crate::consent::ConsentState;
+use crate::bindings::types::Purpose;
+use crate::consent::{self, AuditRecord, ConsentPolicy, ConsentState};
 use crate::engine::{CpuLimitExceeded, Runtime, Services};
 use crate::error::LoadError;
 use crate::outbound::{NetworkPolicy, Outbound};
@@ -46,6 +50,8 @@ struct TagEntry {
     template: Arc<Template>,
     pre: TagPre<Invocation>,
     trigger: Trigger,
+    /// Purposes that must be granted before it runs (config override, else its manifest's).
+    purposes: Vec<(String, Purpose)>,
 }
 
 /// A loaded container: the templates, in run order, and the runtime that executes them.
@@ -82,7 +88,9 @@ impl Container {
         let runtime = Runtime::new(&config.limits)?;
         let policy = NetworkPolicy::from_config(&config.outbound, &config.path)?;
         let outbound = Outbound::new(&config.outbound, policy).map_err(LoadError::Engine)?;
-        let services = Arc::new(Services { outbound, metrics: Default::default() });
+        let consent = ConsentPolicy::new(config.consent.clone())
+            .map_err(|message| LoadError::Template { entry: "[consent]".into(), message })?;
+        let services = Arc::new(Services { outbound, metrics: Default::default(), consent });
 
         let pre_err = |name: &str, e: wasmtime::Error| LoadError::Template {
             entry: name.to_string(),
@@ -105,7 +113,18 @@ impl Container {
             let entry = format!("tag {:?}", t.template.name);
             let pre = runtime.tag_linker.instantiate_pre(&component).map_err(|e| pre_err(&entry, e))?;
             let pre = TagPre::new(pre).map_err(|e| pre_err(&entry, e))?;
-            tags.push(Arc::new(TagEntry { template: Arc::new(template), pre, trigger: t.trigger.clone() }));
+            let names = t.consent.clone().unwrap_or_else(|| template.declaration.consent.clone());
+            let purposes = names
+                .into_iter()
+                .map(|name| match consent::purpose_named(&name) {
+                    Some(p) => Ok((name, p)),
+                    None => Err(LoadError::Template {
+                        entry: entry.clone(),
+                        message: format!("template declares an unknown consent purpose {name:?}"),
+                    }),
+                })
+                .collect::<Result<_, _>>()?;
+            tags.push(Arc::new(TagEntry { template: Arc::new(template), pre, trigger: t.trigger.clone(), purposes }));
         }
         // Highest priority first; equal priorities in name order, so runs are reproducible.
         clients.sort_by(|a, b| b.template.priority.cmp(&a.template.priority).then(a.template.name.cmp(&b.template.name)));
@@ -212,19 +231,52 @@ impl Container {
     }
 
     async fn run_tags(&self, request: &Arc<RequestData>, response: &Arc<Mutex<ResponseDraft>>, events: Vec<Arc<Value>>) -> Vec<EventTrace> {
+        let policy = &self.services.consent;
+        let unset_grants = policy.unset_grants();
         let mut traces = Vec::with_capacity(events.len());
         for event in events {
-            let consent = ConsentState::from_event(&event);
+            let event_name = event.get("event_name").and_then(Value::as_str).unwrap_or("").to_string();
             let matching: Vec<&Arc<TagEntry>> = self.tags.iter().filter(|t| t.trigger.matches(&event)).collect();
+            if matching.is_empty() {
+                traces.push(EventTrace { event_name, tags: Vec::new() });
+                continue;
+            }
+            // Consent is decided here, per event, before any tag is instantiated.
+            let state = policy.resolve(&request.headers, &event, &request.id);
+            let strip = !state.allows(Purpose::AdUserData, unset_grants);
+            let seen = if strip { Arc::new(policy.strip(&event)) } else { event.clone() };
+            let mut runs = Vec::with_capacity(matching.len());
+            let mut blocked = Vec::new();
+            for tag in &matching {
+                let needed: Vec<String> = tag.purposes.iter().map(|(n, _)| n.clone()).collect();
+                let missing: Vec<String> =
+                    tag.purposes.iter().filter(|(_, p)| !state.allows(*p, unset_grants)).map(|(n, _)| n.clone()).collect();
+                policy.audit(&AuditRecord {
+                    ts_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0),
+                    request_id: &request.id,
+                    event_name: &event_name,
+                    tag: &tag.template.name,
+                    purposes_needed: &needed,
+                    state: state.to_json(),
+                    decision: if missing.is_empty() { "run" } else { "blocked" },
+                    missing: &missing,
+                    personal_data_removed: strip && missing.is_empty(),
+                });
+                if missing.is_empty() {
+                    runs.push(tag);
+                } else {
+                    blocked.push((tag.template.name.clone(), missing));
+                }
+            }
             // `join_all` polls in order, so tags start in priority order and then run concurrently.
-            let runs = futures::future::join_all(
-                matching.iter().map(|tag| self.run_tag(tag, request, response, &event, consent)),
+            let mut tags = futures::future::join_all(
+                runs.iter().map(|tag| self.run_tag(tag, request, response, &seen, state, strip)),
             )
             .await;
-            traces.push(EventTrace {
-                event_name: event.get("event_name").and_then(Value::as_str).unwrap_or("").to_string(),
-                tags: runs,
-            });
+            for (tag, missing) in blocked {
+                tags.push(TagRun { tag, outcome: Outcome::BlockedByConsent(missing), denials: Vec::new(), duration: Duration::ZERO });
+            }
+            traces.push(EventTrace { event_name, tags });
         }
         traces
     }
@@ -238,7 +290,7 @@ impl Container {
     ) -> (Outcome, Option<Vec<String>>) {
         let pre = client.pre.clone();
         let invoked = self
-            .invoke(&client.template, request, response, None, ConsentState::default(), move |store| {
+            .invoke(&client.template, request, response, None, (ConsentState::default(), false), move |store| {
                 Box::pin(async move {
                     let instance = pre.instantiate_async(&mut *store).await?;
                     instance.call_run(&mut *store).await
@@ -260,11 +312,12 @@ impl Container {
         response: &Arc<Mutex<ResponseDraft>>,
         event: &Arc<Value>,
         consent: ConsentState,
+        personal_data_removed: bool,
     ) -> TagRun {
         let started = Instant::now();
         let pre = tag.pre.clone();
         let (invoked, denials) = self
-            .invoke(&tag.template, request, response, Some(event.clone()), consent, move |store| {
+            .invoke(&tag.template, request, response, Some(event.clone()), (consent, personal_data_removed), move |store| {
                 Box::pin(async move {
                     let instance = pre.instantiate_async(&mut *store).await?;
                     instance.call_fire(&mut *store).await
@@ -292,7 +345,7 @@ impl Container {
         request: &Arc<RequestData>,
         response: &Arc<Mutex<ResponseDraft>>,
         event: Option<Arc<Value>>,
-        consent: ConsentState,
+        (consent, personal_data_removed): (ConsentState, bool),
         call: impl for<'a> FnOnce(&'a mut Store<Invocation>) -> BoxFuture<'a, wasmtime::Result<T>> + Send,
     ) -> (Invoked<T>, Vec<sluice_manifest::Denial>) {
         // The semaphore is never closed, so acquiring cannot fail; if it ever did, running
@@ -309,6 +362,7 @@ impl Container {
             response: response.clone(),
             event,
             consent,
+            personal_data_removed,
             denials: Vec::new(),
         });
         let wall = Duration::from_millis(self.runtime.limits.wall_ms);

@@ -97,6 +97,8 @@ pub struct Invocation {
     pub(crate) response: Arc<Mutex<ResponseDraft>>,
     pub(crate) event: Option<Arc<Value>>,
     pub(crate) consent: ConsentState,
+    /// `ad_user_data` is not granted: request reads hide the IP and click ids too.
+    pub(crate) personal_data_removed: bool,
     pub(crate) denials: Vec<Denial>,
 }
 

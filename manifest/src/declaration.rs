@@ -20,6 +20,9 @@ pub struct Declaration {
     pub description: String,
     /// Everything the template may ask for.
     pub permissions: PermissionSet,
+    /// Consent purposes a tag needs by default.
+    #[serde(default)]
+    pub consent: Vec<String>,
     /// The parameters the operator configures.
     #[serde(default)]
     pub parameters: Vec<ParameterSpec>,

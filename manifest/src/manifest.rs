@@ -47,6 +47,7 @@ impl std::fmt::Display for Kind {
 ///     version: "0.1.0",
 ///     description: "POSTs each event as JSON to a URL.",
 ///     permissions: Permissions { event_data: &["*"], outbound: &["*"], ..Permissions::NONE },
+///     consent: &[],
 ///     parameters: &[Parameter::required("url", "Where to send events.")],
 /// };
 /// ```
@@ -62,6 +63,10 @@ pub struct Manifest {
     pub description: &'static str,
     /// Everything the template may ever ask the host for. The operator's grant can only narrow it.
     pub permissions: Permissions,
+    /// Consent purposes a tag needs before the host runs it (`"ad_storage"`, `"ad_user_data"`,
+    /// `"analytics_storage"`...). The operator can override per tag. Empty: no personal data,
+    /// always runs. Ignored for clients.
+    pub consent: &'static [&'static str],
     /// The parameters the operator configures.
     pub parameters: &'static [Parameter],
 }
@@ -267,6 +272,8 @@ impl Manifest {
         w.boolean("logging", p.logging);
         w.byte(b'}');
 
+        w.strings("consent", self.consent);
+
         w.key("parameters", false);
         w.byte(b'[');
         let mut i = 0;
@@ -322,6 +329,7 @@ mod tests {
             logging: true,
             ..Permissions::NONE
         },
+        consent: &["ad_storage", "ad_user_data"],
         parameters: &[
             Parameter::required("url", "Where"),
             Parameter::optional("token", "Bearer token").secret(),
@@ -342,6 +350,7 @@ mod tests {
         assert_eq!(d.permissions.request_headers, vec!["user-agent"]);
         assert_eq!(d.permissions.outbound, vec!["https://example.com/"]);
         assert!(d.permissions.logging && !d.permissions.body && !d.permissions.query);
+        assert_eq!(d.consent, vec!["ad_storage", "ad_user_data"]);
         assert_eq!(d.parameters.len(), 2);
         assert!(d.parameters[0].required && !d.parameters[0].secret);
         assert!(!d.parameters[1].required && d.parameters[1].secret);

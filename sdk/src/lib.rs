@@ -17,6 +17,7 @@
 //!         version: env!("CARGO_PKG_VERSION"),
 //!         description: "POSTs each event as JSON to a URL.",
 //!         permissions: Permissions { event_data: &["*"], outbound: &["*"], ..Permissions::NONE },
+//!         consent: &[],
 //!         parameters: &[Parameter::required("url", "Where to send events.")],
 //!     };
 //!

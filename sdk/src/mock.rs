@@ -15,7 +15,7 @@
 //! # impl Tag for Hello {
 //! #     const MANIFEST: Manifest = Manifest { kind: Kind::Tag, name: "hello", version: "0",
 //! #         description: "", permissions: Permissions { outbound: &["https://example.com/"], ..Permissions::NONE },
-//! #         parameters: &[] };
+//! #         consent: &[], parameters: &[] };
 //! #     fn fire(host: &TagHost) -> Result<(), Error> {
 //! #         host.http().send(&HttpRequest::post("https://example.com/hit"))?.error_for_status()?; Ok(())
 //! #     }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod config;
+mod consent;
 mod ga4;
 mod permissions;
 mod pipeline;

@@ -15,11 +15,19 @@ impl Host for Invocation {
 
     async fn query_string(&mut self) -> Result<String, Error> {
         self.allow(|g| g.check_query())?;
-        Ok(self.request.query.clone())
+        if !self.personal_data_removed {
+            return Ok(self.request.query.clone());
+        }
+        let consent = &self.services.consent;
+        let kept = form_urlencoded::parse(self.request.query.as_bytes()).filter(|(k, _)| !consent.is_click_id(k));
+        Ok(form_urlencoded::Serializer::new(String::new()).extend_pairs(kept).finish())
     }
 
     async fn query_param(&mut self, name: String) -> Result<Option<String>, Error> {
         self.allow(|g| g.check_query())?;
+        if self.personal_data_removed && self.services.consent.is_click_id(&name) {
+            return Ok(None);
+        }
         Ok(form_urlencoded::parse(self.request.query.as_bytes()).find(|(k, _)| *k == name).map(|(_, v)| v.into_owned()))
     }
 
@@ -27,11 +35,18 @@ impl Host for Invocation {
         self.allow(|g| g.check_request_header(&name))?;
         let values: Vec<&str> =
             self.request.headers.get_all(name.as_str()).iter().filter_map(|v| v.to_str().ok()).collect();
-        Ok((!values.is_empty()).then(|| values.join(", ")))
+        let value = (!values.is_empty()).then(|| values.join(", "));
+        if self.personal_data_removed && name.eq_ignore_ascii_case("referer") {
+            return Ok(value.map(|v| self.services.consent.strip_url(&v)));
+        }
+        Ok(value)
     }
 
     async fn cookie(&mut self, name: String) -> Result<Vec<String>, Error> {
         self.allow(|g| g.check_cookie(&name))?;
+        if self.personal_data_removed && self.services.consent.is_click_id(&name) {
+            return Ok(Vec::new());
+        }
         let mut values = Vec::new();
         for header in self.request.headers.get_all(http::header::COOKIE) {
             let Ok(text) = header.to_str() else { continue };
@@ -51,6 +66,9 @@ impl Host for Invocation {
 
     async fn remote_address(&mut self) -> Result<Option<String>, Error> {
         self.allow(|g| g.check_remote_address())?;
+        if self.personal_data_removed {
+            return Ok(None);
+        }
         Ok(self.request.remote_addr.map(|ip| ip.to_string()))
     }
 }

@@ -54,6 +54,7 @@ impl Client for Ga4Client {
             response_cookies: &["*"],
             ..Permissions::NONE
         },
+        consent: &[],
         parameters: &[
             Parameter::optional("path_prefix", "Prefix before /g/collect and /mp/collect (default none)."),
             Parameter::optional("extra_paths", "More paths that receive GA4 web hits, e.g. [\"/collect\"]."),

@@ -32,6 +32,7 @@ impl Client for JsonCollect {
             response_headers: &["content-type"],
             ..Permissions::NONE
         },
+        consent: &[],
         parameters: &[Parameter::optional("path", "Path to claim (default \"/collect\").")],
     };
 

@@ -20,6 +20,7 @@ impl Tag for Webhook {
         version: env!("CARGO_PKG_VERSION"),
         description: "POSTs each event as JSON to a configured URL.",
         permissions: Permissions { event_data: &["*"], outbound: &["*"], logging: true, ..Permissions::NONE },
+        consent: &[],
         parameters: &[
             Parameter::required("url", "Where to POST events."),
             Parameter::optional("token", "Bearer token sent in the Authorization header.").secret(),
