@@ -50,6 +50,7 @@
 extern crate self as sluice_sdk;
 
 mod error;
+pub mod identity;
 mod host;
 mod sys;
 mod types;
