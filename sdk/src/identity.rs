@@ -145,6 +145,9 @@ fn phone(vendor: Vendor, text: &str, calling_code: Option<&str>) -> Option<Strin
     let international = text.starts_with('+') || text.starts_with("00");
     let digits: String = text.chars().filter(char::is_ascii_digit).collect();
     let mut digits = digits.trim_start_matches('0').to_string();
+    if digits.is_empty() {
+        return None;
+    }
     if !international && let Some(code) = calling_code {
         let code: String = code.chars().filter(char::is_ascii_digit).collect();
         digits = format!("{code}{digits}");
@@ -241,6 +244,7 @@ mod tests {
 
     #[test]
     fn empty_after_normalisation_is_dropped_never_hashed() {
+        assert_eq!(hash_phone(Meta, "n/a", Some("1")), None, "a calling code alone is not a number");
         for (field, input) in [(Phone, "test"), (Email, "   "), (FirstName, "!!!"), (City, "123"), (Gender, "x"), (Country, "Atlantis"), (DateOfBirth, "13/45/1997"), (Email, "not-an-email")] {
             assert_eq!(hash(Meta, field, input), None, "{field:?} {input:?}");
         }
@@ -281,5 +285,36 @@ mod tests {
         for (input, out) in [("1997-02-16", "19970216"), ("19970216", "19970216"), ("16.02.1997", "19970216")] {
             assert_eq!(normalize(Meta, DateOfBirth, input).as_deref(), Some(out), "{input}");
         }
+    }
+}
+
+/// A deduplication id for an event: its own `event_id` when the site set one (so the browser
+/// pixel and the server event deduplicate at the vendor), else one derived from the event's
+/// content, so a retry of the same hit never creates a second conversion.
+pub fn event_id(event: &serde_json::Map<String, serde_json::Value>) -> String {
+    match event.get("event_id") {
+        Some(serde_json::Value::String(id)) if !id.is_empty() => id.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        // serde_json's map is ordered by key, so the same event always serialises the same way.
+        _ => sha256_hex(&serde_json::Value::Object(event.clone()).to_string())[..32].to_string(),
+    }
+}
+
+#[cfg(test)]
+mod event_id_tests {
+    use super::event_id;
+    use serde_json::json;
+
+    #[test]
+    fn the_sites_id_wins_else_the_content_decides() {
+        let with = json!({"event_name": "purchase", "event_id": "T-1"});
+        assert_eq!(event_id(with.as_object().expect("object")), "T-1");
+        let a = json!({"event_name": "purchase", "value": 1, "client_id": "1.2"});
+        let b = json!({"client_id": "1.2", "value": 1, "event_name": "purchase"});
+        let c = json!({"event_name": "purchase", "value": 2, "client_id": "1.2"});
+        let id = |v: &serde_json::Value| event_id(v.as_object().expect("object"));
+        assert_eq!(id(&a), id(&b), "same content, same id, whatever the key order");
+        assert_ne!(id(&a), id(&c));
+        assert_eq!(id(&a).len(), 32);
     }
 }

@@ -177,8 +177,9 @@ impl MockHost {
         self
     }
 
-    /// Answers outbound requests whose URL starts with `url_prefix` with `response`. The first
-    /// matching stub wins; a request with no stub fails with [`Error::Failed`].
+    /// Answers outbound requests whose URL starts with `url_prefix` with `response`. The most
+    /// recently added matching stub wins (so a test can override a shared setup); a request with
+    /// no stub fails with [`Error::Failed`].
     pub fn stub(mut self, url_prefix: &str, response: HttpResponse) -> Self {
         self.state.stubs.push((url_prefix.into(), Ok(response)));
         self
@@ -386,7 +387,7 @@ pub(crate) mod sys {
                 .map_err(|e| Error::Invalid(format!("outbound URL {:?}: {e}", request.url)))?;
             allowed(s, |g| g.check_outbound(&url))?;
             s.sent.push(request.clone());
-            match s.stubs.iter().find(|(prefix, _)| request.url.starts_with(prefix.as_str())) {
+            match s.stubs.iter().rev().find(|(prefix, _)| request.url.starts_with(prefix.as_str())) {
                 Some((_, answer)) => answer.clone(),
                 None => Err(Error::Failed(format!(
                     "MockHost has no stub for {}: add .stub(\"{}\", HttpResponse::new(200, \"\"))",

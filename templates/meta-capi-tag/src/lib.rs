@@ -1,0 +1,413 @@
+//! Meta Conversions API tag: each event becomes one server event POSTed to
+//! `{endpoint}/{api_version}/{pixel_id}/events` with the access token (a secret parameter).
+//!
+//! * `event_name` through the GA4 → Meta standard-event map (`purchase` → `Purchase`...);
+//!   `event_time` in seconds (the event's MP timestamp, else now) — an event older than Meta's
+//!   7-day window is not sent (Meta would reject the request) and the tag fails saying so;
+//!   `event_id` from the event, else derived from it, so retries deduplicate.
+//! * `user_data`: customer information hashed by Meta's documented rules
+//!   ([`sluice_sdk::identity`]); `client_ip_address`, `client_user_agent`, `fbp`, `fbc` in the
+//!   clear. `fbc` comes from the `_fbc` cookie, or is rebuilt from an `fbclid` in the page URL.
+//! * `custom_data`: value, currency, order id and `contents` from `items`.
+//! * Optionally sets the `_fbp` / `_fbc` first-party cookies as Meta describes (90 days).
+//! * Meta's error envelope is read and logged; a non-2xx answer fails the tag.
+//!
+//! The host runs this tag only with `ad_storage` and `ad_user_data` granted (its declared
+//! consent purposes); the operator's grant should name `https://graph.facebook.com/`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sluice_sdk::identity::{self, Field, Vendor};
+use sluice_sdk::json::Map;
+use sluice_sdk::{Cookie, Error, HttpRequest, Kind, Manifest, Parameter, Permissions, Tag, TagHost, Value, json};
+
+/// The Meta Conversions API tag.
+pub struct MetaCapi;
+
+/// Meta rejects events older than this (seconds).
+pub const MAX_AGE_SECS: u64 = 7 * 24 * 3600;
+
+impl Tag for MetaCapi {
+    const MANIFEST: Manifest = Manifest {
+        kind: Kind::Tag,
+        name: "meta-capi",
+        version: env!("CARGO_PKG_VERSION"),
+        description: "Sends events to the Meta Conversions API with hashed customer information.",
+        permissions: Permissions {
+            event_data: &["*"],
+            cookies: &["_fbp", "_fbc"],
+            response_cookies: &["_fbp", "_fbc"],
+            // The endpoint is a parameter (tests point it at a fake); the grant names Meta's host.
+            outbound: &["*"],
+            logging: true,
+            ..Permissions::NONE
+        },
+        consent: &["ad_storage", "ad_user_data"],
+        parameters: &[
+            Parameter::required("pixel_id", "The Meta pixel (dataset) id."),
+            Parameter::required("access_token", "Conversions API access token.").secret(),
+            Parameter::optional("api_version", "Graph API version (default v25.0)."),
+            Parameter::optional("endpoint", "Graph API base URL (default https://graph.facebook.com)."),
+            Parameter::optional("test_event_code", "Send to the Test Events tool with this code."),
+            Parameter::optional("action_source", "action_source (default website)."),
+            Parameter::optional("phone_calling_code", "Country calling code for phone numbers given without one, e.g. \"1\"."),
+            Parameter::optional("set_cookies", "Set the _fbp/_fbc first-party cookies (default true)."),
+        ],
+    };
+
+    fn fire(host: &TagHost) -> Result<(), Error> {
+        let config = host.config();
+        let event = host.event().all()?;
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let cookies = Cookies { fbp: host.request().cookie("_fbp").ok().flatten(), fbc: host.request().cookie("_fbc").ok().flatten() };
+        let calling_code = config.str("phone_calling_code");
+        let server_event = server_event(&event, &cookies, now_ms, calling_code.as_deref(), &config.str("action_source").unwrap_or_else(|| "website".into()))?;
+
+        if config.get::<bool>("set_cookies")?.unwrap_or(true) {
+            set_cookies(host, &server_event, &cookies, now_ms);
+        }
+
+        let mut body = json!({ "data": [server_event], "partner_agent": concat!("sluice-", env!("CARGO_PKG_VERSION")) });
+        if let Some(code) = config.str("test_event_code") {
+            body["test_event_code"] = json!(code);
+        }
+        let endpoint = config.str("endpoint").unwrap_or_else(|| "https://graph.facebook.com".into());
+        let url = format!(
+            "{}/{}/{}/events?access_token={}",
+            endpoint.trim_end_matches('/'),
+            config.str("api_version").unwrap_or_else(|| "v25.0".into()),
+            config.require_str("pixel_id")?,
+            config.require_str("access_token")?,
+        );
+        let response = host.http().send(&HttpRequest::post(url).json(&body))?;
+        if (200..300).contains(&response.status) {
+            return Ok(());
+        }
+        let message = meta_error(&response.body).unwrap_or_else(|| format!("HTTP {}", response.status));
+        host.log().warn(&format!("Meta rejected the event: {message}"));
+        Err(Error::failed(format!("Meta Conversions API: {message}")))
+    }
+}
+
+/// The visitor's Meta cookies, if present.
+#[derive(Debug, Default)]
+pub struct Cookies {
+    /// `_fbp`.
+    pub fbp: Option<String>,
+    /// `_fbc`.
+    pub fbc: Option<String>,
+}
+
+/// GA4 event names → Meta standard events (names not listed pass unchanged).
+pub fn meta_event_name(ga4: &str) -> &str {
+    match ga4 {
+        "page_view" => "PageView",
+        "view_item" => "ViewContent",
+        "add_to_cart" => "AddToCart",
+        "add_to_wishlist" => "AddToWishlist",
+        "begin_checkout" => "InitiateCheckout",
+        "add_payment_info" => "AddPaymentInfo",
+        "purchase" => "Purchase",
+        "generate_lead" => "Lead",
+        "sign_up" => "CompleteRegistration",
+        "search" => "Search",
+        other => other,
+    }
+}
+
+fn text<'a>(event: &'a Map<String, Value>, path: &str) -> Option<&'a str> {
+    let mut parts = path.split('.');
+    let first = event.get(parts.next()?)?;
+    parts.try_fold(first, |v, p| v.get(p))?.as_str().filter(|s| !s.is_empty())
+}
+
+/// Builds the Meta server event for one sGTM event.
+pub fn server_event(
+    event: &Map<String, Value>,
+    cookies: &Cookies,
+    now_ms: u64,
+    calling_code: Option<&str>,
+    action_source: &str,
+) -> Result<Value, Error> {
+    let name = text(event, "event_name").ok_or_else(|| Error::invalid("event has no event_name"))?;
+    let now = now_ms / 1000;
+    let event_time = event
+        .get("x-ga-mp2-timestamp_micros")
+        .and_then(Value::as_u64)
+        .map(|us| us / 1_000_000)
+        .or_else(|| event.get("event_time").and_then(Value::as_u64))
+        .unwrap_or(now);
+    if event_time + MAX_AGE_SECS < now {
+        return Err(Error::invalid(format!(
+            "event_time {event_time} is more than 7 days old; Meta rejects the whole request, so it was not sent"
+        )));
+    }
+
+    let mut user = Map::new();
+    let hashed = |field: Field, plain: &str, prehashed: &str| -> Option<String> {
+        text(event, prehashed).and_then(|h| identity::hash(Vendor::Meta, field, h)).or_else(|| match field {
+            Field::Phone => text(event, plain).and_then(|p| identity::hash_phone(Vendor::Meta, p, calling_code)),
+            _ => text(event, plain).and_then(|p| identity::hash(Vendor::Meta, field, p)),
+        })
+    };
+    for (key, field, plain, prehashed) in [
+        ("em", Field::Email, "user_data.email_address", "user_data.sha256_email_address"),
+        ("ph", Field::Phone, "user_data.phone_number", "user_data.sha256_phone_number"),
+        ("fn", Field::FirstName, "user_data.address.first_name", "user_data.address.sha256_first_name"),
+        ("ln", Field::LastName, "user_data.address.last_name", "user_data.address.sha256_last_name"),
+        ("ct", Field::City, "user_data.address.city", "user_data.address.sha256_city"),
+        ("st", Field::State, "user_data.address.region", "user_data.address.sha256_region"),
+        ("zp", Field::Zip, "user_data.address.postal_code", "user_data.address.sha256_postal_code"),
+        ("country", Field::Country, "user_data.address.country", "user_data.address.sha256_country"),
+        ("external_id", Field::ExternalId, "user_id", "user_data.sha256_external_id"),
+    ] {
+        if let Some(h) = hashed(field, plain, prehashed) {
+            user.insert(key.into(), json!(h));
+        }
+    }
+    if let Some(ip) = text(event, "ip_override") {
+        user.insert("client_ip_address".into(), json!(ip));
+    }
+    if let Some(ua) = text(event, "user_agent") {
+        user.insert("client_user_agent".into(), json!(ua));
+    }
+    let fbp = cookies.fbp.clone().filter(|v| !v.is_empty());
+    if let Some(fbp) = &fbp {
+        user.insert("fbp".into(), json!(fbp));
+    }
+    if let Some(fbc) = fbc(event, cookies, now_ms) {
+        user.insert("fbc".into(), json!(fbc));
+    }
+
+    let mut custom = Map::new();
+    if let Some(value) = event.get("value").filter(|v| v.is_number()) {
+        custom.insert("value".into(), value.clone());
+    }
+    if let Some(currency) = text(event, "currency") {
+        custom.insert("currency".into(), json!(currency));
+    }
+    if let Some(order) = text(event, "transaction_id") {
+        custom.insert("order_id".into(), json!(order));
+    }
+    if let Some(Value::Array(items)) = event.get("items") {
+        let contents: Vec<Value> = items
+            .iter()
+            .filter_map(|item| {
+                let id = item.get("item_id").or_else(|| item.get("item_name")).and_then(Value::as_str)?;
+                let mut c = Map::new();
+                c.insert("id".into(), json!(id));
+                if let Some(p) = item.get("price").filter(|p| p.is_number()) {
+                    c.insert("item_price".into(), p.clone());
+                }
+                c.insert("quantity".into(), item.get("quantity").filter(|q| q.is_number()).cloned().unwrap_or(json!(1)));
+                Some(Value::Object(c))
+            })
+            .collect();
+        if !contents.is_empty() {
+            custom.insert("content_ids".into(), Value::Array(contents.iter().map(|c| c["id"].clone()).collect()));
+            custom.insert("content_type".into(), json!("product"));
+            custom.insert("contents".into(), Value::Array(contents));
+        }
+    }
+
+    let mut out = json!({
+        "event_name": meta_event_name(name),
+        "event_time": event_time,
+        "event_id": identity::event_id(event),
+        "action_source": action_source,
+        "user_data": user,
+    });
+    if let Some(url) = text(event, "page_location") {
+        out["event_source_url"] = json!(url);
+    }
+    if let Some(referrer) = text(event, "page_referrer") {
+        out["referrer_url"] = json!(referrer);
+    }
+    if !custom.is_empty() {
+        out["custom_data"] = Value::Object(custom);
+    }
+    Ok(out)
+}
+
+/// `fbclid` from the page URL's query, if any.
+pub fn fbclid(event: &Map<String, Value>) -> Option<String> {
+    let url = text(event, "page_location")?;
+    let query = url.split_once('?')?.1.split('#').next().unwrap_or("");
+    query.split('&').find_map(|pair| pair.strip_prefix("fbclid=")).filter(|v| !v.is_empty()).map(str::to_string)
+}
+
+/// The `_fbc` value: the cookie, unless the page URL carries a different `fbclid`, in which
+/// case it is rebuilt as `fb.1.<now ms>.<fbclid>` (Meta's rule for server-side `fbc`).
+fn fbc(event: &Map<String, Value>, cookies: &Cookies, now_ms: u64) -> Option<String> {
+    let cookie = cookies.fbc.clone().filter(|v| !v.is_empty());
+    match (fbclid(event), cookie) {
+        // The click id is what follows the last '.' (values may carry an appendix; ids never do).
+        (Some(id), Some(c)) if c.rsplit('.').next() == Some(id.as_str()) || c.split('.').nth(3) == Some(id.as_str()) => Some(c),
+        (Some(id), _) => Some(format!("fb.1.{now_ms}.{id}")),
+        (None, c) => c,
+    }
+}
+
+fn set_cookies(host: &TagHost, server_event: &Value, cookies: &Cookies, now_ms: u64) {
+    let ninety_days = Some(90 * 24 * 3600);
+    if cookies.fbp.as_deref().is_none_or(str::is_empty) {
+        let random = std::collections::hash_map::RandomState::new();
+        let n = std::hash::BuildHasher::hash_one(&random, now_ms) % 10_000_000_000;
+        let mut c = Cookie::new("_fbp", format!("fb.1.{now_ms}.{n}"));
+        c.max_age = ninety_days;
+        let _ = host.response().set_cookie(&c);
+    }
+    let fbc = server_event["user_data"]["fbc"].as_str();
+    if let Some(fbc) = fbc.filter(|v| Some(*v) != cookies.fbc.as_deref()) {
+        let mut c = Cookie::new("_fbc", fbc);
+        c.max_age = ninety_days;
+        let _ = host.response().set_cookie(&c);
+    }
+}
+
+/// `error.message` (with type and code) from Meta's Graph error envelope.
+pub fn meta_error(body: &[u8]) -> Option<String> {
+    let v: Value = sluice_sdk::json::from_slice(body).ok()?;
+    let e = v.get("error")?;
+    Some(format!(
+        "{} (type {}, code {}, fbtrace_id {})",
+        e.get("message").and_then(Value::as_str).unwrap_or("no message"),
+        e.get("type").and_then(Value::as_str).unwrap_or("?"),
+        e.get("code").map(ToString::to_string).unwrap_or_else(|| "?".into()),
+        e.get("fbtrace_id").and_then(Value::as_str).unwrap_or("?"),
+    ))
+}
+
+sluice_sdk::export_tag!(MetaCapi);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_sdk::mock::MockHost;
+    use sluice_sdk::{HttpResponse, PermissionSet};
+
+    fn grant() -> PermissionSet {
+        PermissionSet {
+            event_data: vec!["*".into()],
+            cookies: vec!["_fbp".into(), "_fbc".into()],
+            response_cookies: vec!["_fbp".into(), "_fbc".into()],
+            outbound: vec!["https://graph.facebook.com/".into()],
+            logging: true,
+            ..Default::default()
+        }
+    }
+
+    fn purchase() -> Value {
+        json!({
+            "event_name": "purchase", "event_id": "T-100", "value": 30.03, "currency": "USD", "transaction_id": "T-100",
+            "page_location": "https://shop.example/thanks?fbclid=IwAR2F4abc", "page_referrer": "https://shop.example/cart",
+            "ip_override": "203.0.113.9", "user_agent": "Mozilla/5.0 test", "user_id": "Customer-7",
+            "user_data": {"email_address": " John_Smith@gmail.com ", "phone_number": "(650)555-1212",
+                          "address": {"first_name": "Mary", "city": "Menlo Park", "country": "United States"}},
+            "items": [{"item_id": "SKU_1", "price": 10.01, "quantity": 3}]
+        })
+    }
+
+    fn mock(event: Value) -> MockHost {
+        MockHost::new()
+            .event(event)
+            .param("pixel_id", "1234567890")
+            .param("access_token", "EAAtoken")
+            .param("phone_calling_code", "1")
+            .grant(grant())
+            .cookie("_fbp", "fb.1.1596403881668.1116446470")
+            .stub("https://graph.facebook.com/", HttpResponse::new(200, r#"{"events_received":1,"fbtrace_id":"x"}"#))
+    }
+
+    #[test]
+    fn sends_one_server_event_with_hashed_user_data() {
+        let mut m = mock(purchase()).param("test_event_code", "TEST42");
+        m.run_tag::<MetaCapi>().expect("fires");
+        let sent = &m.sent()[0];
+        assert_eq!(sent.url, "https://graph.facebook.com/v25.0/1234567890/events?access_token=EAAtoken");
+        let body: Value = sluice_sdk::json::from_slice(&sent.body).expect("json");
+        assert_eq!(body["test_event_code"], "TEST42");
+        let ev = &body["data"][0];
+        assert_eq!(ev["event_name"], "Purchase");
+        assert_eq!(ev["event_id"], "T-100", "the site's id, for dedup with the pixel");
+        assert_eq!(ev["action_source"], "website");
+        assert_eq!(ev["event_source_url"], "https://shop.example/thanks?fbclid=IwAR2F4abc");
+        let u = &ev["user_data"];
+        assert_eq!(u["em"], "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f");
+        assert_eq!(u["ph"], "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176");
+        assert_eq!(u["fn"], "6915771be1c5aa0c886870b6951b03d7eafc121fea0e80a5ea83beb7c449f4ec");
+        assert_eq!(u["ct"], "0007a3d64c01e23d5075203c5977c14e4f7e01a3fc570686fcc50b5e1dd42685");
+        assert_eq!(u["country"], "79adb2a2fce5c6ba215fe5f27f532d4e7edbac4b6a5e09e1ef3a08084a904621");
+        assert_eq!(u["external_id"], identity::sha256_hex("customer-7"));
+        assert_eq!((u["client_ip_address"].as_str(), u["client_user_agent"].as_str()), (Some("203.0.113.9"), Some("Mozilla/5.0 test")));
+        assert_eq!(u["fbp"], "fb.1.1596403881668.1116446470");
+        let fbc = u["fbc"].as_str().expect("fbc rebuilt from fbclid");
+        assert!(fbc.starts_with("fb.1.") && fbc.ends_with(".IwAR2F4abc"), "{fbc}");
+        let c = &ev["custom_data"];
+        assert_eq!((c["value"].as_f64(), c["currency"].as_str(), c["order_id"].as_str()), (Some(30.03), Some("USD"), Some("T-100")));
+        assert_eq!(c["contents"], json!([{"id": "SKU_1", "item_price": 10.01, "quantity": 3}]));
+        assert!(!body.to_string().contains("John_Smith") && !body.to_string().contains("555-1212"), "nothing in the clear");
+        // _fbc is new (from the URL), _fbp existed: only _fbc is set.
+        assert_eq!(m.response().cookies.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["_fbc"]);
+        assert_eq!(m.response().cookie("_fbc").and_then(|c| c.max_age), Some(90 * 24 * 3600));
+    }
+
+    #[test]
+    fn an_existing_fbc_cookie_with_the_same_click_id_is_kept() {
+        let mut m = mock(purchase()).cookie("_fbc", "fb.1.1554763741205.IwAR2F4abc");
+        m.run_tag::<MetaCapi>().expect("fires");
+        let body: Value = sluice_sdk::json::from_slice(&m.sent()[0].body).expect("json");
+        assert_eq!(body["data"][0]["user_data"]["fbc"], "fb.1.1554763741205.IwAR2F4abc");
+        assert!(m.response().cookie("_fbc").is_none());
+    }
+
+    #[test]
+    fn without_an_event_id_a_retry_gets_the_same_derived_one() {
+        let mut event = purchase();
+        event.as_object_mut().expect("object").remove("event_id");
+        let ids: Vec<Value> = (0..2)
+            .map(|_| {
+                let mut m = mock(event.clone());
+                m.run_tag::<MetaCapi>().expect("fires");
+                let body: Value = sluice_sdk::json::from_slice(&m.sent()[0].body).expect("json");
+                body["data"][0]["event_id"].clone()
+            })
+            .collect();
+        assert_eq!(ids[0], ids[1]);
+        assert_eq!(ids[0].as_str().map(str::len), Some(32));
+    }
+
+    #[test]
+    fn events_older_than_seven_days_are_not_sent() {
+        let now_us = SystemTime::now().duration_since(UNIX_EPOCH).expect("time").as_micros() as u64;
+        let mut old = purchase();
+        old["x-ga-mp2-timestamp_micros"] = json!(now_us - 8 * 24 * 3600 * 1_000_000);
+        let mut m = mock(old);
+        let err = m.run_tag::<MetaCapi>().unwrap_err();
+        assert!(err.to_string().contains("more than 7 days old"), "{err}");
+        assert!(m.sent().is_empty());
+    }
+
+    #[test]
+    fn metas_error_envelope_is_logged_and_fails_the_tag() {
+        let envelope = r#"{"error":{"message":"Invalid parameter","type":"OAuthException","code":100,"fbtrace_id":"AbC"}}"#;
+        let mut m = mock(purchase()).stub("https://graph.facebook.com/", HttpResponse::new(400, envelope));
+        let err = m.run_tag::<MetaCapi>().unwrap_err();
+        assert_eq!(err, Error::failed("Meta Conversions API: Invalid parameter (type OAuthException, code 100, fbtrace_id AbC)"));
+        assert!(m.logs()[0].1.contains("Invalid parameter"));
+    }
+
+    #[test]
+    fn already_hashed_fields_pass_through_and_empty_ones_are_left_out() {
+        let digest = "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f";
+        let event = json!({"event_name": "page_view", "user_agent": "UA",
+            "user_data": {"sha256_email_address": digest.to_uppercase(), "phone_number": "n/a"}});
+        let mut m = mock(event);
+        m.run_tag::<MetaCapi>().expect("fires");
+        let body: Value = sluice_sdk::json::from_slice(&m.sent()[0].body).expect("json");
+        let u = &body["data"][0]["user_data"];
+        assert_eq!(u["em"], digest);
+        assert!(u.get("ph").is_none(), "a phone that normalises to nothing is not sent");
+        assert_eq!(body["data"][0]["event_name"], "PageView");
+    }
+}
