@@ -9,3 +9,4 @@ mod ga4;
 mod permissions;
 mod pipeline;
 mod sandbox;
+mod vendors;

@@ -15,6 +15,8 @@ use hyper_util::rt::TokioIo;
 use sluice::{Container, ContainerConfig};
 use tokio::net::TcpListener;
 
+pub mod meta;
+
 /// Path of a built template component (`cargo test` builds them via `tests/build.rs`).
 pub fn template(package: &str) -> PathBuf {
     Path::new(env!("SLUICE_TEMPLATES")).join(format!("{package}.wasm"))
@@ -44,12 +46,16 @@ impl Received {
 
 type Route = (String, u16, Vec<(String, String)>, String);
 
+/// A vendor's judgement of one request: status and body to answer with.
+pub type Judge = Arc<dyn Fn(&Received) -> (u16, String) + Send + Sync>;
+
 /// A loopback HTTP server that records every request and answers per path prefix.
 #[derive(Clone)]
 pub struct FakeVendor {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     routes: Arc<Mutex<Vec<Route>>>,
+    judges: Arc<Mutex<Vec<(String, Judge)>>>,
     gate: Arc<tokio::sync::Semaphore>,
 }
 
@@ -60,6 +66,7 @@ impl FakeVendor {
             addr: listener.local_addr().expect("addr"),
             received: Default::default(),
             routes: Default::default(),
+            judges: Default::default(),
             gate: Arc::new(tokio::sync::Semaphore::new(0)),
         };
         let v = vendor.clone();
@@ -93,6 +100,12 @@ impl FakeVendor {
         ));
     }
 
+    /// Answers requests whose path starts with `prefix` as `judge` decides (a fake vendor that
+    /// enforces the vendor's documented rules).
+    pub fn judge(&self, prefix: &str, judge: Judge) {
+        self.judges.lock().expect("judges").push((prefix.into(), judge));
+    }
+
     /// Lets `n` held requests (paths starting with `/gated`) be answered.
     pub fn release(&self, n: usize) {
         self.gate.add_permits(n);
@@ -110,13 +123,21 @@ impl FakeVendor {
         let (parts, body) = req.into_parts();
         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let path = parts.uri.path().to_string();
-        self.received.lock().expect("received").push(Received {
+        let received = Received {
             method: parts.method.to_string(),
             path: path.clone(),
             query: parts.uri.query().unwrap_or("").into(),
             headers: parts.headers,
             body,
-        });
+        };
+        self.received.lock().expect("received").push(received.clone());
+        let judge = self.judges.lock().expect("judges").iter().find(|(p, _)| path.starts_with(p.as_str())).map(|(_, j)| j.clone());
+        if let Some(judge) = judge {
+            let (status, body) = judge(&received);
+            let mut resp = http::Response::new(Full::new(Bytes::from(body)));
+            *resp.status_mut() = http::StatusCode::from_u16(status).expect("status");
+            return resp;
+        }
         if path.starts_with("/gated") {
             // Recorded on arrival, answered only once the test calls `release`.
             if let Ok(permit) = self.gate.acquire().await {

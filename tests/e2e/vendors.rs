@@ -1,0 +1,116 @@
+//! Vendor tags end to end: real GA4 hits in, a fake vendor that enforces the vendor's
+//! documented rules receives what the real one would.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use sluice_tests::{FakeVendor, Received, TestServer, corpus, loopback_outbound, meta, template};
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn fake_meta() -> sluice_tests::Judge {
+    Arc::new(|r: &Received| meta::judge(r, now_secs()))
+}
+
+fn config(meta: &FakeVendor) -> String {
+    format!(
+        r#"{outbound}
+[server]
+trust_forwarded_for = true
+
+[[client]]
+name = "ga4"
+wasm = "{client}"
+grants = {{ query = true, body = true, remote_address = true, request_headers = ["user-agent"] }}
+
+[[tag]]
+name = "meta"
+wasm = "{tag}"
+trigger = {{ events = ["purchase", "page_view", "add_to_cart"] }}
+params = {{ pixel_id = "1234567890", access_token = "${{TEST_SECRET}}", endpoint = "{origin}", phone_calling_code = "1" }}
+grants = {{ event_data = ["*"], cookies = ["_fbp", "_fbc"], response_cookies = ["_fbp", "_fbc"], outbound = ["{origin}/"], logging = true }}
+"#,
+        outbound = loopback_outbound(),
+        client = template("ga4-client").display(),
+        tag = template("meta-capi-tag").display(),
+        origin = meta.origin(),
+    )
+}
+
+fn hit(file: &str) -> String {
+    let text = corpus(&format!("ga4/{file}"));
+    let line = text.lines().find(|l| l.contains("v=2")).expect("hit");
+    line.split_once('?').map_or(line, |(_, q)| q).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_receives_valid_hashed_events_for_consented_hits_only() {
+    let vendor = FakeVendor::start().await;
+    vendor.judge("/v25.0/", fake_meta());
+    let server = TestServer::start(&config(&vendor)).await;
+
+    // Granted (G111 / 13r3r3r2r5l1), with customer data the site sent as ep.user_data.*.
+    let granted = hit("ga4_03_add_to_cart_items.txt")
+        + "&ep.user_data.email_address=John_Smith%40gmail.com&ep.user_data.phone_number=(650)555-1212\
+           &dl=https%3A%2F%2Fshop.example%2Fp%3Ffbclid%3DIwAR2F4abc";
+    let denied = hit("ga4_06_add_to_cart_consent_denied.txt") + "&ep.user_data.email_address=someone%40example.com";
+    for query in [&granted, &denied] {
+        let res = server
+            .http
+            .post(server.url(&format!("/g/collect?{query}")))
+            .header("user-agent", "Mozilla/5.0 (e2e)")
+            .header("x-forwarded-for", "203.0.113.77")
+            .header("cookie", "_fbp=fb.1.1596403881668.1116446470")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 204);
+    }
+    server.stop().await;
+
+    let calls = vendor.received_at("/v25.0/1234567890/events");
+    assert_eq!(calls.len(), 1, "the denied hit never reached Meta");
+    assert!(calls[0].query.contains("access_token=s3cr3t-value"));
+    assert!(meta::check(&calls[0], now_secs()).is_ok(), "Meta's rules accept it: {:?}", meta::check(&calls[0], now_secs()));
+    let event = &calls[0].json()["data"][0];
+    assert_eq!(event["event_name"], "AddToCart");
+    let user = &event["user_data"];
+    assert_eq!(user["em"], "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f");
+    assert_eq!(user["ph"], "e323ec626319ca94ee8bff2e4c87cf613be6ea19919ed1364124e16807ab3176");
+    assert_eq!(user["client_ip_address"], "203.0.113.77");
+    assert_eq!(user["client_user_agent"], "Mozilla/5.0 (e2e)");
+    assert_eq!(user["fbp"], "fb.1.1596403881668.1116446470");
+    assert!(user["fbc"].as_str().is_some_and(|f| f.ends_with(".IwAR2F4abc")));
+    assert_eq!(event["custom_data"]["contents"][0], json!({"id": "SKU_12345", "item_price": 10.01, "quantity": 3}));
+    assert!(!String::from_utf8_lossy(&calls[0].body).contains("someone@example.com"));
+}
+
+#[test]
+fn the_fake_meta_rejects_what_meta_rejects() {
+    let request = |body: Value| Received {
+        method: "POST".into(),
+        path: "/v25.0/1/events".into(),
+        query: "access_token=t".into(),
+        headers: Default::default(),
+        body: body.to_string().into(),
+    };
+    let now = now_secs();
+    let good = json!({"event_name": "Purchase", "event_time": now, "action_source": "website",
+                      "user_data": {"em": "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f", "client_user_agent": "UA"}});
+    assert_eq!(meta::check(&request(json!({"data": [good.clone()]})), now), Ok(1));
+    let mut unhashed = good.clone();
+    unhashed["user_data"]["em"] = json!("john@example.com");
+    let mut stale = good.clone();
+    stale["event_time"] = json!(now - 8 * 24 * 3600);
+    let mut millis = good.clone();
+    millis["event_time"] = json!(now * 1000);
+    let mut no_ua = good.clone();
+    no_ua["user_data"].as_object_mut().expect("object").remove("client_user_agent");
+    for (bad, why) in [(unhashed, "SHA-256"), (stale, "7 days"), (millis, "future"), (no_ua, "client_user_agent")] {
+        let err = meta::check(&request(json!({"data": [good.clone(), bad]})), now).unwrap_err();
+        assert!(err.contains(why), "one bad event rejects the batch: {err}");
+    }
+}
