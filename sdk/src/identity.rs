@@ -318,3 +318,44 @@ mod event_id_tests {
         assert_eq!(id(&a).len(), 32);
     }
 }
+
+/// Where sGTM's common event model keeps each customer-information field: the plain value and
+/// the already-hashed variant (`user_data.sha256_*`).
+pub const EVENT_MODEL_PATHS: &[(Field, &str, &str)] = &[
+    (Field::Email, "user_data.email_address", "user_data.sha256_email_address"),
+    (Field::Phone, "user_data.phone_number", "user_data.sha256_phone_number"),
+    (Field::FirstName, "user_data.address.first_name", "user_data.address.sha256_first_name"),
+    (Field::LastName, "user_data.address.last_name", "user_data.address.sha256_last_name"),
+    (Field::Street, "user_data.address.street", "user_data.address.sha256_street"),
+    (Field::City, "user_data.address.city", "user_data.address.sha256_city"),
+    (Field::State, "user_data.address.region", "user_data.address.sha256_region"),
+    (Field::Zip, "user_data.address.postal_code", "user_data.address.sha256_postal_code"),
+    (Field::Country, "user_data.address.country", "user_data.address.sha256_country"),
+    (Field::ExternalId, "user_id", "user_data.sha256_external_id"),
+];
+
+/// Every customer-information field present in an event, prepared for `vendor` ([`prepare`]);
+/// a pre-hashed value wins over the plain one. `calling_code` completes phone numbers given
+/// without a country code.
+pub fn from_event(
+    vendor: Vendor,
+    event: &serde_json::Map<String, serde_json::Value>,
+    calling_code: Option<&str>,
+) -> Vec<(Field, String)> {
+    let object = serde_json::Value::Object(event.clone());
+    let text = |path: &str| sluice_manifest::event_value(&object, path).and_then(serde_json::Value::as_str).filter(|s| !s.is_empty());
+    EVENT_MODEL_PATHS
+        .iter()
+        .filter_map(|(field, plain, prehashed)| {
+            let value = text(prehashed).filter(|h| is_sha256_hex(h.trim())).map(|h| h.trim().to_ascii_lowercase()).or_else(|| {
+                let raw = text(plain)?;
+                match field {
+                    Field::Phone if vendor.hashes(*field) => hash_phone(vendor, raw, calling_code),
+                    Field::Phone => normalize_phone(vendor, raw, calling_code),
+                    _ => prepare(vendor, *field, raw),
+                }
+            })?;
+            Some((*field, value))
+        })
+        .collect()
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use sluice_tests::{FakeVendor, Received, TestServer, corpus, loopback_outbound, meta, template};
+use sluice_tests::{FakeVendor, Received, TestServer, corpus, loopback_outbound, meta, template, tiktok};
 
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -32,10 +32,18 @@ wasm = "{tag}"
 trigger = {{ events = ["purchase", "page_view", "add_to_cart"] }}
 params = {{ pixel_id = "1234567890", access_token = "${{TEST_SECRET}}", endpoint = "{origin}", phone_calling_code = "1" }}
 grants = {{ event_data = ["*"], cookies = ["_fbp", "_fbc"], response_cookies = ["_fbp", "_fbc"], outbound = ["{origin}/"], logging = true }}
+
+[[tag]]
+name = "tiktok"
+wasm = "{tiktok}"
+trigger = {{ events = ["purchase", "add_to_cart"] }}
+params = {{ pixel_code = "CABC123", access_token = "${{TEST_SECRET}}", endpoint = "{origin}" }}
+grants = {{ event_data = ["*"], cookies = ["ttclid", "_ttp"], outbound = ["{origin}/open_api/"], logging = true }}
 "#,
         outbound = loopback_outbound(),
         client = template("ga4-client").display(),
         tag = template("meta-capi-tag").display(),
+        tiktok = template("tiktok-events-tag").display(),
         origin = meta.origin(),
     )
 }
@@ -50,6 +58,7 @@ fn hit(file: &str) -> String {
 async fn meta_receives_valid_hashed_events_for_consented_hits_only() {
     let vendor = FakeVendor::start().await;
     vendor.judge("/v25.0/", fake_meta());
+    vendor.judge("/open_api/", Arc::new(|r: &Received| tiktok::judge(r, now_secs())));
     let server = TestServer::start(&config(&vendor)).await;
 
     // Granted (G111 / 13r3r3r2r5l1), with customer data the site sent as ep.user_data.*.
@@ -86,6 +95,16 @@ async fn meta_receives_valid_hashed_events_for_consented_hits_only() {
     assert!(user["fbc"].as_str().is_some_and(|f| f.ends_with(".IwAR2F4abc")));
     assert_eq!(event["custom_data"]["contents"][0], json!({"id": "SKU_12345", "item_price": 10.01, "quantity": 3}));
     assert!(!String::from_utf8_lossy(&calls[0].body).contains("someone@example.com"));
+
+    let tt = vendor.received_at("/open_api/v1.3/event/track/");
+    assert_eq!(tt.len(), 1, "TikTok too got only the consented hit");
+    assert_eq!(tiktok::check(&tt[0], now_secs()), Ok(()));
+    assert_eq!(tt[0].headers["access-token"], "s3cr3t-value");
+    let data = &tt[0].json()["data"][0];
+    assert_eq!(data["event"], "AddToCart");
+    assert_eq!(data["user"]["email"], "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f");
+    assert_eq!(data["user"]["ip"], "203.0.113.77");
+    assert_eq!(data["properties"]["contents"][0]["content_id"], "SKU_12345");
 }
 
 #[test]

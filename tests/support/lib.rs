@@ -16,6 +16,7 @@ use sluice::{Container, ContainerConfig};
 use tokio::net::TcpListener;
 
 pub mod meta;
+pub mod tiktok;
 
 /// Path of a built template component (`cargo test` builds them via `tests/build.rs`).
 pub fn template(package: &str) -> PathBuf {

@@ -144,26 +144,21 @@ pub fn server_event(
     }
 
     let mut user = Map::new();
-    let hashed = |field: Field, plain: &str, prehashed: &str| -> Option<String> {
-        text(event, prehashed).and_then(|h| identity::hash(Vendor::Meta, field, h)).or_else(|| match field {
-            Field::Phone => text(event, plain).and_then(|p| identity::hash_phone(Vendor::Meta, p, calling_code)),
-            _ => text(event, plain).and_then(|p| identity::hash(Vendor::Meta, field, p)),
-        })
-    };
-    for (key, field, plain, prehashed) in [
-        ("em", Field::Email, "user_data.email_address", "user_data.sha256_email_address"),
-        ("ph", Field::Phone, "user_data.phone_number", "user_data.sha256_phone_number"),
-        ("fn", Field::FirstName, "user_data.address.first_name", "user_data.address.sha256_first_name"),
-        ("ln", Field::LastName, "user_data.address.last_name", "user_data.address.sha256_last_name"),
-        ("ct", Field::City, "user_data.address.city", "user_data.address.sha256_city"),
-        ("st", Field::State, "user_data.address.region", "user_data.address.sha256_region"),
-        ("zp", Field::Zip, "user_data.address.postal_code", "user_data.address.sha256_postal_code"),
-        ("country", Field::Country, "user_data.address.country", "user_data.address.sha256_country"),
-        ("external_id", Field::ExternalId, "user_id", "user_data.sha256_external_id"),
-    ] {
-        if let Some(h) = hashed(field, plain, prehashed) {
-            user.insert(key.into(), json!(h));
-        }
+    for (field, value) in identity::from_event(Vendor::Meta, event, calling_code) {
+        let key = match field {
+            Field::Email => "em",
+            Field::Phone => "ph",
+            Field::FirstName => "fn",
+            Field::LastName => "ln",
+            Field::City => "ct",
+            Field::State => "st",
+            Field::Zip => "zp",
+            Field::Country => "country",
+            Field::ExternalId => "external_id",
+            // Meta's user_data has no street, gender or birth date from the event model.
+            _ => continue,
+        };
+        user.insert(key.into(), json!(value));
     }
     if let Some(ip) = text(event, "ip_override") {
         user.insert("client_ip_address".into(), json!(ip));

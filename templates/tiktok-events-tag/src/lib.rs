@@ -1,0 +1,274 @@
+//! TikTok Events API tag: each event POSTed to
+//! `{endpoint}/open_api/v1.3/event/track/` with the `Access-Token` header, in the body TikTok's
+//! own server-side GTM template builds (`shared/reference/domain.md` §8.1).
+//!
+//! * `event` through the GA4 → TikTok map (`purchase` → `CompletePayment`...), `event_time` in
+//!   seconds, `event_id` from the event or derived from it (retries deduplicate).
+//! * `user`: hashed email, phone (E.164) and external id ([`sluice_sdk::identity`], TikTok
+//!   rules), `ttclid` (page URL, else same-host referrer, else the `ttclid` cookie), the `_ttp`
+//!   cookie, IP and user agent.
+//! * `properties`: `contents` from `items`, `currency`, `value`.
+//! * TikTok answers HTTP 200 with `code` ≠ 0 on errors; those fail the tag with TikTok's message.
+//!
+//! Declares `ad_storage` + `ad_user_data`; the operator's grant should name
+//! `https://business-api.tiktok.com/`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sluice_sdk::identity::{self, Field, Vendor};
+use sluice_sdk::json::Map;
+use sluice_sdk::{Error, HttpRequest, Kind, Manifest, Parameter, Permissions, Tag, TagHost, Value, json};
+
+/// The TikTok Events API tag.
+pub struct TikTokEvents;
+
+impl Tag for TikTokEvents {
+    const MANIFEST: Manifest = Manifest {
+        kind: Kind::Tag,
+        name: "tiktok-events",
+        version: env!("CARGO_PKG_VERSION"),
+        description: "Sends events to the TikTok Events API with hashed identifiers.",
+        permissions: Permissions {
+            event_data: &["*"],
+            cookies: &["ttclid", "_ttp"],
+            outbound: &["*"],
+            logging: true,
+            ..Permissions::NONE
+        },
+        consent: &["ad_storage", "ad_user_data"],
+        parameters: &[
+            Parameter::required("pixel_code", "The TikTok pixel code (event_source_id)."),
+            Parameter::required("access_token", "Events API access token.").secret(),
+            Parameter::optional("endpoint", "API base URL (default https://business-api.tiktok.com)."),
+            Parameter::optional("test_event_code", "Send to the test events tool with this code."),
+            Parameter::optional("phone_calling_code", "Country calling code for phone numbers given without one."),
+        ],
+    };
+
+    fn fire(host: &TagHost) -> Result<(), Error> {
+        let config = host.config();
+        let event = host.event().all()?;
+        let request = host.request();
+        let cookies = (request.cookie("ttclid").ok().flatten(), request.cookie("_ttp").ok().flatten());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let data = tiktok_event(&event, &cookies, now, config.str("phone_calling_code").as_deref())?;
+        let mut body = json!({
+            "event_source": "web",
+            "event_source_id": config.require_str("pixel_code")?,
+            "partner_name": "Sluice",
+            "data": [data],
+        });
+        if let Some(code) = config.str("test_event_code") {
+            body["test_event_code"] = json!(code);
+        }
+        let endpoint = config.str("endpoint").unwrap_or_else(|| "https://business-api.tiktok.com".into());
+        let url = format!("{}/open_api/v1.3/event/track/", endpoint.trim_end_matches('/'));
+        let response = host
+            .http()
+            .send(&HttpRequest::post(url).header("access-token", config.require_str("access_token")?).json(&body))?
+            .error_for_status()?;
+        let answer: Value = sluice_sdk::json::from_slice(&response.body).unwrap_or(Value::Null);
+        match answer.get("code").and_then(Value::as_i64) {
+            Some(0) | None => Ok(()),
+            Some(code) => {
+                let message = answer.get("message").and_then(Value::as_str).unwrap_or("no message");
+                host.log().warn(&format!("TikTok rejected the event: code {code}: {message}"));
+                Err(Error::failed(format!("TikTok Events API code {code}: {message}")))
+            }
+        }
+    }
+}
+
+/// GA4 event names → TikTok standard events (others pass unchanged).
+pub fn tiktok_event_name(ga4: &str) -> &str {
+    match ga4 {
+        "add_payment_info" => "AddPaymentInfo",
+        "add_to_cart" => "AddToCart",
+        "add_to_wishlist" => "AddToWishlist",
+        "begin_checkout" => "InitiateCheckout",
+        "page_view" => "Pageview",
+        "purchase" => "CompletePayment",
+        "search" => "Search",
+        "sign_up" => "CompleteRegistration",
+        "view_item" => "ViewContent",
+        other => other,
+    }
+}
+
+fn text<'a>(event: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    event.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1.split('#').next().unwrap_or("");
+    query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('=')).filter(|v| !v.is_empty()).map(str::to_string)
+}
+
+fn host_of(url: &str) -> Option<&str> {
+    url.split_once("://")?.1.split(['/', '?', '#']).next()
+}
+
+/// `ttclid` from the page URL, else from a same-host referrer, else the cookie.
+fn ttclid(event: &Map<String, Value>, cookie: Option<&str>) -> Option<String> {
+    let page = text(event, "page_location");
+    let from_page = page.and_then(|p| query_param(p, "ttclid"));
+    let from_referrer = text(event, "page_referrer")
+        .filter(|r| page.is_some_and(|p| host_of(p).is_some() && host_of(p) == host_of(r)))
+        .and_then(|r| query_param(r, "ttclid"));
+    from_page.or(from_referrer).or_else(|| cookie.filter(|c| !c.is_empty()).map(str::to_string))
+}
+
+/// Builds TikTok's `data[]` entry for one sGTM event. `cookies` = (`ttclid`, `_ttp`).
+pub fn tiktok_event(
+    event: &Map<String, Value>,
+    cookies: &(Option<String>, Option<String>),
+    now_secs: u64,
+    calling_code: Option<&str>,
+) -> Result<Value, Error> {
+    let name = text(event, "event_name").ok_or_else(|| Error::invalid("event has no event_name"))?;
+    let mut user = Map::new();
+    for (field, value) in identity::from_event(Vendor::TikTok, event, calling_code) {
+        let key = match field {
+            Field::Email => "email",
+            Field::Phone => "phone",
+            Field::ExternalId => "external_id",
+            _ => continue,
+        };
+        user.insert(key.into(), json!(value));
+    }
+    if let Some(id) = ttclid(event, cookies.0.as_deref()) {
+        user.insert("ttclid".into(), json!(id));
+    }
+    if let Some(ttp) = cookies.1.as_deref().filter(|t| !t.is_empty()) {
+        user.insert("ttp".into(), json!(ttp));
+    }
+    for (from, to) in [("ip_override", "ip"), ("user_agent", "user_agent")] {
+        if let Some(v) = text(event, from) {
+            user.insert(to.into(), json!(v));
+        }
+    }
+
+    let mut properties = Map::new();
+    if let Some(Value::Array(items)) = event.get("items") {
+        let contents: Vec<Value> = items
+            .iter()
+            .filter_map(|item| {
+                let id = item.get("item_id").or_else(|| item.get("item_name")).and_then(Value::as_str)?;
+                let mut c = Map::new();
+                c.insert("content_type".into(), json!("product"));
+                c.insert("content_id".into(), json!(id));
+                for (from, to) in [("item_name", "content_name"), ("item_category", "content_category"), ("item_brand", "brand")] {
+                    if let Some(v) = item.get(from).and_then(Value::as_str) {
+                        c.insert(to.into(), json!(v));
+                    }
+                }
+                for (from, to) in [("price", "price"), ("quantity", "quantity")] {
+                    if let Some(v) = item.get(from).filter(|v| v.is_number()) {
+                        c.insert(to.into(), v.clone());
+                    }
+                }
+                Some(Value::Object(c))
+            })
+            .collect();
+        if !contents.is_empty() {
+            properties.insert("contents".into(), Value::Array(contents));
+        }
+    }
+    if let Some(currency) = text(event, "currency") {
+        properties.insert("currency".into(), json!(currency));
+    }
+    if let Some(value) = event.get("value").filter(|v| v.is_number()) {
+        properties.insert("value".into(), value.clone());
+    }
+
+    let event_time = event.get("x-ga-mp2-timestamp_micros").and_then(Value::as_u64).map_or(now_secs, |us| us / 1_000_000);
+    let mut page = Map::new();
+    for (from, to) in [("page_location", "url"), ("page_referrer", "referrer")] {
+        if let Some(v) = text(event, from) {
+            page.insert(to.into(), json!(v));
+        }
+    }
+    Ok(json!({
+        "event": tiktok_event_name(name),
+        "event_time": event_time,
+        "event_id": identity::event_id(event),
+        "page": page,
+        "user": user,
+        "properties": properties,
+    }))
+}
+
+sluice_sdk::export_tag!(TikTokEvents);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_sdk::mock::MockHost;
+    use sluice_sdk::{HttpResponse, PermissionSet};
+
+    fn mock(event: Value) -> MockHost {
+        MockHost::new()
+            .event(event)
+            .param("pixel_code", "CABC123")
+            .param("access_token", "tt-token")
+            .grant(PermissionSet {
+                event_data: vec!["*".into()],
+                cookies: vec!["ttclid".into(), "_ttp".into()],
+                outbound: vec!["https://business-api.tiktok.com/".into()],
+                logging: true,
+                ..Default::default()
+            })
+            .cookie("_ttp", "2Lq3ttpValue")
+            .stub("https://business-api.tiktok.com/", HttpResponse::new(200, r#"{"code":0,"message":"OK"}"#))
+    }
+
+    fn purchase() -> Value {
+        json!({"event_name": "purchase", "transaction_id": "T-9", "value": 10, "currency": "USD",
+               "page_location": "https://shop.example/done?ttclid=E.C.P.abc", "ip_override": "203.0.113.5", "user_agent": "UA/1",
+               "user_id": "User-42", "user_data": {"email_address": "John_Smith@gmail.com", "phone_number": "+1 (650) 555-1212"},
+               "items": [{"item_id": "SKU1", "item_name": "Tee", "price": 10, "quantity": 1, "item_brand": "Acme"}]})
+    }
+
+    #[test]
+    fn sends_the_documented_body_with_the_access_token_header() {
+        let mut m = mock(purchase());
+        m.run_tag::<TikTokEvents>().expect("fires");
+        let sent = &m.sent()[0];
+        assert_eq!(sent.url, "https://business-api.tiktok.com/open_api/v1.3/event/track/");
+        assert!(sent.headers.contains(&("access-token".into(), "tt-token".into())));
+        let body: Value = sluice_sdk::json::from_slice(&sent.body).expect("json");
+        assert_eq!((body["event_source"].as_str(), body["event_source_id"].as_str()), (Some("web"), Some("CABC123")));
+        let d = &body["data"][0];
+        assert_eq!(d["event"], "CompletePayment");
+        assert_eq!(d["page"]["url"], "https://shop.example/done?ttclid=E.C.P.abc");
+        let u = &d["user"];
+        assert_eq!(u["email"], "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f");
+        assert_eq!(u["phone"], identity::sha256_hex("+16505551212"), "E.164 with the +");
+        assert_eq!(u["external_id"], identity::sha256_hex("User-42"), "TikTok keeps the id's case");
+        assert_eq!((u["ttclid"].as_str(), u["ttp"].as_str()), (Some("E.C.P.abc"), Some("2Lq3ttpValue")));
+        assert_eq!((u["ip"].as_str(), u["user_agent"].as_str()), (Some("203.0.113.5"), Some("UA/1")));
+        assert_eq!(d["properties"]["contents"][0], json!({"content_type": "product", "content_id": "SKU1", "content_name": "Tee", "brand": "Acme", "price": 10, "quantity": 1}));
+        assert_eq!((d["properties"]["value"].as_i64(), d["properties"]["currency"].as_str()), (Some(10), Some("USD")));
+        assert!(d["event_time"].as_u64().is_some_and(|t| t < 10_000_000_000), "seconds, not milliseconds");
+    }
+
+    #[test]
+    fn ttclid_falls_back_to_same_host_referrer_then_cookie() {
+        let mut e = purchase();
+        e["page_location"] = json!("https://shop.example/done");
+        e["page_referrer"] = json!("https://shop.example/landing?ttclid=from-ref");
+        let ev = tiktok_event(e.as_object().expect("object"), &(Some("cookie-id".into()), None), 1, None).expect("builds");
+        assert_eq!(ev["user"]["ttclid"], "from-ref");
+        e["page_referrer"] = json!("https://other.example/?ttclid=foreign");
+        let ev = tiktok_event(e.as_object().expect("object"), &(Some("cookie-id".into()), None), 1, None).expect("builds");
+        assert_eq!(ev["user"]["ttclid"], "cookie-id", "a foreign referrer's click id is not taken");
+    }
+
+    #[test]
+    fn a_nonzero_code_fails_the_tag_with_tiktoks_message() {
+        let mut m = mock(purchase()).stub("https://business-api.tiktok.com/", HttpResponse::new(200, r#"{"code":40001,"message":"Invalid access token"}"#));
+        let err = m.run_tag::<TikTokEvents>().unwrap_err();
+        assert_eq!(err, Error::failed("TikTok Events API code 40001: Invalid access token"));
+        assert_eq!(m.logs().len(), 1);
+    }
+}
