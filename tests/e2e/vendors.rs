@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use sluice_tests::{FakeVendor, Received, TestServer, corpus, loopback_outbound, meta, template, tiktok};
+use sluice_tests::{FakeVendor, Received, TestServer, corpus, ga4, loopback_outbound, meta, template, tiktok};
 
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -39,11 +39,26 @@ wasm = "{tiktok}"
 trigger = {{ events = ["purchase", "add_to_cart"] }}
 params = {{ pixel_code = "CABC123", access_token = "${{TEST_SECRET}}", endpoint = "{origin}" }}
 grants = {{ event_data = ["*"], cookies = ["ttclid", "_ttp"], outbound = ["{origin}/open_api/"], logging = true }}
+
+[[tag]]
+name = "ga4-web"
+wasm = "{ga4}"
+trigger = {{ events = ["*"] }}
+params = {{ endpoint = "{origin}" }}
+grants = {{ event_data = ["*"], outbound = ["{origin}/g/collect"] }}
+
+[[tag]]
+name = "ga4-mp"
+wasm = "{ga4}"
+trigger = {{ events = ["*"] }}
+params = {{ endpoint = "{origin}", mode = "mp", api_secret = "${{TEST_SECRET}}" }}
+grants = {{ event_data = ["*"], outbound = ["{origin}/mp/collect"] }}
 "#,
         outbound = loopback_outbound(),
         client = template("ga4-client").display(),
         tag = template("meta-capi-tag").display(),
         tiktok = template("tiktok-events-tag").display(),
+        ga4 = template("ga4-tag").display(),
         origin = meta.origin(),
     )
 }
@@ -59,6 +74,8 @@ async fn meta_receives_valid_hashed_events_for_consented_hits_only() {
     let vendor = FakeVendor::start().await;
     vendor.judge("/v25.0/", fake_meta());
     vendor.judge("/open_api/", Arc::new(|r: &Received| tiktok::judge(r, now_secs())));
+    vendor.judge("/g/collect", Arc::new(ga4::judge));
+    vendor.judge("/mp/collect", Arc::new(ga4::judge));
     let server = TestServer::start(&config(&vendor)).await;
 
     // Granted (G111 / 13r3r3r2r5l1), with customer data the site sent as ep.user_data.*.
@@ -105,6 +122,19 @@ async fn meta_receives_valid_hashed_events_for_consented_hits_only() {
     assert_eq!(data["user"]["email"], "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f");
     assert_eq!(data["user"]["ip"], "203.0.113.77");
     assert_eq!(data["properties"]["contents"][0]["content_id"], "SKU_12345");
+
+    // GA4 needs analytics_storage, granted on the first hit only (13r... vs 13p...).
+    let web = vendor.received_at("/g/collect");
+    assert_eq!(web.len(), 1);
+    assert!(ga4::check_web(&web[0]).is_empty(), "{:?}", ga4::check_web(&web[0]));
+    assert!(web[0].query.contains("en=add_to_cart") && web[0].query.contains("_uip=203.0.113.77"));
+    assert!(web[0].query.contains("pr1=") && web[0].query.contains("idSKU_12345"), "items re-encoded");
+    assert!(!web[0].query.contains("John_Smith"), "user_data never goes to GA4");
+    assert_eq!(web[0].headers["user-agent"], "Mozilla/5.0 (e2e)");
+    let mp = vendor.received_at("/mp/collect");
+    assert_eq!(mp.len(), 1);
+    assert!(ga4::check_mp(&mp[0]).is_empty(), "{:?}", ga4::check_mp(&mp[0]));
+    assert_eq!(mp[0].json()["events"][0]["params"]["value"], 30.03);
 }
 
 #[test]

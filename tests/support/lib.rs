@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 
 pub mod meta;
 pub mod tiktok;
+pub mod ga4;
 
 /// Path of a built template component (`cargo test` builds them via `tests/build.rs`).
 pub fn template(package: &str) -> PathBuf {

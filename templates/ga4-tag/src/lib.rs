@@ -1,0 +1,380 @@
+//! GA4 tag: forwards events to Google Analytics, in one of two modes.
+//!
+//! * `gtag` (default, what sGTM's GA4 tag does): the event is re-encoded as a GA4 web hit and
+//!   POSTed to `{endpoint}/g/collect`, protocol parameters preserved (`x-ga-*` keys back to
+//!   `gcs`, `gcd`, `_p`...; `ep.`/`epn.` for event parameters; `prN` items), the visitor's IP as
+//!   `_uip` and user agent as the `User-Agent` header.
+//! * `mp`: Measurement Protocol JSON to `{endpoint}/mp/collect` with the API secret, within
+//!   Google's limits (§6): event and parameter names ≤ 40 characters, letters/digits/`_`
+//!   starting with a letter, not reserved; ≤ 25 parameters; string values ≤ 100 characters;
+//!   ≤ 25 user properties (names ≤ 24, values ≤ 36). What does not fit is dropped, not sent
+//!   for Google to reject.
+//!
+//! The endpoint is configurable (`https://region1.google-analytics.com` for EU collection).
+//! Personal data (`user_data`) is never forwarded: GA4 does not accept it. Declares
+//! `analytics_storage`.
+
+use sluice_sdk::json::Map;
+use sluice_sdk::{Error, HttpRequest, Kind, Manifest, Parameter, Permissions, Tag, TagHost, Value, json};
+
+/// The GA4 tag.
+pub struct Ga4Tag;
+
+impl Tag for Ga4Tag {
+    const MANIFEST: Manifest = Manifest {
+        kind: Kind::Tag,
+        name: "ga4",
+        version: env!("CARGO_PKG_VERSION"),
+        description: "Forwards events to Google Analytics 4 as web hits or Measurement Protocol.",
+        permissions: Permissions { event_data: &["*"], outbound: &["*"], logging: true, ..Permissions::NONE },
+        consent: &["analytics_storage"],
+        parameters: &[
+            Parameter::optional("measurement_id", "G-XXXX; default: the event's x-ga-measurement_id."),
+            Parameter::optional("mode", "gtag (default) or mp."),
+            Parameter::optional("api_secret", "Measurement Protocol API secret (mp mode).").secret(),
+            Parameter::optional("endpoint", "Base URL (default https://www.google-analytics.com)."),
+        ],
+    };
+
+    fn fire(host: &TagHost) -> Result<(), Error> {
+        let config = host.config();
+        let event = host.event().all()?;
+        let measurement_id = config
+            .str("measurement_id")
+            .or_else(|| event.get("x-ga-measurement_id").and_then(Value::as_str).map(str::to_string))
+            .ok_or_else(|| Error::invalid("no measurement id: set the measurement_id parameter"))?;
+        let endpoint = config.str("endpoint").unwrap_or_else(|| "https://www.google-analytics.com".into());
+        let endpoint = endpoint.trim_end_matches('/');
+        let request = match config.str("mode").as_deref().unwrap_or("gtag") {
+            "gtag" => {
+                let mut r = HttpRequest::post(format!("{endpoint}/g/collect?{}", web_hit(&event, &measurement_id)?));
+                if let Some(ua) = event.get("user_agent").and_then(Value::as_str) {
+                    r = r.header("user-agent", ua);
+                }
+                r
+            }
+            "mp" => {
+                let secret = config.require_str("api_secret")?;
+                let url = format!("{endpoint}/mp/collect?measurement_id={measurement_id}&api_secret={secret}");
+                HttpRequest::post(url).json(&mp_body(&event)?)
+            }
+            other => return Err(Error::invalid(format!("mode {other:?} is not gtag or mp"))),
+        };
+        host.http().send(&request)?.error_for_status().map(drop)
+    }
+}
+
+/// Event-model keys with a dedicated hit parameter (or that must never be forwarded).
+const MAPPED: &[(&str, &str)] = &[
+    ("event_name", "en"),
+    ("client_id", "cid"),
+    ("user_id", "uid"),
+    ("page_location", "dl"),
+    ("page_title", "dt"),
+    ("page_referrer", "dr"),
+    ("language", "ul"),
+    ("screen_resolution", "sr"),
+    ("currency", "cu"),
+    ("ga_session_id", "sid"),
+    ("ga_session_number", "sct"),
+    ("engagement_time_msec", "_et"),
+    ("x-ga-protocol_version", "v"),
+    ("x-ga-gtm_version", "gtm"),
+    ("x-ga-page_id", "_p"),
+    ("x-ga-request_count", "_s"),
+    ("x-ga-tfd", "tfd"),
+    ("ip_override", "_uip"),
+];
+
+/// Keys never forwarded as event parameters.
+const NOT_FORWARDED: &[&str] = &["user_data", "user_agent", "items", "client_hints", "x-ga-measurement_id", "x-ga-js_client_id", "consent_state"];
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(if *b { "1" } else { "0" }.to_string()),
+        _ => None,
+    }
+}
+
+/// Re-encodes an sGTM event as a GA4 web hit query string.
+pub fn web_hit(event: &Map<String, Value>, measurement_id: &str) -> Result<String, Error> {
+    if event.get("client_id").and_then(Value::as_str).is_none() {
+        return Err(Error::invalid("event has no client_id; GA4 needs one"));
+    }
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("v", "2").append_pair("tid", measurement_id);
+    for (key, param) in MAPPED {
+        if *key == "x-ga-protocol_version" {
+            continue;
+        }
+        if let Some(v) = event.get(*key).and_then(scalar) {
+            q.append_pair(param, &v);
+        }
+    }
+    for (key, value) in event {
+        if MAPPED.iter().any(|(k, _)| k == key) || NOT_FORWARDED.contains(&key.as_str()) {
+            continue;
+        }
+        match (key.as_str(), value) {
+            ("x-ga-system_properties", Value::Object(props)) => {
+                for (k, v) in props {
+                    if let Some(v) = scalar(v) {
+                        q.append_pair(&format!("_{k}"), &v);
+                    }
+                }
+            }
+            ("x-sst-system_properties", Value::Object(props)) => {
+                for (k, v) in props {
+                    if let Some(v) = scalar(v) {
+                        q.append_pair(&format!("sst.{k}"), &v);
+                    }
+                }
+            }
+            ("x-ga-mp2-user_properties", Value::Object(props)) => {
+                for (k, v) in props {
+                    let prefix = if v.is_number() { "upn" } else { "up" };
+                    if let Some(v) = scalar(v) {
+                        q.append_pair(&format!("{prefix}.{k}"), &v);
+                    }
+                }
+            }
+            (k, v) => {
+                let Some(text) = scalar(v) else { continue };
+                if let Some(name) = k.strip_prefix("x-ga-mp2-").or_else(|| k.strip_prefix("x-ga-")) {
+                    q.append_pair(name, &text);
+                } else if v.is_number() {
+                    q.append_pair(&format!("epn.{k}"), &text);
+                } else {
+                    q.append_pair(&format!("ep.{k}"), &text);
+                }
+            }
+        }
+    }
+    if let Some(Value::Object(hints)) = event.get("client_hints") {
+        encode_client_hints(&mut q, hints);
+    }
+    if let Some(Value::Array(items)) = event.get("items") {
+        for (i, item) in items.iter().enumerate() {
+            if let Some(encoded) = item.as_object().map(encode_item).filter(|e| !e.is_empty()) {
+                q.append_pair(&format!("pr{}", i + 1), &encoded);
+            }
+        }
+    }
+    Ok(q.finish())
+}
+
+/// `client_hints` back to `uaa`…`uaw`; brand names in `uafvl` are percent-encoded once more,
+/// as gtag sends them.
+fn encode_client_hints(q: &mut form_urlencoded::Serializer<'_, String>, hints: &Map<String, Value>) {
+    for (key, param) in [("architecture", "uaa"), ("bitness", "uab"), ("model", "uam"), ("platform", "uap"), ("platform_version", "uapv")] {
+        if let Some(v) = hints.get(key).and_then(scalar) {
+            q.append_pair(param, &v);
+        }
+    }
+    for (key, param) in [("mobile", "uamb"), ("wow64", "uaw")] {
+        if let Some(v) = hints.get(key).and_then(scalar) {
+            q.append_pair(param, &v);
+        }
+    }
+    if let Some(Value::Array(list)) = hints.get("full_version_list") {
+        let encoded: Vec<String> = list
+            .iter()
+            .map(|b| {
+                let part = |k: &str| form_urlencoded::byte_serialize(b.get(k).and_then(Value::as_str).unwrap_or("").as_bytes()).collect::<String>();
+                format!("{};{}", part("brand"), part("version"))
+            })
+            .collect();
+        q.append_pair("uafvl", &encoded.join("|"));
+    }
+}
+
+const ITEM_KEYS: &[(&str, &str)] = &[
+    ("item_id", "id"), ("item_name", "nm"), ("affiliation", "af"), ("coupon", "cp"), ("discount", "ds"), ("index", "lp"),
+    ("item_brand", "br"), ("item_category", "ca"), ("item_category2", "c2"), ("item_category3", "c3"),
+    ("item_category4", "c4"), ("item_category5", "c5"), ("item_list_id", "li"), ("item_list_name", "ln"),
+    ("item_variant", "va"), ("location_id", "lo"), ("price", "pr"), ("quantity", "qt"), ("creative_name", "cn"),
+    ("creative_slot", "cs"), ("promotion_id", "pi"), ("promotion_name", "pn"),
+];
+
+/// One item as `prN`: two-letter keys, custom parameters as `kN`/`vN` pairs.
+fn encode_item(item: &Map<String, Value>) -> String {
+    let mut fields = Vec::new();
+    let mut custom = 0;
+    for (key, value) in item {
+        let Some(text) = scalar(value) else { continue };
+        let text = text.replace('~', " ");
+        match ITEM_KEYS.iter().find(|(k, _)| k == key) {
+            Some((_, code)) => fields.push(format!("{code}{text}")),
+            None => {
+                fields.push(format!("k{custom}{key}"));
+                fields.push(format!("v{custom}{text}"));
+                custom += 1;
+            }
+        }
+    }
+    fields.join("~")
+}
+
+/// Google's reserved event names (§6).
+const RESERVED_EVENTS: &[&str] = &[
+    "ad_activeview", "ad_click", "ad_exposure", "ad_query", "ad_reward", "adunit_exposure", "app_clear_data",
+    "app_exception", "app_install", "app_remove", "app_store_refund", "app_update", "app_upgrade", "dynamic_link_app_open",
+    "dynamic_link_app_update", "dynamic_link_first_open", "error", "firebase_campaign", "firebase_in_app_message_action",
+    "firebase_in_app_message_dismiss", "firebase_in_app_message_impression", "first_open", "first_visit",
+    "notification_dismiss", "notification_foreground", "notification_open", "notification_receive", "notification_send",
+    "os_update", "session_start", "user_engagement",
+];
+const RESERVED_PREFIXES: &[&str] = &["_", "firebase_", "ga_", "google_", "gtag."];
+
+/// A valid MP name: ≤ `max` characters, letters/digits/`_`, starting with a letter, no reserved prefix.
+pub fn valid_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !RESERVED_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+fn truncate(v: &Value, max: usize) -> Value {
+    match v {
+        Value::String(s) if s.chars().count() > max => Value::String(s.chars().take(max).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The Measurement Protocol body for one event, within Google's limits.
+pub fn mp_body(event: &Map<String, Value>) -> Result<Value, Error> {
+    let name = event.get("event_name").and_then(Value::as_str).unwrap_or("");
+    if !valid_name(name, 40) || RESERVED_EVENTS.contains(&name) {
+        return Err(Error::invalid(format!("event name {name:?} is not accepted by the Measurement Protocol")));
+    }
+    let client_id = event.get("client_id").and_then(Value::as_str).ok_or_else(|| Error::invalid("event has no client_id"))?;
+    let mut params = Map::new();
+    for (from, to) in [("ga_session_id", "session_id"), ("engagement_time_msec", "engagement_time_msec")] {
+        if let Some(v) = event.get(from) {
+            params.insert(to.into(), v.clone());
+        }
+    }
+    for (key, value) in event {
+        if params.len() >= 25 {
+            break;
+        }
+        let exempt = MAPPED.iter().any(|(k, _)| k == key) && !matches!(key.as_str(), "currency" | "page_location" | "page_title" | "page_referrer");
+        if exempt || NOT_FORWARDED.contains(&key.as_str()) || key.starts_with("x-") || !valid_name(key, 40) {
+            continue;
+        }
+        if value.is_string() || value.is_number() || value.is_boolean() {
+            params.insert(key.clone(), truncate(value, 100));
+        }
+    }
+    if let Some(items) = event.get("items").filter(|i| i.is_array()) {
+        params.insert("items".into(), items.clone());
+    }
+    let mut body = json!({ "client_id": client_id, "events": [{ "name": name, "params": params }] });
+    if let Some(uid) = event.get("user_id").and_then(Value::as_str) {
+        body["user_id"] = json!(uid);
+    }
+    if let Some(ip) = event.get("ip_override").and_then(Value::as_str) {
+        body["ip_override"] = json!(ip);
+    }
+    if let Some(ua) = event.get("user_agent").and_then(Value::as_str) {
+        body["user_agent"] = json!(ua);
+    }
+    if let Some(Value::Object(props)) = event.get("x-ga-mp2-user_properties") {
+        let props: Map<String, Value> = props
+            .iter()
+            .filter(|(k, _)| valid_name(k, 24))
+            .take(25)
+            .map(|(k, v)| (k.clone(), json!({ "value": truncate(v, 36) })))
+            .collect();
+        if !props.is_empty() {
+            body["user_properties"] = Value::Object(props);
+        }
+    }
+    if let Some(consent) = event.get("x-ga-mp2-consent") {
+        body["consent"] = consent.clone();
+    }
+    Ok(body)
+}
+
+sluice_sdk::export_tag!(Ga4Tag);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_sdk::mock::MockHost;
+    use sluice_sdk::{HttpResponse, PermissionSet};
+
+    fn corpus_query(file: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/ga4").join(file);
+        let text = std::fs::read_to_string(path).expect("corpus");
+        let line = text.lines().find(|l| l.contains("v=2")).expect("hit").to_string();
+        line.split_once('?').map_or(line.clone(), |(_, q)| q.to_string())
+    }
+
+    #[test]
+    fn web_hits_round_trip_through_the_ga4_client() {
+        for file in ["ga4_01_page_view_granted_default_sst.txt", "ga4_03_add_to_cart_items.txt", "ga4_12_purchase_items_sgtm_custom_path.txt"] {
+            let mut original = ga4_client::hit::parse(&corpus_query(file), b"").expect("parses").remove(0);
+            let encoded = web_hit(&original, original["x-ga-measurement_id"].as_str().expect("tid")).expect("encodes");
+            let again = ga4_client::hit::parse(&encoded, b"").expect("re-parses").remove(0);
+            // user_data never goes to GA4; everything else survives the trip.
+            original.remove("user_data");
+            assert_eq!(Value::Object(again), Value::Object(original), "{file}");
+        }
+    }
+
+    fn mock(event: Value) -> MockHost {
+        MockHost::new()
+            .event(event)
+            .grant(PermissionSet { event_data: vec!["*".into()], outbound: vec!["https://region1.google-analytics.com/".into()], ..Default::default() })
+            .param("endpoint", "https://region1.google-analytics.com")
+            .stub("https://region1.google-analytics.com/", HttpResponse::new(204, ""))
+    }
+
+    #[test]
+    fn gtag_mode_carries_ip_and_user_agent() {
+        let mut m = mock(json!({"event_name": "page_view", "client_id": "1.2", "x-ga-measurement_id": "G-ABC",
+                                "ip_override": "203.0.113.4", "user_agent": "UA/9", "user_data": {"email_address": "a@b.c"}}));
+        m.run_tag::<Ga4Tag>().expect("fires");
+        let sent = &m.sent()[0];
+        assert!(sent.url.starts_with("https://region1.google-analytics.com/g/collect?v=2&tid=G-ABC&en=page_view&cid=1.2"), "{}", sent.url);
+        assert!(sent.url.contains("_uip=203.0.113.4"));
+        assert!(!sent.url.contains("a%40b.c") && !sent.url.contains("user_data"));
+        assert!(sent.headers.contains(&("user-agent".into(), "UA/9".into())));
+    }
+
+    #[test]
+    fn mp_mode_respects_googles_limits() {
+        let mut event = json!({"event_name": "purchase", "client_id": "1.2", "x-ga-measurement_id": "G-ABC", "currency": "EUR", "value": 30,
+            "ga_session_id": "1700000000", "transaction_id": "T1", "long_text": "x".repeat(150), "bad-name": "v", "_internal": 1,
+            "x-ga-mp2-user_properties": {"tier": "gold", "a_very_long_user_property_name": "v"}});
+        for i in 0..30 {
+            event[format!("p{i:02}")] = json!(i);
+        }
+        let mut m = mock(event).param("mode", "mp").param("api_secret", "shh");
+        m.run_tag::<Ga4Tag>().expect("fires");
+        let sent = &m.sent()[0];
+        assert_eq!(sent.url, "https://region1.google-analytics.com/mp/collect?measurement_id=G-ABC&api_secret=shh");
+        let body: Value = sluice_sdk::json::from_slice(&sent.body).expect("json");
+        let params = body["events"][0]["params"].as_object().expect("params");
+        assert_eq!(body["events"][0]["name"], "purchase");
+        assert!(params.len() <= 25, "{} params", params.len());
+        assert_eq!(params["session_id"], "1700000000");
+        assert_eq!(params["currency"], "EUR");
+        assert_eq!(params["long_text"].as_str().map(str::len), Some(100));
+        assert!(!params.contains_key("bad-name") && !params.contains_key("_internal"));
+        assert_eq!(body["user_properties"], json!({"tier": {"value": "gold"}}));
+    }
+
+    #[test]
+    fn reserved_or_invalid_event_names_are_not_sent() {
+        for name in ["session_start", "first_visit", "1abc", "has space", &"n".repeat(41)] {
+            let mut m = mock(json!({"event_name": name, "client_id": "1.2", "x-ga-measurement_id": "G-ABC"})).param("mode", "mp").param("api_secret", "s");
+            assert!(m.run_tag::<Ga4Tag>().is_err(), "{name}");
+            assert!(m.sent().is_empty());
+        }
+    }
+}
