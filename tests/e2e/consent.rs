@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use sluice::Outcome;
-use sluice_tests::{FakeVendor, TestServer, corpus, loopback_outbound, template};
+use sluice_tests::{FakeVendor, TestServer, corpus_hit_query, loopback_outbound, template};
 
 fn config(vendor: &FakeVendor, consent_section: &str) -> String {
     let tag = |name: &str, consent: &str| {
@@ -26,12 +26,6 @@ fn config(vendor: &FakeVendor, consent_section: &str) -> String {
     )
 }
 
-fn hit(file: &str) -> String {
-    let text = corpus(&format!("ga4/{file}"));
-    let line = text.lines().find(|l| l.contains("v=2")).expect("hit");
-    line.split_once('?').map_or(line, |(_, q)| q).to_string()
-}
-
 async fn send(server: &TestServer, query: &str, headers: &[(&str, &str)]) {
     let mut req = server.http.post(server.url(&format!("/g/collect?{query}"))).header("x-forwarded-for", "203.0.113.9");
     for (k, v) in headers {
@@ -52,7 +46,7 @@ async fn corpus_consent_variants_decide_per_tag() {
         ("ga4_08_page_view_homemade.txt", false, false),          // older 10-character 13l3l3l3l1
     ];
     for (file, ads, analytics) in cases {
-        let (_, trace) = server.container.handle(request_for(&hit(file))).await;
+        let (_, trace) = server.container.handle(request_for(&corpus_hit_query(file))).await;
         let outcome = |tag: &str| trace.tag_run(0, tag).expect("matched").outcome.clone();
         assert_eq!(outcome("ads").is_ok(), ads, "{file}: {}", outcome("ads"));
         assert_eq!(outcome("analytics").is_ok(), analytics, "{file}: {}", outcome("analytics"));
@@ -78,8 +72,8 @@ async fn a_denied_hit_reaches_no_ad_vendor_and_no_vendor_gets_personal_data() {
     let section = format!("[consent]\naudit = \"{}\"", audit.display());
     let server = TestServer::start(&config(&vendor, &section)).await;
 
-    let granted = hit("ga4_02_page_view_granted_update.txt") + "&ep.user_data.email_address=a%40b.c";
-    let denied = hit("ga4_06_add_to_cart_consent_denied.txt")
+    let granted = corpus_hit_query("ga4_02_page_view_granted_update.txt") + "&ep.user_data.email_address=a%40b.c";
+    let denied = corpus_hit_query("ga4_06_add_to_cart_consent_denied.txt")
         + "&ep.user_data.email_address=a%40b.c&dl=https%3A%2F%2Fshop.example%2F%3Fgclid%3Dabc%26color%3Dred";
     send(&server, &granted, &[]).await;
     send(&server, &denied, &[("referer", "https://shop.example/?fbclid=xyz")]).await;
@@ -117,14 +111,14 @@ async fn a_denied_hit_reaches_no_ad_vendor_and_no_vendor_gets_personal_data() {
 async fn the_cmp_header_outranks_the_hit_and_unset_can_be_granted() {
     let vendor = FakeVendor::start().await;
     let server = TestServer::start(&config(&vendor, "[consent]\nunset = \"grant\"")).await;
-    let denied = hit("ga4_05_scroll_consent_denied.txt");
+    let denied = corpus_hit_query("ga4_05_scroll_consent_denied.txt");
     let mut with_header = request_for(&denied);
     with_header.headers.insert("x-consent", "ad_storage=granted, ad_user_data=granted".parse().expect("value"));
     let (_, trace) = server.container.handle(with_header).await;
     assert!(trace.tag_run(0, "ads").expect("ran").outcome.is_ok(), "the header comes first by default");
     assert!(!trace.tag_run(0, "analytics").expect("ran").outcome.is_ok(), "gcd still denies analytics");
 
-    let (_, trace) = server.container.handle(request_for(&hit("ga4_14_page_view_analytics_google_com.txt"))).await;
+    let (_, trace) = server.container.handle(request_for(&corpus_hit_query("ga4_14_page_view_analytics_google_com.txt"))).await;
     assert!(trace.tag_run(0, "ads").expect("ran").outcome.is_ok(), "unset = \"grant\": consent mode not in use runs");
 
     let mut malformed = request_for(&denied);

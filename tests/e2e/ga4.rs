@@ -1,7 +1,7 @@
 //! Real GA4 hits from the corpus, sent to the real server, arrive at a tag as sGTM event data.
 
 use serde_json::Value;
-use sluice_tests::{FakeVendor, TestServer, corpus, loopback_outbound, template};
+use sluice_tests::{FakeVendor, TestServer, corpus, corpus_hit_query, loopback_outbound, template};
 
 fn config(vendor: &FakeVendor) -> String {
     format!(
@@ -40,8 +40,7 @@ async fn corpus_hits_reach_tags_as_event_data() {
     let server = TestServer::start(&config(&vendor)).await;
 
     // A single-event hit, query only (as gtag sends it to a server container).
-    let items_hit = corpus("ga4/ga4_03_add_to_cart_items.txt");
-    let query = items_hit.lines().find(|l| l.starts_with("v=2")).expect("hit");
+    let query = corpus_hit_query("ga4_03_add_to_cart_items.txt");
     let res = server
         .http
         .post(server.url(&format!("/g/collect?{query}")))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use sluice_tests::{FakeVendor, Received, TestServer, corpus, ga4, loopback_outbound, meta, template, tiktok};
+use sluice_tests::{FakeVendor, Received, TestServer, corpus_hit_query, ga4, loopback_outbound, meta, template, tiktok};
 
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -63,12 +63,6 @@ grants = {{ event_data = ["*"], outbound = ["{origin}/mp/collect"] }}
     )
 }
 
-fn hit(file: &str) -> String {
-    let text = corpus(&format!("ga4/{file}"));
-    let line = text.lines().find(|l| l.contains("v=2")).expect("hit");
-    line.split_once('?').map_or(line, |(_, q)| q).to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meta_receives_valid_hashed_events_for_consented_hits_only() {
     let vendor = FakeVendor::start().await;
@@ -79,10 +73,10 @@ async fn meta_receives_valid_hashed_events_for_consented_hits_only() {
     let server = TestServer::start(&config(&vendor)).await;
 
     // Granted (G111 / 13r3r3r2r5l1), with customer data the site sent as ep.user_data.*.
-    let granted = hit("ga4_03_add_to_cart_items.txt")
+    let granted = corpus_hit_query("ga4_03_add_to_cart_items.txt")
         + "&ep.user_data.email_address=John_Smith%40gmail.com&ep.user_data.phone_number=(650)555-1212\
            &dl=https%3A%2F%2Fshop.example%2Fp%3Ffbclid%3DIwAR2F4abc";
-    let denied = hit("ga4_06_add_to_cart_consent_denied.txt") + "&ep.user_data.email_address=someone%40example.com";
+    let denied = corpus_hit_query("ga4_06_add_to_cart_consent_denied.txt") + "&ep.user_data.email_address=someone%40example.com";
     for query in [&granted, &denied] {
         let res = server
             .http

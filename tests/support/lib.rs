@@ -30,6 +30,14 @@ pub fn corpus(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The query string of a single-line corpus hit (`ga4/<file>`), whether it was captured as a
+/// bare query or as a full URL.
+pub fn corpus_hit_query(file: &str) -> String {
+    let text = corpus(&format!("ga4/{file}"));
+    let line = text.lines().find(|l| !l.starts_with('#') && l.contains("v=2")).expect("a hit line");
+    line.split_once('?').map_or(line, |(_, q)| q).to_string()
+}
+
 /// One request a fake vendor received.
 #[derive(Debug, Clone)]
 pub struct Received {

@@ -1,0 +1,68 @@
+//! Shared set-up for the benchmarks: containers built from the real template components, with
+//! outbound requests stopped at the egress choke point (the vendor endpoints are loopback
+//! addresses the network policy refuses), so figures measure Sluice, not a network.
+
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+
+use sluice::Container;
+use sluice_tests::{parse_config, template};
+
+/// A GA4 hit from the corpus (granted consent, one add_to_cart with an item).
+pub fn ga4_hit_query() -> String {
+    sluice_tests::corpus_hit_query("ga4_03_add_to_cart_items.txt")
+}
+
+/// The request the pipeline benchmarks handle.
+pub fn request(query: &str) -> sluice::state::RequestData {
+    let mut r = sluice_tests::request("POST", "/g/collect", b"");
+    r.query = query.to_string();
+    r.headers.insert("user-agent", http::HeaderValue::from_static("Mozilla/5.0 (bench)"));
+    r
+}
+
+/// The GA4 client plus `tags` vendor tags (0 to 3: Meta, TikTok, GA4), audit off.
+pub fn container(tags: usize) -> Arc<Container> {
+    vendor_container(tags, false)
+}
+
+/// The GA4 client plus one tag that returns at once (the probe tag in `fail` mode): the cost of
+/// instantiating, calling and dropping a tag with almost no work inside.
+pub fn noop_tag_container() -> Arc<Container> {
+    vendor_container(0, true)
+}
+
+fn vendor_container(tags: usize, noop: bool) -> Arc<Container> {
+    // 127.0.0.9 is loopback and not in allow_private: every send stops at the choke point.
+    let sink = "http://127.0.0.9:9";
+    let all = [
+        format!(
+            "[[tag]]\nname = \"meta\"\nwasm = \"{}\"\ntrigger = {{ events = [\"*\"] }}\nparams = {{ pixel_id = \"1\", access_token = \"${{TEST_SECRET}}\", endpoint = \"{sink}\" }}\ngrants = {{ event_data = [\"*\"], cookies = [\"_fbp\", \"_fbc\"], outbound = [\"{sink}/\"] }}\n",
+            template("meta-capi-tag").display()
+        ),
+        format!(
+            "[[tag]]\nname = \"tiktok\"\nwasm = \"{}\"\ntrigger = {{ events = [\"*\"] }}\nparams = {{ pixel_code = \"C1\", access_token = \"${{TEST_SECRET}}\", endpoint = \"{sink}\" }}\ngrants = {{ event_data = [\"*\"], cookies = [\"ttclid\", \"_ttp\"], outbound = [\"{sink}/\"] }}\n",
+            template("tiktok-events-tag").display()
+        ),
+        format!(
+            "[[tag]]\nname = \"ga4-tag\"\nwasm = \"{}\"\ntrigger = {{ events = [\"*\"] }}\nparams = {{ endpoint = \"{sink}\" }}\ngrants = {{ event_data = [\"*\"], outbound = [\"{sink}/\"] }}\n",
+            template("ga4-tag").display()
+        ),
+    ];
+    let config = format!(
+        "[outbound]\nallow_http = [\"http://127.0.0.9\"]\n[consent]\naudit = \"off\"\n\n[[client]]\nname = \"ga4\"\nwasm = \"{}\"\ngrants = {{ query = true, body = true, remote_address = true, request_headers = [\"user-agent\"] }}\n{}",
+        template("ga4-client").display(),
+        all[..tags].concat()
+            + &if noop {
+                format!(
+                    "[[tag]]\nname = \"noop\"\nwasm = \"{}\"\ntrigger = {{ events = [\"*\"] }}\nparams = {{ sink = \"{sink}/\", label = \"n\", mode = \"fail\" }}\n",
+                    template("probe-tag").display()
+                )
+            } else {
+                String::new()
+            }
+    );
+    let config = parse_config(&config).unwrap_or_else(|e| panic!("{e}"));
+    Arc::new(Container::load(&config).unwrap_or_else(|e| panic!("{e}")))
+}
