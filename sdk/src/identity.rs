@@ -180,7 +180,7 @@ fn country(text: &str) -> Option<String> {
     }
     let found = celes::Country::from_str(t)
         .or_else(|_| celes::Country::from_str(&t.replace(' ', "")))
-        .or_else(|_| celes::Country::from_alpha3(&t.to_ascii_uppercase()))
+        .or_else(|_| celes::Country::from_alpha3(t.to_ascii_uppercase()))
         .ok()?;
     Some(found.alpha2.to_ascii_lowercase())
 }

@@ -15,6 +15,9 @@
 //! * Adds `ip_override` (the host's view of the visitor IP, which honours the operator's proxy
 //!   trust setting) and `user_agent` when the operator granted them and the hit did not set them.
 
+// In tests a panic is the failure report; `unwrap_used` guards production code.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::hash::{BuildHasher, Hasher};
 
 use sluice_sdk::{Claim, Client, Cookie, Error, Host, Kind, Manifest, Parameter, Permissions, SameSite, Value};
@@ -72,7 +75,7 @@ impl Client for Ga4Client {
         let prefix = config.str("path_prefix").unwrap_or_default();
         let prefix = prefix.trim_end_matches('/');
         let extra: Vec<String> = config.get("extra_paths")?.unwrap_or_default();
-        let is_web = path == format!("{prefix}/g/collect") || extra.iter().any(|p| *p == path);
+        let is_web = path == format!("{prefix}/g/collect") || extra.contains(&path);
         let is_mp = path == format!("{prefix}/mp/collect");
         if !is_web && !is_mp {
             return Ok(Claim::Pass);
@@ -122,10 +125,10 @@ impl Client for Ga4Client {
                     }
                 }
             }
-            if let Some(id) = &server_client_id {
-                if let Some(browser_id) = ev.insert("client_id".into(), Value::String(id.clone())) {
-                    ev.insert("x-ga-js_client_id".into(), browser_id);
-                }
+            if let Some(id) = &server_client_id
+                && let Some(browser_id) = ev.insert("client_id".into(), Value::String(id.clone()))
+            {
+                ev.insert("x-ga-js_client_id".into(), browser_id);
             }
         }
         cors(host, false)?;

@@ -1,6 +1,8 @@
 //! Every real hit in `shared/corpus/ga4/` parses into the expected events, and a hit rebuilt
 //! from an event model sGTM's own GA4 client produced maps to exactly that model.
 
+#![allow(clippy::unwrap_used)]
+
 use ga4_client::hit;
 use serde_json::{Map, Value, json};
 

@@ -14,6 +14,9 @@
 //! Personal data (`user_data`) is never forwarded: GA4 does not accept it. Declares
 //! `analytics_storage`.
 
+// In tests a panic is the failure report; `unwrap_used` guards production code.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use sluice_sdk::json::Map;
 use sluice_sdk::{Error, HttpRequest, Kind, Manifest, Parameter, Permissions, Tag, TagHost, Value, json};
 

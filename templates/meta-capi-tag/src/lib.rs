@@ -15,6 +15,9 @@
 //! The host runs this tag only with `ad_storage` and `ad_user_data` granted (its declared
 //! consent purposes); the operator's grant should name `https://graph.facebook.com/`.
 
+// In tests a panic is the failure report; `unwrap_used` guards production code.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_sdk::identity::{self, Field, Vendor};

@@ -13,6 +13,9 @@
 //! Declares `ad_storage` + `ad_user_data`; the operator's grant should name
 //! `https://business-api.tiktok.com/`.
 
+// In tests a panic is the failure report; `unwrap_used` guards production code.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_sdk::identity::{self, Field, Vendor};
