@@ -166,3 +166,45 @@ async fn consent_and_storage_are_readable_only_with_their_grants() {
     let storage_err = ungranted[0]["count_result"]["error"].as_str().expect("denied");
     assert!(storage_err.contains("template storage is not granted"), "{storage_err}");
 }
+
+/// A tag whose `extra_url` hits `path` on the vendor, under a tight outbound policy.
+fn limited_outbound(vendor: &FakeVendor, path: &str) -> String {
+    format!(
+        r#"[outbound]
+allow_http = ["http://127.0.0.1"]
+allow_private = ["127.0.0.1/32"]
+timeout_ms = 300
+max_response_bytes = 1024
+
+[[client]]
+name = "c"
+wasm = "{client}"
+params = {{ path = "/hit", label = "c" }}
+
+[[tag]]
+name = "t"
+wasm = "{tag}"
+trigger = {{ events = ["*"] }}
+params = {{ sink = "{origin}/sink", label = "t", extra_url = "{origin}{path}" }}
+grants = {{ event_data = ["*"], outbound = ["{origin}/"] }}
+"#,
+        client = template("probe-client").display(),
+        tag = template("probe-tag").display(),
+        origin = vendor.origin(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_vendor_times_out_and_an_oversized_answer_is_refused() {
+    let vendor = FakeVendor::start().await;
+    // `/gated/...` is held by the fake until released: it never answers within 300 ms.
+    let slow = extra_result(&vendor, &limited_outbound(&vendor, "/gated/slow")).await;
+    assert_eq!(slow["error"], "timed out", "{slow}");
+    vendor.release(1);
+
+    let big = FakeVendor::start().await;
+    big.route("/big", 200, &[], &"x".repeat(4096));
+    let result = extra_result(&big, &limited_outbound(&big, "/big")).await;
+    let err = result["error"].as_str().expect("refused");
+    assert!(err.contains("larger than 1024 bytes") && err.contains("max_response_bytes"), "{err}");
+}
