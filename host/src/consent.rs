@@ -272,7 +272,7 @@ impl ConsentPolicy {
                 }
                 Source::Cookie => {
                     if let Some(name) = &self.config.cookie
-                        && let Some(v) = cookie_value(headers, name)
+                        && let Some(v) = crate::state::cookie_values(headers, name).into_iter().next()
                     {
                         apply_map(&mut state, parse_purpose_map(&v, self.config.cookie_format), Source::Cookie, &warn);
                     }
@@ -352,16 +352,6 @@ impl ConsentPolicy {
             tracing::error!("consent audit record could not be written: {e}");
         }
     }
-}
-
-fn cookie_value(headers: &http::HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|text| cookie::Cookie::split_parse_encoded(text.to_string()).flatten().collect::<Vec<_>>())
-        .find(|c| c.name() == name)
-        .map(|c| c.value().to_string())
 }
 
 type PurposeMap = Result<Vec<(String, Option<ConsentStatus>)>, String>;

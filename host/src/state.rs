@@ -38,6 +38,17 @@ pub struct RequestData {
     pub remote_addr: Option<IpAddr>,
 }
 
+/// All values of the cookies named `name` in the request's `Cookie` headers, percent-decoded.
+/// The one cookie parser: the cookie capability and the consent cookie source both use it.
+pub fn cookie_values(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|text| cookie::Cookie::split_parse_encoded(text).flatten().filter(|c| c.name() == name).map(|c| c.value().to_string()))
+        .collect()
+}
+
 /// The response being built by the claiming client (and tags' cookies and headers).
 #[derive(Debug, Clone)]
 pub struct ResponseDraft {

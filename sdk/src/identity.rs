@@ -342,8 +342,7 @@ pub fn from_event(
     event: &serde_json::Map<String, serde_json::Value>,
     calling_code: Option<&str>,
 ) -> Vec<(Field, String)> {
-    let object = serde_json::Value::Object(event.clone());
-    let text = |path: &str| sluice_manifest::event_value(&object, path).and_then(serde_json::Value::as_str).filter(|s| !s.is_empty());
+    let text = |path: &str| crate::data::str_at(event, path);
     EVENT_MODEL_PATHS
         .iter()
         .filter_map(|(field, plain, prehashed)| {

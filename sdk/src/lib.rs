@@ -49,6 +49,7 @@
 
 extern crate self as sluice_sdk;
 
+pub mod data;
 mod error;
 pub mod identity;
 mod host;

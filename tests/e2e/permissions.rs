@@ -52,6 +52,12 @@ fn overreaching_tag(vendor: &FakeVendor, extra_url: &str, allow_private: bool) -
     } else {
         "[outbound]\nallow_http = [\"http://127.0.0.1\", \"http://localhost\"]\n".to_string()
     };
+    extra_url_config(vendor, extra_url, &outbound, &format!("\"{0}/sink\", \"{0}/redirect\"", vendor.origin()))
+}
+
+/// The probe client plus a probe tag that also requests `extra_url`, under `outbound` (the
+/// `[outbound]` section) with `grant` as its outbound grant entries.
+fn extra_url_config(vendor: &FakeVendor, extra_url: &str, outbound: &str, grant: &str) -> String {
     format!(
         r#"{outbound}
 [[client]]
@@ -64,7 +70,7 @@ name = "t"
 wasm = "{tag}"
 trigger = {{ events = ["*"] }}
 params = {{ sink = "{origin}/sink", label = "t", extra_url = "{extra_url}" }}
-grants = {{ event_data = ["*"], outbound = ["{origin}/sink", "{origin}/redirect"] }}
+grants = {{ event_data = ["*"], outbound = [{grant}] }}
 "#,
         client = template("probe-client").display(),
         tag = template("probe-tag").display(),
@@ -169,29 +175,9 @@ async fn consent_and_storage_are_readable_only_with_their_grants() {
 
 /// A tag whose `extra_url` hits `path` on the vendor, under a tight outbound policy.
 fn limited_outbound(vendor: &FakeVendor, path: &str) -> String {
-    format!(
-        r#"[outbound]
-allow_http = ["http://127.0.0.1"]
-allow_private = ["127.0.0.1/32"]
-timeout_ms = 300
-max_response_bytes = 1024
-
-[[client]]
-name = "c"
-wasm = "{client}"
-params = {{ path = "/hit", label = "c" }}
-
-[[tag]]
-name = "t"
-wasm = "{tag}"
-trigger = {{ events = ["*"] }}
-params = {{ sink = "{origin}/sink", label = "t", extra_url = "{origin}{path}" }}
-grants = {{ event_data = ["*"], outbound = ["{origin}/"] }}
-"#,
-        client = template("probe-client").display(),
-        tag = template("probe-tag").display(),
-        origin = vendor.origin(),
-    )
+    let outbound = "[outbound]\nallow_http = [\"http://127.0.0.1\"]\nallow_private = [\"127.0.0.1/32\"]\ntimeout_ms = 300\nmax_response_bytes = 1024\n";
+    let origin = vendor.origin();
+    extra_url_config(vendor, &format!("{origin}{path}"), outbound, &format!("\"{origin}/\""))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,16 +47,7 @@ impl Host for Invocation {
         if self.personal_data_removed && self.services.consent.is_click_id(&name) {
             return Ok(Vec::new());
         }
-        let mut values = Vec::new();
-        for header in self.request.headers.get_all(http::header::COOKIE) {
-            let Ok(text) = header.to_str() else { continue };
-            for cookie in cookie::Cookie::split_parse_encoded(text).flatten() {
-                if cookie.name() == name {
-                    values.push(cookie.value().to_string());
-                }
-            }
-        }
-        Ok(values)
+        Ok(crate::state::cookie_values(&self.request.headers, &name))
     }
 
     async fn body(&mut self) -> Result<Vec<u8>, Error> {

@@ -20,6 +20,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use sluice_sdk::data::{str_at as text, url_param};
 use sluice_sdk::identity::{self, Field, Vendor};
 use sluice_sdk::json::Map;
 use sluice_sdk::{Cookie, Error, HttpRequest, Kind, Manifest, Parameter, Permissions, Tag, TagHost, Value, json};
@@ -116,12 +117,6 @@ pub fn meta_event_name(ga4: &str) -> &str {
         "search" => "Search",
         other => other,
     }
-}
-
-fn text<'a>(event: &'a Map<String, Value>, path: &str) -> Option<&'a str> {
-    let mut parts = path.split('.');
-    let first = event.get(parts.next()?)?;
-    parts.try_fold(first, |v, p| v.get(p))?.as_str().filter(|s| !s.is_empty())
 }
 
 /// Builds the Meta server event for one sGTM event.
@@ -229,9 +224,7 @@ pub fn server_event(
 
 /// `fbclid` from the page URL's query, if any.
 pub fn fbclid(event: &Map<String, Value>) -> Option<String> {
-    let url = text(event, "page_location")?;
-    let query = url.split_once('?')?.1.split('#').next().unwrap_or("");
-    query.split('&').find_map(|pair| pair.strip_prefix("fbclid=")).filter(|v| !v.is_empty()).map(str::to_string)
+    url_param(text(event, "page_location")?, "fbclid")
 }
 
 /// The `_fbc` value: the cookie, unless the page URL carries a different `fbclid`, in which

@@ -18,6 +18,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use sluice_sdk::data::{str_at as text, url_param};
 use sluice_sdk::identity::{self, Field, Vendor};
 use sluice_sdk::json::Map;
 use sluice_sdk::{Error, HttpRequest, Kind, Manifest, Parameter, Permissions, Tag, TagHost, Value, json};
@@ -98,15 +99,6 @@ pub fn tiktok_event_name(ga4: &str) -> &str {
     }
 }
 
-fn text<'a>(event: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    event.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
-}
-
-fn query_param(url: &str, name: &str) -> Option<String> {
-    let query = url.split_once('?')?.1.split('#').next().unwrap_or("");
-    query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('=')).filter(|v| !v.is_empty()).map(str::to_string)
-}
-
 fn host_of(url: &str) -> Option<&str> {
     url.split_once("://")?.1.split(['/', '?', '#']).next()
 }
@@ -114,10 +106,10 @@ fn host_of(url: &str) -> Option<&str> {
 /// `ttclid` from the page URL, else from a same-host referrer, else the cookie.
 fn ttclid(event: &Map<String, Value>, cookie: Option<&str>) -> Option<String> {
     let page = text(event, "page_location");
-    let from_page = page.and_then(|p| query_param(p, "ttclid"));
+    let from_page = page.and_then(|p| url_param(p, "ttclid"));
     let from_referrer = text(event, "page_referrer")
         .filter(|r| page.is_some_and(|p| host_of(p).is_some() && host_of(p) == host_of(r)))
-        .and_then(|r| query_param(r, "ttclid"));
+        .and_then(|r| url_param(r, "ttclid"));
     from_page.or(from_referrer).or_else(|| cookie.filter(|c| !c.is_empty()).map(str::to_string))
 }
 

@@ -1,0 +1,42 @@
+//! Small readers for event data and URLs that templates keep needing.
+
+use serde_json::{Map, Value};
+
+/// The non-empty string at a dotted path (`user_data.address.city`) of an event object.
+/// Paths follow the host's event-data rules (`items.0.item_id` indexes arrays).
+pub fn str_at<'a>(event: &'a Map<String, Value>, path: &str) -> Option<&'a str> {
+    let (first, rest) = path.split_once('.').map_or((path, None), |(f, r)| (f, Some(r)));
+    let value = event.get(first)?;
+    let value = match rest {
+        Some(rest) => sluice_manifest::event_value(value, rest)?,
+        None => value,
+    };
+    value.as_str().filter(|s| !s.is_empty())
+}
+
+/// The percent-decoded value of the first query parameter `name` in `url`; `None` when absent
+/// or empty. The fragment is ignored.
+pub fn url_param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1.split('#').next().unwrap_or("");
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_paths_and_url_parameters() {
+        let event = json!({"a": {"b": "x", "empty": ""}, "items": [{"id": "I1"}], "n": 1});
+        let event = event.as_object().expect("object");
+        assert_eq!(str_at(event, "a.b"), Some("x"));
+        assert_eq!(str_at(event, "items.0.id"), Some("I1"));
+        assert_eq!(str_at(event, "a.empty"), None);
+        assert_eq!(str_at(event, "n"), None, "not a string");
+        assert_eq!(str_at(event, "missing.path"), None);
+        assert_eq!(url_param("https://x.example/p?a=1&fbclid=Iw%2BAR#frag", "fbclid").as_deref(), Some("Iw+AR"));
+        assert_eq!(url_param("https://x.example/p?fbclid=", "fbclid"), None);
+        assert_eq!(url_param("https://x.example/p", "fbclid"), None);
+    }
+}
