@@ -1,7 +1,7 @@
 //! Real GA4 hits from the corpus, sent to the real server, arrive at a tag as sGTM event data.
 
 use serde_json::Value;
-use sluice_tests::{FakeVendor, TestServer, corpus, corpus_hit_query, loopback_outbound, template};
+use sluice_tests::{FakeVendor, TestServer, corpus, corpus_batched_hit, corpus_hit_query, loopback_outbound, template};
 
 fn config(vendor: &FakeVendor) -> String {
     format!(
@@ -54,10 +54,7 @@ async fn corpus_hits_reach_tags_as_event_data() {
     assert_eq!(res.headers()["access-control-allow-origin"], "https://shop.example");
 
     // The batched capture: two events in the body, the second overriding dr.
-    let batched = corpus("ga4/ga4_17_batched_post_scroll_page_view.txt");
-    let url = batched.split("curl '").nth(1).and_then(|r| r.split('\'').next()).expect("url");
-    let query = url.split_once('?').expect("query").1;
-    let body = batched.split("--data-raw $'").nth(1).and_then(|r| r.split('\'').next()).expect("body").replace("\\r\\n", "\r\n");
+    let (query, body) = corpus_batched_hit();
     let res = server.http.post(server.url(&format!("/collect?{query}"))).body(body).send().await.expect("request");
     assert_eq!(res.status(), 204);
 

@@ -20,8 +20,10 @@ pub mod tiktok;
 pub mod ga4;
 
 /// Path of a built template component (`cargo test` builds them via `tests/build.rs`).
+/// `SLUICE_TEMPLATES` at run time points elsewhere (an A/B benchmark of two template builds).
 pub fn template(package: &str) -> PathBuf {
-    Path::new(env!("SLUICE_TEMPLATES")).join(format!("{package}.wasm"))
+    let dir = std::env::var_os("SLUICE_TEMPLATES").map_or_else(|| PathBuf::from(env!("SLUICE_TEMPLATES")), PathBuf::from);
+    dir.join(format!("{package}.wasm"))
 }
 
 /// A file from `shared/corpus/` (beside the repository).
@@ -36,6 +38,16 @@ pub fn corpus_hit_query(file: &str) -> String {
     let text = corpus(&format!("ga4/{file}"));
     let line = text.lines().find(|l| !l.starts_with('#') && l.contains("v=2")).expect("a hit line");
     line.split_once('?').map_or(line, |(_, q)| q).to_string()
+}
+
+/// The GA4 batched capture (`ga4/ga4_17_...`): its query string and its body, two events
+/// separated by CRLF as gtag.js sends them.
+pub fn corpus_batched_hit() -> (String, String) {
+    let capture = corpus("ga4/ga4_17_batched_post_scroll_page_view.txt");
+    let url = capture.split("curl '").nth(1).and_then(|r| r.split('\'').next()).expect("url");
+    let query = url.split_once('?').expect("query").1.to_string();
+    let body = capture.split("--data-raw $'").nth(1).and_then(|r| r.split('\'').next()).expect("body").replace("\\r\\n", "\r\n");
+    (query, body)
 }
 
 /// One request a fake vendor received.

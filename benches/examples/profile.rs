@@ -1,0 +1,37 @@
+//! Runs one pipeline configuration in a loop, for a profiler to watch:
+//! `cargo build --release -p sluice-benches --example profile`, then e.g.
+//! `perf record -e cpu-clock -- target/release/examples/profile noop 20000`.
+//! Configurations: `0`..`3` vendor tags, or `noop` (GA4 client + the no-op probe tag).
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let which = args.next().unwrap_or_else(|| "noop".into());
+    let iterations: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let container = match which.as_str() {
+        "noop" => sluice_benches::noop_tag_container(),
+        n => sluice_benches::container(n.parse().expect("tag count 0..=3 or `noop`")),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let query = sluice_benches::ga4_hit_query();
+    let faults = minor_faults();
+    let start = std::time::Instant::now();
+    let mut per_tag: std::collections::BTreeMap<String, f64> = Default::default();
+    for _ in 0..iterations {
+        let (_, trace) = rt.block_on(container.handle(sluice_benches::request(&query)));
+        for run in trace.events.iter().flat_map(|e| &e.tags) {
+            *per_tag.entry(run.tag.clone()).or_default() += run.duration.as_secs_f64() * 1e6;
+        }
+    }
+    let per = start.elapsed().as_secs_f64() * 1e6 / iterations as f64;
+    let faults = (minor_faults() - faults) as f64 / iterations as f64;
+    println!("{which}: {per:.1} µs per hit over {iterations} hits, {faults:.1} minor faults per hit");
+    for (tag, total) in per_tag {
+        println!("  tag {tag}: {:.1} µs (mean, from instantiation to drop)", total / iterations as f64);
+    }
+}
+
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    after.split_whitespace().nth(7).and_then(|f| f.parse().ok()).unwrap_or(0)
+}
