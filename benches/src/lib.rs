@@ -4,6 +4,8 @@
 
 #![allow(missing_docs)]
 
+pub mod load;
+
 use std::sync::Arc;
 
 use sluice::Container;

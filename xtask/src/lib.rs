@@ -99,3 +99,42 @@ pub fn build_templates(root: &Path) -> Result<PathBuf, String> {
     }
     Ok(out_dir)
 }
+
+/// The whole-server load run: builds the release `sluice` binary, the load generator and the
+/// templates, then runs the load generator pinned to CPU 1 (it pins each server to CPU 0).
+/// `args` pass through (`--seconds N`, `--tags 1,3,10`).
+pub fn load(root: &Path, args: Vec<String>) -> Result<(), String> {
+    let templates = build_templates(root)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(root)
+        .args(["build", "--release", "-p", "sluice", "--bin", "sluice", "-p", "sluice-benches", "--bin", "sluice-load"])
+        .status()
+        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+    if !status.success() {
+        return Err("building the release binaries failed (see the errors above)".into());
+    }
+    let release = root.join("target").join("release");
+    let driver = release.join("sluice-load");
+    // One core for the server, the other for the load generator and the vendor sink.
+    let two_cores = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    let pin = two_cores && Command::new("taskset").arg("--version").output().is_ok();
+    let mut command = if pin {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "1"]).arg(&driver).arg("--pin");
+        c
+    } else {
+        eprintln!("not pinning: needs taskset and two CPUs; figures will not be per-core");
+        Command::new(&driver)
+    };
+    command
+        .arg("--sluice")
+        .arg(release.join("sluice"))
+        .arg("--templates")
+        .arg(&templates)
+        .arg("--out")
+        .arg(root.join("target").join("load"))
+        .args(args);
+    let status = command.status().map_err(|e| format!("cannot run {}: {e}", driver.display()))?;
+    if status.success() { Ok(()) } else { Err(format!("the load run failed ({status})")) }
+}

@@ -1,4 +1,5 @@
 //! `cargo xtask templates`: build every template component into `target/templates/`.
+//! `cargo xtask load [--seconds N] [--tags 1,3,10]`: the whole-server load run (BENCHMARKS.md).
 
 fn main() -> std::process::ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -13,8 +14,18 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        "load" => match xtask::load(&xtask::workspace_root(), std::env::args().skip(2).collect()) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
         _ => {
-            eprintln!("usage: cargo xtask templates   (build all template components into target/templates/)");
+            eprintln!(
+                "usage: cargo xtask templates   (build all template components into target/templates/)\n       \
+                 cargo xtask load [--seconds N] [--tags 1,3,10]   (the whole-server load run, see BENCHMARKS.md)"
+            );
             std::process::ExitCode::from(2)
         }
     }

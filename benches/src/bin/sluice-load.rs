@@ -1,0 +1,262 @@
+//! The whole-server load run. Start it with `cargo xtask load` (it builds the release binaries
+//! and the templates, pins this process to CPU 1 and passes the paths); see BENCHMARKS.md.
+//!
+//! For each server — the minimal hyper server answering 204 (the ceiling), then `sluice serve`
+//! with the GA4 client and 1, 3 and 10 vendor tags — started pinned to CPU 0, and for each corpus
+//! hit (single, batched):
+//! 1. the maximum rate, closed loop over 64 keep-alive connections;
+//! 2. p50/p99 latency at 50% and 90% of that rate, open loop;
+//! 3. vendor calls per hit, counted by the fake vendor sink this process serves on loopback.
+//!
+//! Then, per server, 1,000 connections opened at once, one hit each, held open while the
+//! server's resident memory is read; and its peak RSS over the whole run.
+//!
+//! `sluice-load ceiling --listen ADDR` is the 204 server itself (the run starts it as a child).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sluice_benches::load::{self, Hit};
+use tokio::net::TcpListener;
+
+const CONNECTIONS: usize = 64;
+const HELD_CONNECTIONS: usize = 1000;
+
+struct Options {
+    sluice: PathBuf,
+    templates: PathBuf,
+    out: PathBuf,
+    seconds: u64,
+    tag_counts: Vec<usize>,
+    /// Pin each server to CPU 0 (`cargo xtask load` passes `--pin` when it pinned this process
+    /// to CPU 1).
+    pin: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    if args.first().map(String::as_str) == Some("ceiling") {
+        let addr: SocketAddr = flag("--listen").and_then(|a| a.parse().ok()).expect("ceiling --listen ADDR");
+        // Like `sluice serve`: tokio's multi-thread runtime, one worker per CPU it may use.
+        let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+        rt.block_on(async {
+            let listener = TcpListener::bind(addr).await.expect("bind");
+            load::answer_everything(listener, 204, "", Arc::default()).await;
+        });
+        return std::process::ExitCode::SUCCESS;
+    }
+    let (Some(sluice), Some(templates)) = (flag("--sluice"), flag("--templates")) else {
+        eprintln!("usage: sluice-load --sluice PATH --templates DIR [--out DIR] [--seconds N] [--tags 1,3,10] [--pin]\n(run it with `cargo xtask load`)");
+        return std::process::ExitCode::from(2);
+    };
+    let options = Options {
+        sluice: sluice.into(),
+        templates: templates.into(),
+        out: flag("--out").unwrap_or_else(|| "target/load".into()).into(),
+        seconds: flag("--seconds").and_then(|s| s.parse().ok()).unwrap_or(5),
+        tag_counts: flag("--tags")
+            .map(|t| t.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+            .unwrap_or_else(|| vec![1, 3, 10]),
+        pin: args.iter().any(|a| a == "--pin"),
+    };
+    rt.block_on(run(options))
+}
+
+/// A server under test: the child process and where it listens.
+struct Server {
+    name: String,
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn run(options: Options) -> std::process::ExitCode {
+    if let Err(e) = std::fs::create_dir_all(&options.out) {
+        eprintln!("cannot create {}: {e}", options.out.display());
+        return std::process::ExitCode::FAILURE;
+    }
+    let pinned = options.pin;
+    let sink_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the sink");
+    let sink_addr = sink_listener.local_addr().expect("sink address");
+    let vendor_calls = Arc::new(AtomicU64::new(0));
+    tokio::spawn(load::answer_everything(sink_listener, 200, load::SINK_ANSWER, vendor_calls.clone()));
+
+    let hits = Hit::corpus();
+    let seconds = Duration::from_secs(options.seconds);
+    println!(
+        "Load run: {} s per measurement, {CONNECTIONS} keep-alive connections, server {}, load generator and vendor sink on CPU 1.",
+        options.seconds,
+        if pinned { "pinned to CPU 0" } else { "NOT pinned (no taskset or one CPU): figures are not per-core" }
+    );
+    println!("Single hit: 1 event (ga4_03 add_to_cart). Batched hit: {} events (ga4_17).\n", hits[1].events);
+    println!("| server | hit | max hits/s | server CPU at max | of ceiling | p50 / p99 at 50% | p50 / p99 at 90% | vendor calls / hit | errors |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+
+    let mut servers: Vec<(String, Option<usize>)> = vec![("hyper 204 (ceiling)".into(), None)];
+    servers.extend(options.tag_counts.iter().map(|&n| (format!("sluice, {n} tag{}", if n == 1 { "" } else { "s" }), Some(n))));
+    let mut ceiling = [0.0f64; 2];
+    let mut memory = Vec::new();
+    for (name, tags) in servers {
+        let server = match start(&options, &name, tags, sink_addr, pinned).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        for (i, hit) in hits.iter().enumerate() {
+            // Warm-up: connections, pools and caches, the vendor connections of the server.
+            load::closed_loop(server.addr, hit, CONNECTIONS, Duration::from_secs(1)).await;
+            let cpu_before = cpu_seconds(server.child.id());
+            let calls_before = vendor_calls.load(Ordering::Relaxed);
+            let max = load::closed_loop(server.addr, hit, CONNECTIONS, seconds).await;
+            let cpu = (cpu_seconds(server.child.id()) - cpu_before) / seconds.as_secs_f64();
+            let calls = (vendor_calls.load(Ordering::Relaxed) - calls_before) as f64 / (max.per_sec * seconds.as_secs_f64()).max(1.0);
+            if tags.is_none() {
+                ceiling[i] = max.per_sec;
+            }
+            let half = load::open_loop(server.addr, hit, CONNECTIONS, max.per_sec * 0.5, seconds).await;
+            let most = load::open_loop(server.addr, hit, CONNECTIONS, max.per_sec * 0.9, seconds).await;
+            println!(
+                "| {name} | {} | {:.0} | {:.0}% | {} | {} / {} | {} / {} | {calls:.1} | {} |",
+                hit.label,
+                max.per_sec,
+                cpu * 100.0,
+                if ceiling[i] > 0.0 { format!("{:.1}%", 100.0 * max.per_sec / ceiling[i]) } else { "—".into() },
+                ms(half.p50),
+                ms(half.p99),
+                ms(most.p50),
+                ms(most.p99),
+                max.errors + half.errors + most.errors,
+            );
+        }
+        let (held, failed) = load::open_many(server.addr, &hits[0], HELD_CONNECTIONS).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss = proc_status_kb(server.child.id(), "VmRSS:");
+        let peak = proc_status_kb(server.child.id(), "VmHWM:");
+        drop(held);
+        memory.push((server.name.clone(), rss, peak, failed));
+    }
+    println!("\n| server | RSS with {HELD_CONNECTIONS} connections open | peak RSS over the run | hits failed of the {HELD_CONNECTIONS} sent at once |");
+    println!("|---|---|---|---|");
+    for (name, rss, peak, failed) in memory {
+        println!("| {name} | {:.1} MB | {:.1} MB | {failed} |", rss as f64 / 1024.0, peak as f64 / 1024.0);
+    }
+    println!("\nServer logs and configs: {}", options.out.display());
+    std::process::ExitCode::SUCCESS
+}
+
+/// Starts one server pinned to CPU 0 and waits until it accepts connections.
+async fn start(options: &Options, name: &str, tags: Option<usize>, sink: SocketAddr, pinned: bool) -> Result<Server, String> {
+    let addr = free_port().await?;
+    let slug: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let log = std::fs::File::create(options.out.join(format!("{slug}.log"))).map_err(|e| e.to_string())?;
+    let mut command = if pinned {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]);
+        c
+    } else {
+        Command::new("env")
+    };
+    match tags {
+        None => {
+            let me = std::env::current_exe().map_err(|e| e.to_string())?;
+            command.arg(me).args(["ceiling", "--listen", &addr.to_string()]);
+        }
+        Some(n) => {
+            let config = options.out.join(format!("{slug}.toml"));
+            std::fs::write(&config, sluice_config(&options.templates, n, sink)).map_err(|e| e.to_string())?;
+            command.arg(&options.sluice).args(["serve", "--config"]).arg(&config).args(["--listen", &addr.to_string()]);
+            command.env("LOAD_VENDOR_TOKEN", "load-token");
+        }
+    }
+    let stderr = log.try_clone().map_err(|e| e.to_string())?;
+    let child = command.stdout(log).stderr(stderr).stdin(Stdio::null()).spawn().map_err(|e| format!("cannot start: {e}"))?;
+    let mut server = Server { name: name.to_string(), child, addr };
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(server);
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            return Err(format!("exited with {status}; see its log in {}", options.out.display()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err("did not start listening within 60 s".into())
+}
+
+/// The container under load: the GA4 client and `n` vendor tags (Meta, TikTok, GA4, repeated,
+/// plus a webhook as the tenth), all pointed at the sink. Logging and the consent audit stay on,
+/// as in production (they go to the log file). Unset consent counts as granted — a site without
+/// a consent banner outside the EEA — so every tag runs for every event of both hits (the batched
+/// capture carries no consent signal): the heaviest load a hit can cause.
+fn sluice_config(templates: &Path, n: usize, sink: SocketAddr) -> String {
+    let wasm = |name: &str| templates.join(format!("{name}.wasm")).display().to_string();
+    let base = format!("http://{sink}");
+    let mut config = format!(
+        "[consent]\nunset = \"grant\"\n\n[outbound]\nallow_http = [\"{base}\"]\nallow_private = [\"127.0.0.1/32\"]\n\n\
+         [[client]]\nname = \"ga4\"\nwasm = \"{}\"\ngrants = {{ query = true, body = true, remote_address = true, request_headers = [\"user-agent\"] }}\n",
+        wasm("ga4-client")
+    );
+    let grant = |cookies: &str| format!("grants = {{ event_data = [\"*\"], cookies = [{cookies}], outbound = [\"{base}/\"] }}");
+    for i in 0..n {
+        let round = i / 3 + 1;
+        let tag = match (i, i % 3) {
+            (9, _) => format!("name = \"webhook\"\nwasm = \"{}\"\nparams = {{ url = \"{base}/webhook\" }}\ngrants = {{ event_data = [\"*\"], outbound = [\"{base}/\"] }}", wasm("webhook-tag")),
+            (_, 0) => format!(
+                "name = \"meta-{round}\"\nwasm = \"{}\"\nparams = {{ pixel_id = \"1{round}\", access_token = \"${{LOAD_VENDOR_TOKEN}}\", endpoint = \"{base}\" }}\n{}",
+                wasm("meta-capi-tag"),
+                grant("\"_fbp\", \"_fbc\"")
+            ),
+            (_, 1) => format!(
+                "name = \"tiktok-{round}\"\nwasm = \"{}\"\nparams = {{ pixel_code = \"C{round}\", access_token = \"${{LOAD_VENDOR_TOKEN}}\", endpoint = \"{base}\" }}\n{}",
+                wasm("tiktok-events-tag"),
+                grant("\"ttclid\", \"_ttp\"")
+            ),
+            _ => format!("name = \"ga4-{round}\"\nwasm = \"{}\"\nparams = {{ endpoint = \"{base}\" }}\n{}", wasm("ga4-tag"), grant("")),
+        };
+        config.push_str(&format!("\n[[tag]]\n{tag}\ntrigger = {{ events = [\"*\"] }}\n"));
+    }
+    config
+}
+
+async fn free_port() -> Result<SocketAddr, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    listener.local_addr().map_err(|e| e.to_string())
+}
+
+/// User + system CPU time of a process, in seconds (from /proc; 0 where unavailable).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
+    let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
+    ticks / 100.0
+}
+
+/// A `/proc/PID/status` line's value in kB (0 where unavailable).
+fn proc_status_kb(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
