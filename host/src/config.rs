@@ -235,7 +235,7 @@ impl ContainerConfig {
     /// Reads and validates a config file, resolving `${ENV_VAR}` from the process environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Read { file: path.to_path_buf(), source: e })?;
+            .map_err(|e| ConfigError::Read { file: path.to_path_buf(), error: e })?;
         Self::parse(&text, path, &|name| std::env::var(name).ok())
     }
 

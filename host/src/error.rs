@@ -7,12 +7,12 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{}: cannot read the container config: {source}", file.display())]
+    #[error("{}: cannot read the container config: {error}", file.display())]
     Read {
         /// The config file.
         file: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, not chained as a source, so it prints once).
+        error: std::io::Error,
     },
     /// The file is not valid TOML, or has unknown or mistyped keys.
     #[error("{}: {message}", file.display())]
@@ -42,14 +42,14 @@ pub enum LoadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The `.wasm` file could not be read.
-    #[error("{entry}: cannot read {}: {source} (build the templates with `cargo xtask templates`, or fix the `wasm` path)", path.display())]
+    #[error("{entry}: cannot read {}: {error} (build the templates with `cargo xtask templates`, or fix the `wasm` path)", path.display())]
     ReadWasm {
         /// Which entry.
         entry: String,
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, not chained as a source, so it prints once).
+        error: std::io::Error,
     },
     /// The file is not a Sluice template, or its manifest/params/grants do not fit the config.
     #[error("{entry}: {message}")]

@@ -35,7 +35,7 @@ use crate::consent::{self, AuditRecord, ConsentPolicy, ConsentState};
 use crate::engine::{CpuLimitExceeded, Runtime, Services};
 use crate::error::LoadError;
 use crate::outbound::{NetworkPolicy, Outbound};
-use crate::state::{Invocation, RequestData, ResponseDraft};
+use crate::state::{Invocation, RequestData, ResponseDraft, SharedEvent};
 use crate::template::{self, Template};
 use crate::trace::{EventTrace, Outcome, RequestTrace, TagRun};
 use crate::trigger::Trigger;
@@ -198,7 +198,7 @@ impl Container {
         let mut parsed = Vec::new();
         for (i, text) in events.iter().enumerate() {
             match serde_json::from_str::<Value>(text) {
-                Ok(event @ Value::Object(_)) => parsed.push(Arc::new(event)),
+                Ok(event @ Value::Object(_)) => parsed.push(event),
                 _ => trace.client_errors.push((client.template.name.clone(), format!("event {i} is not a JSON object; dropped"))),
             }
         }
@@ -230,7 +230,7 @@ impl Container {
         (draft, trace)
     }
 
-    async fn run_tags(&self, request: &Arc<RequestData>, response: &Arc<Mutex<ResponseDraft>>, events: Vec<Arc<Value>>) -> Vec<EventTrace> {
+    async fn run_tags(&self, request: &Arc<RequestData>, response: &Arc<Mutex<ResponseDraft>>, events: Vec<Value>) -> Vec<EventTrace> {
         let policy = &self.services.consent;
         let unset_grants = policy.unset_grants();
         let mut traces = Vec::with_capacity(events.len());
@@ -244,7 +244,7 @@ impl Container {
             // Consent is decided here, per event, before any tag is instantiated.
             let state = policy.resolve(&request.headers, &event, &request.id);
             let strip = !state.allows(Purpose::AdUserData, unset_grants);
-            let seen = if strip { Arc::new(policy.strip(&event)) } else { event.clone() };
+            let seen = Arc::new(SharedEvent::new(if strip { policy.strip(&event) } else { event }));
             let mut runs = Vec::with_capacity(matching.len());
             let mut blocked = Vec::new();
             for tag in &matching {
@@ -310,7 +310,7 @@ impl Container {
         tag: &TagEntry,
         request: &Arc<RequestData>,
         response: &Arc<Mutex<ResponseDraft>>,
-        event: &Arc<Value>,
+        event: &Arc<SharedEvent>,
         consent: ConsentState,
         personal_data_removed: bool,
     ) -> TagRun {
@@ -344,7 +344,7 @@ impl Container {
         template: &Arc<Template>,
         request: &Arc<RequestData>,
         response: &Arc<Mutex<ResponseDraft>>,
-        event: Option<Arc<Value>>,
+        event: Option<Arc<SharedEvent>>,
         (consent, personal_data_removed): (ConsentState, bool),
         call: impl for<'a> FnOnce(&'a mut Store<Invocation>) -> BoxFuture<'a, wasmtime::Result<T>> + Send,
     ) -> (Invoked<T>, Vec<sluice_manifest::Denial>) {

@@ -5,7 +5,7 @@
 //! host-mediated storage capability.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -96,6 +96,58 @@ impl CpuClock {
     }
 }
 
+/// An event as the tags matching it see it. Serialised and fingerprinted at most once, on first
+/// request, however many tags read it: tags of one event share this through an `Arc`.
+#[derive(Debug)]
+pub struct SharedEvent {
+    value: Value,
+    json: OnceLock<String>,
+    fingerprint: OnceLock<String>,
+}
+
+impl SharedEvent {
+    /// Wraps an event (a JSON object).
+    pub fn new(value: Value) -> Self {
+        SharedEvent { value, json: OnceLock::new(), fingerprint: OnceLock::new() }
+    }
+
+    /// The event.
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// The event as JSON text. serde_json's map keeps keys sorted, so the text is canonical.
+    pub fn json(&self) -> &str {
+        self.json.get_or_init(|| self.value.to_string())
+    }
+
+    /// Hex SHA-256 of [`Self::json`].
+    pub fn fingerprint(&self) -> &str {
+        self.fingerprint.get_or_init(|| {
+            use sha2::Digest;
+            format!("{:x}", sha2::Sha256::digest(self.json().as_bytes()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod shared_event_tests {
+    use super::SharedEvent;
+    use serde_json::json;
+
+    #[test]
+    fn the_fingerprint_is_the_sha256_of_the_canonical_json() {
+        let a = SharedEvent::new(json!({"event_name": "purchase", "value": 1, "client_id": "1.2"}));
+        let b = SharedEvent::new(json!({"client_id": "1.2", "value": 1, "event_name": "purchase"}));
+        let c = SharedEvent::new(json!({"event_name": "purchase", "value": 2, "client_id": "1.2"}));
+        assert_eq!(a.json(), r#"{"client_id":"1.2","event_name":"purchase","value":1}"#);
+        // As `printf '%s' '<the JSON above>' | sha256sum` gives it.
+        assert_eq!(a.fingerprint(), "63ad14aaf98f2c672e9429f4438453dec160fe796c7085c54ed66cf75a69a440");
+        assert_eq!(a.fingerprint(), b.fingerprint(), "key order does not matter");
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+}
+
 /// The per-invocation store data.
 pub struct Invocation {
     pub(crate) wasi: WasiCtx,
@@ -106,7 +158,7 @@ pub struct Invocation {
     pub(crate) services: Arc<crate::engine::Services>,
     pub(crate) request: Arc<RequestData>,
     pub(crate) response: Arc<Mutex<ResponseDraft>>,
-    pub(crate) event: Option<Arc<Value>>,
+    pub(crate) event: Option<Arc<SharedEvent>>,
     pub(crate) consent: ConsentState,
     /// `ad_user_data` is not granted: request reads hide the IP and click ids too.
     pub(crate) personal_data_removed: bool,

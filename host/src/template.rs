@@ -62,10 +62,10 @@ pub(crate) fn load(
     cfg: &TemplateConfig,
 ) -> Result<(Template, Component), LoadError> {
     let entry = format!("{kind} {:?}", cfg.name);
-    let bytes = std::fs::read(&cfg.wasm).map_err(|source| LoadError::ReadWasm {
+    let bytes = std::fs::read(&cfg.wasm).map_err(|error| LoadError::ReadWasm {
         entry: entry.clone(),
         path: cfg.wasm.clone(),
-        source,
+        error,
     })?;
     let fail = |message: String| LoadError::Template { entry: entry.clone(), message };
     let declaration = read_declaration(&bytes).map_err(|m| fail(format!("{}: {m}", cfg.wasm.display())))?;

@@ -193,6 +193,13 @@ impl Event {
     pub fn all(&self) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
         Ok(serde_json::from_str(&sys::event_all()?)?)
     }
+
+    /// A stable hash of the whole event (hex SHA-256 of its JSON, keys sorted), computed once
+    /// by the host for all tags: feed it to [`crate::identity::event_id`]. Needs
+    /// `event_data = ["*"]`.
+    pub fn fingerprint(&self) -> Result<String, Error> {
+        sys::event_fingerprint()
+    }
 }
 
 /// The visitor's consent (tags only).

@@ -290,13 +290,13 @@ mod tests {
 
 /// A deduplication id for an event: its own `event_id` when the site set one (so the browser
 /// pixel and the server event deduplicate at the vendor), else one derived from the event's
-/// content, so a retry of the same hit never creates a second conversion.
-pub fn event_id(event: &serde_json::Map<String, serde_json::Value>) -> String {
+/// content — its `fingerprint` ([`crate::Event::fingerprint`], which the host computes once per
+/// event, natively) — so a retry of the same hit never creates a second conversion.
+pub fn event_id(event: &serde_json::Map<String, serde_json::Value>, fingerprint: &str) -> String {
     match event.get("event_id") {
         Some(serde_json::Value::String(id)) if !id.is_empty() => id.clone(),
         Some(serde_json::Value::Number(n)) => n.to_string(),
-        // serde_json's map is ordered by key, so the same event always serialises the same way.
-        _ => sha256_hex(&serde_json::Value::Object(event.clone()).to_string())[..32].to_string(),
+        _ => fingerprint.chars().take(32).collect(),
     }
 }
 
@@ -306,16 +306,47 @@ mod event_id_tests {
     use serde_json::json;
 
     #[test]
-    fn the_sites_id_wins_else_the_content_decides() {
+    fn the_sites_id_wins_else_the_fingerprint_decides() {
+        let fingerprint = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
         let with = json!({"event_name": "purchase", "event_id": "T-1"});
-        assert_eq!(event_id(with.as_object().expect("object")), "T-1");
-        let a = json!({"event_name": "purchase", "value": 1, "client_id": "1.2"});
-        let b = json!({"client_id": "1.2", "value": 1, "event_name": "purchase"});
-        let c = json!({"event_name": "purchase", "value": 2, "client_id": "1.2"});
-        let id = |v: &serde_json::Value| event_id(v.as_object().expect("object"));
-        assert_eq!(id(&a), id(&b), "same content, same id, whatever the key order");
-        assert_ne!(id(&a), id(&c));
-        assert_eq!(id(&a).len(), 32);
+        assert_eq!(event_id(with.as_object().expect("object"), fingerprint), "T-1");
+        let numeric = json!({"event_name": "purchase", "event_id": 42});
+        assert_eq!(event_id(numeric.as_object().expect("object"), fingerprint), "42");
+        let without = json!({"event_name": "purchase", "event_id": ""});
+        assert_eq!(event_id(without.as_object().expect("object"), fingerprint), &fingerprint[..32]);
+    }
+
+    #[test]
+    fn the_mock_fingerprint_depends_on_content_not_key_order() {
+        use crate::{Error, Kind, Manifest, Permissions, Tag, TagHost, mock::MockHost};
+        /// Logs the event's fingerprint.
+        struct Fingerprint;
+        impl Tag for Fingerprint {
+            const MANIFEST: Manifest = Manifest {
+                kind: Kind::Tag,
+                name: "fingerprint",
+                version: "0",
+                description: "",
+                permissions: Permissions { event_data: &["*"], logging: true, ..Permissions::NONE },
+                consent: &[],
+                parameters: &[],
+            };
+            fn fire(host: &TagHost) -> Result<(), Error> {
+                host.log().info(&host.event().fingerprint()?);
+                Ok(())
+            }
+        }
+        let fingerprint = |event: serde_json::Value| {
+            let mut mock = MockHost::new().event(event);
+            mock.run_tag::<Fingerprint>().expect("granted");
+            mock.logs()[0].1.clone()
+        };
+        let a = fingerprint(json!({"event_name": "purchase", "value": 1, "client_id": "1.2"}));
+        let b = fingerprint(json!({"client_id": "1.2", "value": 1, "event_name": "purchase"}));
+        let c = fingerprint(json!({"event_name": "purchase", "value": 2, "client_id": "1.2"}));
+        assert_eq!(a, b, "same content, same fingerprint, whatever the key order");
+        assert_ne!(a, c);
+        assert_eq!(a.len(), 64);
     }
 }
 

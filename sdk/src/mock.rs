@@ -374,6 +374,10 @@ pub(crate) mod sys {
     pub(crate) fn event_all() -> Result<String, Error> {
         with(|s| allowed(s, |g| g.check_all_event_data()).map(|()| s.event.to_string()))
     }
+    /// As the host computes it: SHA-256 of the event's JSON (serde_json sorts the keys).
+    pub(crate) fn event_fingerprint() -> Result<String, Error> {
+        with(|s| allowed(s, |g| g.check_all_event_data()).map(|()| crate::identity::sha256_hex(&s.event.to_string())))
+    }
     pub(crate) fn consent_status(purpose: Purpose) -> Result<ConsentStatus, Error> {
         with(|s| {
             allowed(s, |g| g.check_consent())?;

@@ -116,6 +116,10 @@ async fn meta_receives_valid_hashed_events_for_consented_hits_only() {
     assert_eq!(data["user"]["email"], "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f");
     assert_eq!(data["user"]["ip"], "203.0.113.77");
     assert_eq!(data["properties"]["contents"][0]["content_id"], "SKU_12345");
+    // The hit has no event_id: both derive one from the host's fingerprint of the same event.
+    let id = event["event_id"].as_str().expect("Meta got an event_id");
+    assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    assert_eq!(data["event_id"], id, "Meta and TikTok deduplicate with the same id");
 
     // GA4 needs analytics_storage, granted on the first hit only (13r... vs 13p...).
     let web = vendor.received_at("/g/collect");

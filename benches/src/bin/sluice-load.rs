@@ -57,7 +57,8 @@ fn main() -> std::process::ExitCode {
     };
     let options = Options {
         sluice: sluice.into(),
-        templates: templates.into(),
+        // The server resolves `wasm` paths relative to its config file, which lives in `--out`.
+        templates: std::path::absolute(&templates).unwrap_or_else(|_| templates.into()),
         out: flag("--out").unwrap_or_else(|| "target/load".into()).into(),
         seconds: flag("--seconds").and_then(|s| s.parse().ok()).unwrap_or(5),
         tag_counts: flag("--tags")

@@ -150,6 +150,10 @@ pub(crate) fn event_all() -> Result<String, Error> {
     wit::event::all().map_err(err)
 }
 #[cfg(feature = "tag")]
+pub(crate) fn event_fingerprint() -> Result<String, Error> {
+    wit::event::fingerprint().map_err(err)
+}
+#[cfg(feature = "tag")]
 pub(crate) fn consent_status(purpose: Purpose) -> Result<ConsentStatus, Error> {
     use wit::types::Purpose as P;
     let p = match purpose {
@@ -176,6 +180,10 @@ pub(crate) fn event_get(_: &str) -> Result<Option<String>, Error> {
 }
 #[cfg(not(feature = "tag"))]
 pub(crate) fn event_all() -> Result<String, Error> {
+    Err(Error::Invalid("event data is only available to tags".into()))
+}
+#[cfg(not(feature = "tag"))]
+pub(crate) fn event_fingerprint() -> Result<String, Error> {
     Err(Error::Invalid("event data is only available to tags".into()))
 }
 #[cfg(not(feature = "tag"))]

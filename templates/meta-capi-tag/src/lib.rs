@@ -65,7 +65,8 @@ impl Tag for MetaCapi {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let cookies = Cookies { fbp: host.request().cookie("_fbp").ok().flatten(), fbc: host.request().cookie("_fbc").ok().flatten() };
         let calling_code = config.str("phone_calling_code");
-        let server_event = server_event(&event, &cookies, now_ms, calling_code.as_deref(), &config.str("action_source").unwrap_or_else(|| "website".into()))?;
+        let mut server_event = server_event(&event, &cookies, now_ms, calling_code.as_deref(), &config.str("action_source").unwrap_or_else(|| "website".into()))?;
+        server_event["event_id"] = json!(identity::event_id(&event, &host.event().fingerprint()?));
 
         if config.get::<bool>("set_cookies")?.unwrap_or(true) {
             set_cookies(host, &server_event, &cookies, now_ms);
@@ -119,7 +120,8 @@ pub fn meta_event_name(ga4: &str) -> &str {
     }
 }
 
-/// Builds the Meta server event for one sGTM event.
+/// Builds the Meta server event for one sGTM event, all but its `event_id` (which needs the
+/// host's [`sluice_sdk::Event::fingerprint`]; `fire` adds it).
 pub fn server_event(
     event: &Map<String, Value>,
     cookies: &Cookies,
@@ -206,7 +208,6 @@ pub fn server_event(
     let mut out = json!({
         "event_name": meta_event_name(name),
         "event_time": event_time,
-        "event_id": identity::event_id(event),
         "action_source": action_source,
         "user_data": user,
     });

@@ -55,7 +55,8 @@ impl Tag for TikTokEvents {
         let request = host.request();
         let cookies = (request.cookie("ttclid").ok().flatten(), request.cookie("_ttp").ok().flatten());
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let data = tiktok_event(&event, &cookies, now, config.str("phone_calling_code").as_deref())?;
+        let mut data = tiktok_event(&event, &cookies, now, config.str("phone_calling_code").as_deref())?;
+        data["event_id"] = json!(identity::event_id(&event, &host.event().fingerprint()?));
         let mut body = json!({
             "event_source": "web",
             "event_source_id": config.require_str("pixel_code")?,
@@ -113,7 +114,8 @@ fn ttclid(event: &Map<String, Value>, cookie: Option<&str>) -> Option<String> {
     from_page.or(from_referrer).or_else(|| cookie.filter(|c| !c.is_empty()).map(str::to_string))
 }
 
-/// Builds TikTok's `data[]` entry for one sGTM event. `cookies` = (`ttclid`, `_ttp`).
+/// Builds TikTok's `data[]` entry for one sGTM event, all but its `event_id` (`fire` adds it from
+/// the host's [`sluice_sdk::Event::fingerprint`]). `cookies` = (`ttclid`, `_ttp`).
 pub fn tiktok_event(
     event: &Map<String, Value>,
     cookies: &(Option<String>, Option<String>),
@@ -186,7 +188,6 @@ pub fn tiktok_event(
     Ok(json!({
         "event": tiktok_event_name(name),
         "event_time": event_time,
-        "event_id": identity::event_id(event),
         "page": page,
         "user": user,
         "properties": properties,
