@@ -130,24 +130,6 @@ impl SharedEvent {
     }
 }
 
-#[cfg(test)]
-mod shared_event_tests {
-    use super::SharedEvent;
-    use serde_json::json;
-
-    #[test]
-    fn the_fingerprint_is_the_sha256_of_the_canonical_json() {
-        let a = SharedEvent::new(json!({"event_name": "purchase", "value": 1, "client_id": "1.2"}));
-        let b = SharedEvent::new(json!({"client_id": "1.2", "value": 1, "event_name": "purchase"}));
-        let c = SharedEvent::new(json!({"event_name": "purchase", "value": 2, "client_id": "1.2"}));
-        assert_eq!(a.json(), r#"{"client_id":"1.2","event_name":"purchase","value":1}"#);
-        // As `printf '%s' '<the JSON above>' | sha256sum` gives it.
-        assert_eq!(a.fingerprint(), "63ad14aaf98f2c672e9429f4438453dec160fe796c7085c54ed66cf75a69a440");
-        assert_eq!(a.fingerprint(), b.fingerprint(), "key order does not matter");
-        assert_ne!(a.fingerprint(), c.fingerprint());
-    }
-}
-
 /// The per-invocation store data.
 pub struct Invocation {
     pub(crate) wasi: WasiCtx,
@@ -199,5 +181,23 @@ impl Invocation {
     /// The shared response, tolerating a poisoned lock (writes are single assignments).
     pub(crate) fn response(&self) -> std::sync::MutexGuard<'_, ResponseDraft> {
         self.response.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod shared_event_tests {
+    use super::SharedEvent;
+    use serde_json::json;
+
+    #[test]
+    fn the_fingerprint_is_the_sha256_of_the_canonical_json() {
+        let a = SharedEvent::new(json!({"event_name": "purchase", "value": 1, "client_id": "1.2"}));
+        let b = SharedEvent::new(json!({"client_id": "1.2", "value": 1, "event_name": "purchase"}));
+        let c = SharedEvent::new(json!({"event_name": "purchase", "value": 2, "client_id": "1.2"}));
+        assert_eq!(a.json(), r#"{"client_id":"1.2","event_name":"purchase","value":1}"#);
+        // As `printf '%s' '<the JSON above>' | sha256sum` gives it.
+        assert_eq!(a.fingerprint(), "63ad14aaf98f2c672e9429f4438453dec160fe796c7085c54ed66cf75a69a440");
+        assert_eq!(a.fingerprint(), b.fingerprint(), "key order does not matter");
+        assert_ne!(a.fingerprint(), c.fingerprint());
     }
 }

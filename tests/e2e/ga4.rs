@@ -1,7 +1,7 @@
 //! Real GA4 hits from the corpus, sent to the real server, arrive at a tag as sGTM event data.
 
 use serde_json::Value;
-use sluice_tests::{FakeVendor, TestServer, corpus, corpus_batched_hit, corpus_hit_query, loopback_outbound, template};
+use sluice_tests::{FakeVendor, TestServer, corpus_batched_hit, corpus_hit_query, loopback_outbound, template};
 
 fn config(vendor: &FakeVendor) -> String {
     format!(
