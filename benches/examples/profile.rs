@@ -19,6 +19,9 @@ fn main() {
     for _ in 0..iterations {
         let (_, trace) = rt.block_on(container.handle(sluice_benches::request(&query)));
         for run in trace.events.iter().flat_map(|e| &e.tags) {
+            if per_tag.len() < trace.events.iter().map(|e| e.tags.len()).sum() {
+                println!("  tag {}: {} {:?}", run.tag, run.outcome, run.denials);
+            }
             *per_tag.entry(run.tag.clone()).or_default() += run.duration.as_secs_f64() * 1e6;
         }
     }

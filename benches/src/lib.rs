@@ -40,7 +40,7 @@ fn vendor_container(tags: usize, noop: bool) -> Arc<Container> {
     let sink = "http://127.0.0.9:9";
     let all = [
         format!(
-            "[[tag]]\nname = \"meta\"\nwasm = \"{}\"\ntrigger = {{ events = [\"*\"] }}\nparams = {{ pixel_id = \"1\", access_token = \"${{TEST_SECRET}}\", endpoint = \"{sink}\" }}\ngrants = {{ event_data = [\"*\"], cookies = [\"_fbp\", \"_fbc\"], outbound = [\"{sink}/\"] }}\n",
+            "[[tag]]\nname = \"meta\"\nwasm = \"{}\"\ntrigger = {{ events = [\"*\"] }}\nparams = {{ pixel_id = \"1\", access_token = \"${{TEST_SECRET}}\", endpoint = \"{sink}\" }}\ngrants = {{ event_data = [\"*\"], cookies = [\"_fbp\", \"_fbc\"], response_cookies = [\"_fbp\", \"_fbc\"], outbound = [\"{sink}/\"] }}\n",
             template("meta-capi-tag").display()
         ),
         format!(

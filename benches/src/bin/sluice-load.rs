@@ -211,7 +211,10 @@ fn sluice_config(templates: &Path, n: usize, sink: SocketAddr) -> String {
          [[client]]\nname = \"ga4\"\nwasm = \"{}\"\ngrants = {{ query = true, body = true, remote_address = true, request_headers = [\"user-agent\"] }}\n",
         wasm("ga4-client")
     );
-    let grant = |cookies: &str| format!("grants = {{ event_data = [\"*\"], cookies = [{cookies}], outbound = [\"{base}/\"] }}");
+    // What each template declares, as an operator would grant it (the Meta tag sets its cookies).
+    let grant = |cookies: &str, response_cookies: &str| {
+        format!("grants = {{ event_data = [\"*\"], cookies = [{cookies}], response_cookies = [{response_cookies}], outbound = [\"{base}/\"] }}")
+    };
     for i in 0..n {
         let round = i / 3 + 1;
         let tag = match (i, i % 3) {
@@ -219,14 +222,14 @@ fn sluice_config(templates: &Path, n: usize, sink: SocketAddr) -> String {
             (_, 0) => format!(
                 "name = \"meta-{round}\"\nwasm = \"{}\"\nparams = {{ pixel_id = \"1{round}\", access_token = \"${{LOAD_VENDOR_TOKEN}}\", endpoint = \"{base}\" }}\n{}",
                 wasm("meta-capi-tag"),
-                grant("\"_fbp\", \"_fbc\"")
+                grant("\"_fbp\", \"_fbc\"", "\"_fbp\", \"_fbc\"")
             ),
             (_, 1) => format!(
                 "name = \"tiktok-{round}\"\nwasm = \"{}\"\nparams = {{ pixel_code = \"C{round}\", access_token = \"${{LOAD_VENDOR_TOKEN}}\", endpoint = \"{base}\" }}\n{}",
                 wasm("tiktok-events-tag"),
-                grant("\"ttclid\", \"_ttp\"")
+                grant("\"ttclid\", \"_ttp\"", "")
             ),
-            _ => format!("name = \"ga4-{round}\"\nwasm = \"{}\"\nparams = {{ endpoint = \"{base}\" }}\n{}", wasm("ga4-tag"), grant("")),
+            _ => format!("name = \"ga4-{round}\"\nwasm = \"{}\"\nparams = {{ endpoint = \"{base}\" }}\n{}", wasm("ga4-tag"), grant("", "")),
         };
         config.push_str(&format!("\n[[tag]]\n{tag}\ntrigger = {{ events = [\"*\"] }}\n"));
     }
