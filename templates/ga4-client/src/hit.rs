@@ -9,14 +9,22 @@
 //! The key mapping follows the event models sGTM's own GA4 client produces
 //! (`shared/reference/domain.md` §4.3; `shared/corpus/eventmodel/`).
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Number, Value};
 
 /// Why a hit was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid(pub String);
 
-/// One decoded `key=value` pair.
-type Param = (String, String);
+/// One decoded `key=value` pair. Borrowed from the hit unless it had to be unescaped (most
+/// keys and many values do not), so parsing allocates little beyond the events themselves.
+type Param<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+/// The last value of `key` (later duplicates win, as in GA4).
+fn get<'p>(params: &'p [Param<'_>], key: &str) -> Option<&'p str> {
+    params.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
+}
 
 /// Parses a hit's query string and body into events.
 pub fn parse(query: &str, body: &[u8]) -> Result<Vec<Map<String, Value>>, Invalid> {
@@ -24,8 +32,7 @@ pub fn parse(query: &str, body: &[u8]) -> Result<Vec<Map<String, Value>>, Invali
     let body = std::str::from_utf8(body).map_err(|_| Invalid("body is not UTF-8".into()))?;
     let lines: Vec<&str> = body.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect();
 
-    let get = |params: &[Param], key: &str| params.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-    if get(&shared, "v").as_deref() != Some("2") && !lines.iter().any(|l| get(&decode(l.as_bytes()), "v").as_deref() == Some("2")) {
+    if get(&shared, "v") != Some("2") && !lines.iter().any(|l| get(&decode(l.as_bytes()), "v") == Some("2")) {
         return Err(Invalid("not a GA4 hit: protocol version v=2 is missing".into()));
     }
 
@@ -50,10 +57,10 @@ pub fn parse(query: &str, body: &[u8]) -> Result<Vec<Map<String, Value>>, Invali
         .iter()
         .enumerate()
         .map(|(i, params)| {
-            if get(params, "tid").is_none_or(|t| t.is_empty()) {
+            if get(params, "tid").is_none_or(str::is_empty) {
                 return Err(Invalid("not a GA4 hit: measurement id tid is missing".into()));
             }
-            if get(params, "en").is_none_or(|e| e.is_empty()) {
+            if get(params, "en").is_none_or(str::is_empty) {
                 return Err(Invalid(format!("event {i} has no event name (en)")));
             }
             Ok(event(params))
@@ -61,8 +68,8 @@ pub fn parse(query: &str, body: &[u8]) -> Result<Vec<Map<String, Value>>, Invali
         .collect()
 }
 
-fn decode(bytes: &[u8]) -> Vec<Param> {
-    form_urlencoded::parse(bytes).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+fn decode(bytes: &[u8]) -> Vec<Param<'_>> {
+    form_urlencoded::parse(bytes).collect()
 }
 
 /// Builds one event from its parameters (later duplicates win).
@@ -71,8 +78,8 @@ fn event(params: &[Param]) -> Map<String, Value> {
     let mut items: Vec<(u32, Map<String, Value>)> = Vec::new();
     let mut hints = Map::new();
     for (key, value) in params {
-        let key = key.as_str();
-        let value = value.as_str();
+        let key = key.as_ref();
+        let value = value.as_ref();
         match key {
             "en" => set(&mut ev, "event_name", text(value)),
             "cid" => set(&mut ev, "client_id", text(value)),
