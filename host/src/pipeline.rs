@@ -101,7 +101,7 @@ impl Container {
         };
         let mut clients = Vec::new();
         for c in &config.clients {
-            let (template, component) = template::load(&runtime.engine, Kind::Client, &c.template)?;
+            let (template, component) = template::load(&runtime.engine, runtime.limits.memory_mb, Kind::Client, &c.template)?;
             let entry = format!("client {:?}", c.template.name);
             let pre = runtime.client_linker.instantiate_pre(&component).map_err(|e| pre_err(&entry, e))?;
             let pre = ClientPre::new(pre).map_err(|e| pre_err(&entry, e))?;
@@ -109,7 +109,7 @@ impl Container {
         }
         let mut tags = Vec::new();
         for t in &config.tags {
-            let (template, component) = template::load(&runtime.engine, Kind::Tag, &t.template)?;
+            let (template, component) = template::load(&runtime.engine, runtime.limits.memory_mb, Kind::Tag, &t.template)?;
             let entry = format!("tag {:?}", t.template.name);
             let pre = runtime.tag_linker.instantiate_pre(&component).map_err(|e| pre_err(&entry, e))?;
             let pre = TagPre::new(pre).map_err(|e| pre_err(&entry, e))?;

@@ -55,9 +55,25 @@ pub fn read_declaration(bytes: &[u8]) -> Result<Declaration, String> {
     Err("has no Sluice manifest: it was not built with sluice-sdk's export_client!/export_tag!".into())
 }
 
+/// The largest initial linear memory among the component's core modules, in bytes.
+pub fn initial_memory_bytes(bytes: &[u8]) -> Result<u64, String> {
+    let mut largest = 0u64;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        if let wasmparser::Payload::MemorySection(memories) = payload.map_err(|e| format!("not a WebAssembly file: {e}"))? {
+            for memory in memories {
+                let memory = memory.map_err(|e| format!("invalid memory section: {e}"))?;
+                let page = 1u64 << memory.page_size_log2.unwrap_or(16);
+                largest = largest.max(memory.initial.saturating_mul(page));
+            }
+        }
+    }
+    Ok(largest)
+}
+
 /// Reads, checks and compiles one configured template.
 pub(crate) fn load(
     engine: &wasmtime::Engine,
+    memory_mb: u64,
     kind: Kind,
     cfg: &TemplateConfig,
 ) -> Result<(Template, Component), LoadError> {
@@ -76,6 +92,14 @@ pub(crate) fn load(
             declaration.kind,
             declaration.name,
             declaration.kind
+        )));
+    }
+    let initial = initial_memory_bytes(&bytes).map_err(|m| fail(format!("{}: {m}", cfg.wasm.display())))?;
+    if initial > memory_mb.saturating_mul(1 << 20) {
+        return Err(fail(format!(
+            "starts with {:.1} MiB of linear memory, more than [limits] memory_mb = {memory_mb}: raise memory_mb to at least {}",
+            initial as f64 / f64::from(1 << 20),
+            initial.div_ceil(1 << 20)
         )));
     }
     let params = check_params(&declaration, &cfg.params).map_err(fail)?;

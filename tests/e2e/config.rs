@@ -34,6 +34,10 @@ fn config_mistakes_stop_the_host_at_start_naming_entry_and_fix() {
     let msg = load_error(&webhook(""));
     assert!(msg.contains("parameter \"url\" is required"), "{msg}");
 
+    // The bundled templates start with 4 MiB of linear memory; a smaller cap could never run them.
+    let msg = load_error(&format!("[limits]\nmemory_mb = 2\n\n{}", webhook("url = \"https://x.example/\"")));
+    assert!(msg.contains("client \"collect\"") && msg.contains("memory_mb = 2") && msg.contains("at least 4"), "{msg}");
+
     let msg = load_error(&webhook("url = \"https://x.example/\", token = \"written-in-clear\""));
     assert!(msg.contains("\"token\" is a secret") && msg.contains("${ENV_VAR}"), "{msg}");
     assert!(!msg.contains("written-in-clear"), "the secret itself is not echoed: {msg}");
