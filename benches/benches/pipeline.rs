@@ -5,16 +5,20 @@
 //!   production, with its host calls).
 //! * `parse/ga4_hit`: the GA4 hit parser alone, natively, for comparison.
 //!
-//! Before criterion runs, a percentile table (median, p99 over 5,000 iterations after a
-//! warm-up) is printed for the pipeline configurations: criterion reports central estimates,
-//! and the tail matters for a server.
+//! Before criterion runs, two percentile tables (median, p99 over 5,000 hits after a warm-up)
+//! are printed: the pipeline configurations, and each tag's invocation as the request trace
+//! timed it (instantiate + call + drop, its host calls included). Criterion reports central
+//! estimates; the tail matters for a server.
 //!
 //! Run: `cargo bench -p sluice-benches` (see BENCHMARKS.md).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sluice_benches::{container, ga4_hit_query, noop_tag_container, request};
+use sluice::Container;
+use sluice_benches::{container, ga4_hit_query, noop_tag_container, request, webhook_container};
 
 /// Minor page faults of this process so far (field 10 of /proc/self/stat; 0 where unavailable).
 /// Unlike time, a count is not disturbed by the other tenants of a shared machine.
@@ -25,17 +29,29 @@ fn minor_faults() -> u64 {
     after.split_whitespace().nth(7).and_then(|f| f.parse().ok()).unwrap_or(0)
 }
 
+/// Median and p99 of `samples` (µs), sorting them.
+fn median_p99(samples: &mut [f64]) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    (samples[samples.len() / 2], samples[samples.len() * 99 / 100])
+}
+
 fn percentiles(c: &mut Criterion) {
     let _ = c;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let query = ga4_hit_query();
-    println!("\n| pipeline (1 GA4 hit) | median µs | p99 µs | per added tag µs (median) | minor page faults / hit |");
-    println!("|---|---|---|---|---|");
-    let mut previous: Option<f64> = None;
-    let mut baseline = 0.0;
-    for tags in [0usize, 1, 3, 99] {
-        let noop = tags == 99;
-        let container = if noop { noop_tag_container() } else { container(tags) };
+    let configs: [(&str, Arc<Container>); 6] = [
+        ("GA4 client only", container(0)),
+        ("GA4 client + 1 vendor tag (Meta)", container(1)),
+        ("GA4 client + 3 vendor tags", container(3)),
+        ("GA4 client + webhook tag", webhook_container()),
+        ("GA4 client + no-op tag", noop_tag_container()),
+        // Repeated last, so a drift of the machine during the run shows.
+        ("GA4 client only (again)", container(0)),
+    ];
+    println!("\n| pipeline (1 GA4 hit) | median µs | p99 µs | minor page faults / hit |");
+    println!("|---|---|---|---|");
+    let mut invocations: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for (label, container) in configs {
         for _ in 0..500 {
             rt.block_on(container.handle(request(&query)));
         }
@@ -43,24 +59,23 @@ fn percentiles(c: &mut Criterion) {
         let mut samples: Vec<f64> = (0..5000)
             .map(|_| {
                 let start = Instant::now();
-                rt.block_on(container.handle(request(&query)));
-                start.elapsed().as_secs_f64() * 1e6
+                let (_, trace) = rt.block_on(container.handle(request(&query)));
+                let elapsed = start.elapsed().as_secs_f64() * 1e6;
+                for run in trace.events.iter().flat_map(|e| &e.tags) {
+                    invocations.entry(run.tag.clone()).or_default().push(run.duration.as_secs_f64() * 1e6);
+                }
+                elapsed
             })
             .collect();
         let faults = (minor_faults() - faults_before) as f64 / 5000.0;
-        samples.sort_by(f64::total_cmp);
-        let median = samples[samples.len() / 2];
-        let p99 = samples[samples.len() * 99 / 100];
-        if noop {
-            println!("| GA4 client + 1 no-op tag | {median:.1} | {p99:.1} | {:.1} | {faults:.1} |", median - baseline);
-            continue;
-        }
-        let per_tag = previous.map_or("—".to_string(), |p| format!("{:.1}", (median - p) / if tags == 3 { 2.0 } else { 1.0 }));
-        println!("| GA4 client + {tags} vendor tag(s) | {median:.1} | {p99:.1} | {per_tag} | {faults:.1} |");
-        if tags == 0 {
-            baseline = median;
-        }
-        previous = Some(median);
+        let (median, p99) = median_p99(&mut samples);
+        println!("| {label} | {median:.1} | {p99:.1} | {faults:.1} |");
+    }
+    println!("\n| tag invocation (instantiate + call + drop, from the request trace) | median µs | p99 µs |");
+    println!("|---|---|---|");
+    for (tag, mut samples) in invocations {
+        let (median, p99) = median_p99(&mut samples);
+        println!("| {tag} | {median:.1} | {p99:.1} |");
     }
     println!();
 }

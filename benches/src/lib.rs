@@ -26,16 +26,30 @@ pub fn request(query: &str) -> sluice::state::RequestData {
 
 /// The GA4 client plus `tags` vendor tags (0 to 3: Meta, TikTok, GA4), audit off.
 pub fn container(tags: usize) -> Arc<Container> {
-    vendor_container(tags, false)
+    vendor_container(tags, Extra::None)
 }
 
 /// The GA4 client plus one tag that returns at once (the probe tag in `fail` mode): the cost of
 /// instantiating, calling and dropping a tag with almost no work inside.
 pub fn noop_tag_container() -> Arc<Container> {
-    vendor_container(0, true)
+    vendor_container(0, Extra::Noop)
 }
 
-fn vendor_container(tags: usize, noop: bool) -> Arc<Container> {
+/// The GA4 client plus the bundled webhook tag (reads the whole event, POSTs it as JSON): a
+/// realistic small template.
+pub fn webhook_container() -> Arc<Container> {
+    vendor_container(0, Extra::Webhook)
+}
+
+/// A tag added after the vendor tags.
+#[derive(Clone, Copy, PartialEq)]
+enum Extra {
+    None,
+    Noop,
+    Webhook,
+}
+
+fn vendor_container(tags: usize, extra: Extra) -> Arc<Container> {
     // 127.0.0.9 is loopback and not in allow_private: every send stops at the choke point.
     let sink = "http://127.0.0.9:9";
     let all = [
@@ -56,13 +70,16 @@ fn vendor_container(tags: usize, noop: bool) -> Arc<Container> {
         "[outbound]\nallow_http = [\"http://127.0.0.9\"]\n[consent]\naudit = \"off\"\n\n[[client]]\nname = \"ga4\"\nwasm = \"{}\"\ngrants = {{ query = true, body = true, remote_address = true, request_headers = [\"user-agent\"] }}\n{}",
         template("ga4-client").display(),
         all[..tags].concat()
-            + &if noop {
-                format!(
+            + &match extra {
+                Extra::None => String::new(),
+                Extra::Noop => format!(
                     "[[tag]]\nname = \"noop\"\nwasm = \"{}\"\ntrigger = {{ events = [\"*\"] }}\nparams = {{ sink = \"{sink}/\", label = \"n\", mode = \"fail\" }}\n",
                     template("probe-tag").display()
-                )
-            } else {
-                String::new()
+                ),
+                Extra::Webhook => format!(
+                    "[[tag]]\nname = \"webhook\"\nwasm = \"{}\"\ntrigger = {{ events = [\"*\"] }}\nparams = {{ url = \"{sink}/hook\" }}\ngrants = {{ event_data = [\"*\"], outbound = [\"{sink}/\"] }}\n",
+                    template("webhook-tag").display()
+                ),
             }
     );
     let config = parse_config(&config).unwrap_or_else(|e| panic!("{e}"));
