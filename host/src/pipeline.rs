@@ -13,7 +13,11 @@
 //!    runs in its own fresh instance; a failure, trap, CPU or memory overrun, or timeout is
 //!    recorded and costs only that tag.
 //! 4. The response goes out after the tags finish (tags may set cookies), unless the client is
-//!    configured to `respond_before_tags`, in which case tags run in the background.
+//!    configured to `respond_before_tags`, in which case tags run in the background. Background
+//!    work is bounded: at most half of `[limits] max_concurrent` requests' tags at once, so
+//!    background tags waiting on a slow vendor never hold every instance slot the clients need.
+//!    When it is full, the next request runs its tags before answering: a slow vendor slows the
+//!    senders down (backpressure) instead of growing a queue in memory.
 //!
 //! Every step lands in a [`RequestTrace`], logged as one line per request.
 
@@ -63,6 +67,8 @@ pub struct Container {
     server: ServerConfig,
     next_id: AtomicU64,
     background: TaskTracker,
+    /// Requests whose tags may run in the background at once (see the module docs).
+    background_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Container {
@@ -138,6 +144,7 @@ impl Container {
             server: config.server.clone(),
             next_id: AtomicU64::new(1),
             background: TaskTracker::new(),
+            background_slots: Arc::new(tokio::sync::Semaphore::new((config.limits.max_concurrent as usize / 2).max(1))),
         })
     }
 
@@ -203,7 +210,13 @@ impl Container {
             }
         }
 
-        if client.respond_before_tags {
+        let background_slot = if client.respond_before_tags {
+            // Full: answer after the tags, like a client without respond_before_tags.
+            self.background_slots.clone().try_acquire_owned().ok()
+        } else {
+            None
+        };
+        if let Some(slot) = background_slot {
             let draft = {
                 let mut r = response.lock().unwrap_or_else(|p| p.into_inner());
                 r.sent = true;
@@ -217,6 +230,7 @@ impl Container {
                 bg_trace.events = this.run_tags(&request, &response, parsed).await;
                 bg_trace.duration = started.elapsed();
                 bg_trace.log();
+                drop(slot);
             });
             trace.duration = started.elapsed();
             return (draft, trace);

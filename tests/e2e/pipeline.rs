@@ -150,6 +150,31 @@ async fn respond_before_tags_answers_while_the_vendor_is_still_busy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_tags_are_bounded_and_a_full_background_slows_the_sender() {
+    let vendor = FakeVendor::start().await;
+    let client = probe_client("c", 0, "/hit", "claim").replace("priority = 0", "priority = 0\nrespond_before_tags = true");
+    let tag = probe_tag("t", 0, &vendor, r#"{ events = ["*"] }"#, "").replace("/sink", "/gated/sink");
+    // Four instance slots: two requests' tags may wait in the background.
+    let config = ["[limits]\nmax_concurrent = 4\n\n".to_string(), loopback_outbound(), client, tag].concat();
+    let server = TestServer::start(&config).await;
+    let hit = || server.http.get(server.url("/hit")).send();
+    let quick = std::time::Duration::from_secs(20);
+    for _ in 0..2 {
+        let res = tokio::time::timeout(quick, hit()).await.expect("answered before its tag").expect("request");
+        assert_eq!(res.status(), 200);
+    }
+    // The background is full: the third request runs its tag first, which the vendor holds.
+    let third = tokio::spawn(hit());
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(!third.is_finished(), "with the background full, the answer waits for the tag");
+    vendor.release(3);
+    let res = tokio::time::timeout(quick, third).await.expect("answered once the vendor answers").expect("task").expect("request");
+    assert_eq!(res.status(), 200);
+    server.stop().await;
+    assert_eq!(vendor.received_at("/gated/sink").len(), 3, "every tag delivered; nothing was dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_early_response_a_tag_cannot_set_cookies() {
     let vendor = FakeVendor::start().await;
     let client = probe_client("c", 0, "/hit", "claim").replace("priority = 0", "priority = 0\nrespond_before_tags = true");
