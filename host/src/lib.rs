@@ -38,3 +38,10 @@ pub use config::ContainerConfig;
 pub use error::{ConfigError, LoadError};
 pub use pipeline::Container;
 pub use trace::{Outcome, RequestTrace};
+
+/// A JSON value as text, for a template. `serde_json::to_string` writes straight into a buffer;
+/// `Value`'s `Display` goes through a formatter per fragment and is several times slower. A
+/// `Value` always serialises (its map keys are strings); were it ever not to, `null` is sent.
+pub(crate) fn json_text(value: &serde_json::Value) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}

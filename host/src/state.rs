@@ -118,7 +118,7 @@ impl SharedEvent {
 
     /// The event as JSON text. serde_json's map keeps keys sorted, so the text is canonical.
     pub fn json(&self) -> &str {
-        self.json.get_or_init(|| self.value.to_string())
+        self.json.get_or_init(|| crate::json_text(&self.value))
     }
 
     /// Hex SHA-256 of [`Self::json`].

@@ -5,6 +5,6 @@ use crate::state::Invocation;
 
 impl Host for Invocation {
     async fn get(&mut self, name: String) -> Option<String> {
-        self.template.params.get(&name).map(|p| p.value.to_string())
+        self.template.params.get(&name).map(|p| crate::json_text(&p.value))
     }
 }

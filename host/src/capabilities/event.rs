@@ -20,7 +20,7 @@ impl Invocation {
 impl Host for Invocation {
     async fn get(&mut self, path: String) -> Result<Option<String>, Error> {
         self.allow(|g| g.check_event_key(&path))?;
-        Ok(sluice_manifest::event_value(self.event()?.value(), &path).map(|v| v.to_string()))
+        Ok(sluice_manifest::event_value(self.event()?.value(), &path).map(crate::json_text))
     }
 
     async fn all(&mut self) -> Result<String, Error> {
