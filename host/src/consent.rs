@@ -225,7 +225,7 @@ pub struct AuditRecord<'a> {
     /// Purposes the tag needs.
     pub purposes_needed: &'a [String],
     /// Every purpose's status and source.
-    pub state: Value,
+    pub state: &'a Value,
     /// `run` or `blocked`.
     pub decision: &'a str,
     /// Needed purposes that were not granted.
@@ -342,14 +342,24 @@ impl ConsentPolicy {
         strip_click_params(url, &ids)
     }
 
-    /// Writes one audit record.
-    pub fn audit(&self, record: &AuditRecord<'_>) {
+    /// Whether decisions are audited (`audit` is not `off`): callers skip building records
+    /// nobody will read.
+    pub fn audits(&self) -> bool {
+        self.audit.is_some()
+    }
+
+    /// Writes audit records (one event's decisions), a JSON line each, in one write and flush.
+    pub fn audit(&self, records: &[AuditRecord<'_>]) {
         let Some(sink) = &self.audit else { return };
-        let Ok(mut line) = serde_json::to_vec(record) else { return };
-        line.push(b'\n');
+        let mut lines = Vec::with_capacity(records.len() * 512);
+        for record in records {
+            if serde_json::to_writer(&mut lines, record).is_ok() {
+                lines.push(b'\n');
+            }
+        }
         let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = sink.write_all(&line).and_then(|()| sink.flush()) {
-            tracing::error!("consent audit record could not be written: {e}");
+        if let Err(e) = sink.write_all(&lines).and_then(|()| sink.flush()) {
+            tracing::error!("consent audit records could not be written: {e}");
         }
     }
 }

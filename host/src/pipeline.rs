@@ -56,6 +56,8 @@ struct TagEntry {
     trigger: Trigger,
     /// Purposes that must be granted before it runs (config override, else its manifest's).
     purposes: Vec<(String, Purpose)>,
+    /// Their names, for the audit record.
+    purpose_names: Vec<String>,
 }
 
 /// A loaded container: the templates, in run order, and the runtime that executes them.
@@ -120,7 +122,7 @@ impl Container {
             let pre = runtime.tag_linker.instantiate_pre(&component).map_err(|e| pre_err(&entry, e))?;
             let pre = TagPre::new(pre).map_err(|e| pre_err(&entry, e))?;
             let names = t.consent.clone().unwrap_or_else(|| template.declaration.consent.clone());
-            let purposes = names
+            let purposes: Vec<(String, Purpose)> = names
                 .into_iter()
                 .map(|name| match consent::purpose_named(&name) {
                     Some(p) => Ok((name, p)),
@@ -130,7 +132,8 @@ impl Container {
                     }),
                 })
                 .collect::<Result<_, _>>()?;
-            tags.push(Arc::new(TagEntry { template: Arc::new(template), pre, trigger: t.trigger.clone(), purposes }));
+            let purpose_names = purposes.iter().map(|(name, _)| name.clone()).collect();
+            tags.push(Arc::new(TagEntry { template: Arc::new(template), pre, trigger: t.trigger.clone(), purposes, purpose_names }));
         }
         // Highest priority first; equal priorities in name order, so runs are reproducible.
         clients.sort_by(|a, b| b.template.priority.cmp(&a.template.priority).then(a.template.name.cmp(&b.template.name)));
@@ -259,23 +262,35 @@ impl Container {
             let state = policy.resolve(&request.headers, &event, &request.id);
             let strip = !state.allows(Purpose::AdUserData, unset_grants);
             let seen = Arc::new(SharedEvent::new(if strip { policy.strip(&event) } else { event }));
-            let mut runs = Vec::with_capacity(matching.len());
+            let decisions: Vec<(&Arc<TagEntry>, Vec<String>)> = matching
+                .into_iter()
+                .map(|tag| {
+                    let missing = tag.purposes.iter().filter(|(_, p)| !state.allows(*p, unset_grants)).map(|(n, _)| n.clone()).collect();
+                    (tag, missing)
+                })
+                .collect();
+            if policy.audits() {
+                let ts_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+                let state_json = state.to_json();
+                let records: Vec<AuditRecord> = decisions
+                    .iter()
+                    .map(|(tag, missing)| AuditRecord {
+                        ts_ms,
+                        request_id: &request.id,
+                        event_name: &event_name,
+                        tag: &tag.template.name,
+                        purposes_needed: &tag.purpose_names,
+                        state: &state_json,
+                        decision: if missing.is_empty() { "run" } else { "blocked" },
+                        missing,
+                        personal_data_removed: strip && missing.is_empty(),
+                    })
+                    .collect();
+                policy.audit(&records);
+            }
+            let mut runs = Vec::with_capacity(decisions.len());
             let mut blocked = Vec::new();
-            for tag in &matching {
-                let needed: Vec<String> = tag.purposes.iter().map(|(n, _)| n.clone()).collect();
-                let missing: Vec<String> =
-                    tag.purposes.iter().filter(|(_, p)| !state.allows(*p, unset_grants)).map(|(n, _)| n.clone()).collect();
-                policy.audit(&AuditRecord {
-                    ts_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0),
-                    request_id: &request.id,
-                    event_name: &event_name,
-                    tag: &tag.template.name,
-                    purposes_needed: &needed,
-                    state: state.to_json(),
-                    decision: if missing.is_empty() { "run" } else { "blocked" },
-                    missing: &missing,
-                    personal_data_removed: strip && missing.is_empty(),
-                });
+            for (tag, missing) in decisions {
                 if missing.is_empty() {
                     runs.push(tag);
                 } else {
