@@ -1,17 +1,30 @@
 //! Runs one pipeline configuration in a loop, for a profiler to watch:
 //! `cargo build --release -p sluice-benches --example profile`, then e.g.
 //! `perf record -e cpu-clock -- target/release/examples/profile noop 20000`.
-//! Configurations: `0`..`3` vendor tags, or `noop` (GA4 client + the no-op probe tag).
+//! Configurations: `0`..`3` vendor tags (outbound stopped at the choke point), `sink1`..`sink3`
+//! (the same tags, requests really sent to a loopback sink), `noop` (GA4 client + the no-op
+//! probe tag), `webhook` (GA4 client + the webhook tag).
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let which = args.next().unwrap_or_else(|| "noop".into());
     let iterations: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let container = match which.as_str() {
         "noop" => sluice_benches::noop_tag_container(),
-        n => sluice_benches::container(n.parse().expect("tag count 0..=3 or `noop`")),
+        "webhook" => sluice_benches::webhook_container(),
+        // `sinkN`: N vendor tags whose requests really go out to a loopback sink.
+        n if n.starts_with("sink") => {
+            let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind the sink");
+            let addr = listener.local_addr().expect("sink address");
+            std::thread::spawn(move || {
+                let sink_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                sink_rt.block_on(sluice_benches::load::answer_everything(listener, 200, sluice_benches::load::SINK_ANSWER, Default::default()));
+            });
+            sluice_benches::container_with_sink(n[4..].parse().expect("sink1..=sink3"), addr)
+        }
+        n => sluice_benches::container(n.parse().expect("tag count 0..=3, `noop`, `webhook` or `sinkN`")),
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let query = sluice_benches::ga4_hit_query();
     let faults = minor_faults();
     let start = std::time::Instant::now();

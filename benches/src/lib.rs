@@ -49,9 +49,18 @@ enum Extra {
     Webhook,
 }
 
+/// The GA4 client plus `tags` vendor tags whose requests really go out, to a sink listening on
+/// `sink` (loopback): the in-process cost of the outbound HTTP calls.
+pub fn container_with_sink(tags: usize, sink: std::net::SocketAddr) -> Arc<Container> {
+    build_container(tags, Extra::None, &format!("http://{sink}"), "\nallow_private = [\"127.0.0.1/32\"]")
+}
+
 fn vendor_container(tags: usize, extra: Extra) -> Arc<Container> {
     // 127.0.0.9 is loopback and not in allow_private: every send stops at the choke point.
-    let sink = "http://127.0.0.9:9";
+    build_container(tags, extra, "http://127.0.0.9:9", "")
+}
+
+fn build_container(tags: usize, extra: Extra, sink: &str, outbound: &str) -> Arc<Container> {
     let all = [
         format!(
             "[[tag]]\nname = \"meta\"\nwasm = \"{}\"\ntrigger = {{ events = [\"*\"] }}\nparams = {{ pixel_id = \"1\", access_token = \"${{TEST_SECRET}}\", endpoint = \"{sink}\" }}\ngrants = {{ event_data = [\"*\"], cookies = [\"_fbp\", \"_fbc\"], response_cookies = [\"_fbp\", \"_fbc\"], outbound = [\"{sink}/\"] }}\n",
@@ -67,7 +76,7 @@ fn vendor_container(tags: usize, extra: Extra) -> Arc<Container> {
         ),
     ];
     let config = format!(
-        "[outbound]\nallow_http = [\"http://127.0.0.9\"]\n[consent]\naudit = \"off\"\n\n[[client]]\nname = \"ga4\"\nwasm = \"{}\"\ngrants = {{ query = true, body = true, remote_address = true, request_headers = [\"user-agent\"] }}\n{}",
+        "[outbound]\nallow_http = [\"{sink}\"]{outbound}\n[consent]\naudit = \"off\"\n\n[[client]]\nname = \"ga4\"\nwasm = \"{}\"\ngrants = {{ query = true, body = true, remote_address = true, request_headers = [\"user-agent\"] }}\n{}",
         template("ga4-client").display(),
         all[..tags].concat()
             + &match extra {
