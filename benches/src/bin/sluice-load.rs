@@ -4,7 +4,7 @@
 //! For each server — the minimal hyper server answering 204 (the ceiling), then `sluice serve`
 //! with the GA4 client and 1, 3 and 10 vendor tags — started pinned to CPU 0, and for each corpus
 //! hit (single, batched):
-//! 1. the maximum rate, closed loop over 64 keep-alive connections;
+//! 1. the maximum rate, closed loop over 64 keep-alive connections (median of three runs);
 //! 2. p50/p99 latency at 50% and 90% of that rate, open loop;
 //! 3. vendor calls per hit, counted by the fake vendor sink this process serves on loopback.
 //!
@@ -123,9 +123,17 @@ async fn run(options: Options) -> std::process::ExitCode {
             load::closed_loop(server.addr, hit, CONNECTIONS, Duration::from_secs(1)).await;
             let cpu_before = cpu_seconds(server.child.id());
             let calls_before = vendor_calls.load(Ordering::Relaxed);
-            let max = load::closed_loop(server.addr, hit, CONNECTIONS, seconds).await;
+            // The maximum is the median of three closed-loop runs: on a shared machine one run
+            // can be lucky, and 90% of a lucky maximum is an overload, not a latency figure.
+            let mut runs = Vec::new();
+            for _ in 0..3 {
+                runs.push(load::closed_loop(server.addr, hit, CONNECTIONS, seconds.div_f64(3.0)).await);
+            }
+            runs.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+            let max = load::Throughput { per_sec: runs[1].per_sec, errors: runs.iter().map(|r| r.errors).sum() };
+            let total = runs.iter().map(|r| r.per_sec).sum::<f64>() * seconds.as_secs_f64() / 3.0;
             let cpu = (cpu_seconds(server.child.id()) - cpu_before) / seconds.as_secs_f64();
-            let calls = (vendor_calls.load(Ordering::Relaxed) - calls_before) as f64 / (max.per_sec * seconds.as_secs_f64()).max(1.0);
+            let calls = (vendor_calls.load(Ordering::Relaxed) - calls_before) as f64 / total.max(1.0);
             if tags.is_none() {
                 ceiling[i] = max.per_sec;
             }
