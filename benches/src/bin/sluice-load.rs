@@ -125,6 +125,7 @@ async fn run(options: Options) -> std::process::ExitCode {
             let calls_before = vendor_calls.load(Ordering::Relaxed);
             // The maximum is the median of three closed-loop runs: on a shared machine one run
             // can be lucky, and 90% of a lucky maximum is an overload, not a latency figure.
+            let started = std::time::Instant::now();
             let mut runs = Vec::new();
             for _ in 0..3 {
                 runs.push(load::closed_loop(server.addr, hit, CONNECTIONS, seconds.div_f64(3.0)).await);
@@ -132,7 +133,7 @@ async fn run(options: Options) -> std::process::ExitCode {
             runs.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
             let max = load::Throughput { per_sec: runs[1].per_sec, errors: runs.iter().map(|r| r.errors).sum() };
             let total = runs.iter().map(|r| r.per_sec).sum::<f64>() * seconds.as_secs_f64() / 3.0;
-            let cpu = (cpu_seconds(server.child.id()) - cpu_before) / seconds.as_secs_f64();
+            let cpu = (cpu_seconds(server.child.id()) - cpu_before) / started.elapsed().as_secs_f64();
             let calls = (vendor_calls.load(Ordering::Relaxed) - calls_before) as f64 / total.max(1.0);
             if tags.is_none() {
                 ceiling[i] = max.per_sec;
