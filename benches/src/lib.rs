@@ -11,6 +11,10 @@ use std::sync::Arc;
 use sluice::Container;
 use sluice_tests::{parse_config, template};
 
+/// What an operator grants the GA4 client: everything it declares, as `examples/container.toml`
+/// does. (A narrower grant is legitimate, but each refused header is then a denial per request.)
+pub const GA4_CLIENT_GRANTS: &str = r#"grants = { query = true, body = true, remote_address = true, request_headers = ["user-agent", "origin", "access-control-request-headers", "sec-ch-ua", "sec-ch-ua-mobile", "sec-ch-ua-platform"], response_headers = ["access-control-allow-origin", "access-control-allow-credentials", "access-control-allow-methods", "access-control-allow-headers", "content-type"] }"#;
+
 /// A GA4 hit from the corpus (granted consent, one add_to_cart with an item).
 pub fn ga4_hit_query() -> String {
     sluice_tests::corpus_hit_query("ga4_03_add_to_cart_items.txt")
@@ -76,7 +80,7 @@ fn build_container(tags: usize, extra: Extra, sink: &str, outbound: &str) -> Arc
         ),
     ];
     let config = format!(
-        "[outbound]\nallow_http = [\"{sink}\"]{outbound}\n[consent]\naudit = \"off\"\n\n[[client]]\nname = \"ga4\"\nwasm = \"{}\"\ngrants = {{ query = true, body = true, remote_address = true, request_headers = [\"user-agent\"] }}\n{}",
+        "[outbound]\nallow_http = [\"{sink}\"]{outbound}\n[consent]\naudit = \"off\"\n\n[[client]]\nname = \"ga4\"\nwasm = \"{}\"\n{GA4_CLIENT_GRANTS}\n{}",
         template("ga4-client").display(),
         all[..tags].concat()
             + &match extra {

@@ -43,6 +43,44 @@ const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 pub struct Metrics {
     /// Host calls refused by a grant.
     pub denials: AtomicU64,
+    /// (template, denial) pairs already logged at warn level.
+    warned: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+}
+
+/// How many distinct (template, denial) pairs are remembered for [`Metrics::first_denial`];
+/// beyond that (a template probing many names) every denial is logged at debug level.
+const WARNED_DENIALS_MAX: usize = 1024;
+
+impl Metrics {
+    /// Whether this is the first time `template` met `denial`. A denial is a configuration
+    /// hint ("add X to the grant") or a deliberate choice (an optional header withheld): worth
+    /// one warning, not one per request — at thousands of requests a second those lines cost
+    /// CPU and bury everything else. Every denial is still counted and kept in the trace.
+    pub fn first_denial(&self, template: &str, denial: &str) -> bool {
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        if warned.len() >= WARNED_DENIALS_MAX {
+            return false;
+        }
+        warned.insert((template.to_string(), denial.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[test]
+    fn each_denial_warns_once_per_template_and_the_memory_is_bounded() {
+        let m = Metrics::default();
+        assert!(m.first_denial("ga4", "header x"));
+        assert!(!m.first_denial("ga4", "header x"), "the same denial again is not a first");
+        assert!(m.first_denial("meta", "header x"), "another template's is");
+        assert!(m.first_denial("ga4", "header y"));
+        for i in 0..super::WARNED_DENIALS_MAX {
+            m.first_denial("probe", &format!("header {i}"));
+        }
+        assert!(!m.first_denial("new", "never seen"), "past the bound nothing more is remembered");
+    }
 }
 
 /// What every invocation shares.

@@ -172,7 +172,12 @@ impl Invocation {
     /// Logs, counts and keeps a denial; returns the WIT error for it.
     pub(crate) fn deny(&mut self, denial: Denial) -> crate::bindings::types::Error {
         let message = denial.to_string();
-        tracing::warn!(request_id = %self.request.id, template = %self.template.name, "permission denied: {message}");
+        if self.services.metrics.first_denial(&self.template.name, &message) {
+            tracing::warn!(request_id = %self.request.id, template = %self.template.name,
+                "permission denied: {message} (logged once per template; later ones at debug level, all counted and traced)");
+        } else {
+            tracing::debug!(request_id = %self.request.id, template = %self.template.name, "permission denied: {message}");
+        }
         self.services.metrics.denials.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.denials.push(denial);
         crate::bindings::types::Error::PermissionDenied(message)

@@ -221,8 +221,9 @@ fn sluice_config(templates: &Path, n: usize, sink: SocketAddr) -> String {
     let base = format!("http://{sink}");
     let mut config = format!(
         "[consent]\nunset = \"grant\"\n\n[outbound]\nallow_http = [\"{base}\"]\nallow_private = [\"127.0.0.1/32\"]\n\n\
-         [[client]]\nname = \"ga4\"\nwasm = \"{}\"\ngrants = {{ query = true, body = true, remote_address = true, request_headers = [\"user-agent\"] }}\n",
-        wasm("ga4-client")
+         [[client]]\nname = \"ga4\"\nwasm = \"{}\"\n{}\n",
+        wasm("ga4-client"),
+        sluice_benches::GA4_CLIENT_GRANTS
     );
     // What each template declares, as an operator would grant it (the Meta tag sets its cookies).
     let grant = |cookies: &str, response_cookies: &str| {
