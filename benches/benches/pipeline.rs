@@ -18,16 +18,8 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sluice::Container;
+use sluice_benches::procfs::minor_faults;
 use sluice_benches::{container, ga4_hit_query, noop_tag_container, request, webhook_container};
-
-/// Minor page faults of this process so far (field 10 of /proc/self/stat; 0 where unavailable).
-/// Unlike time, a count is not disturbed by the other tenants of a shared machine.
-fn minor_faults() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The command name (field 2) may contain spaces; fields after it are space-separated.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    after.split_whitespace().nth(7).and_then(|f| f.parse().ok()).unwrap_or(0)
-}
 
 /// Median and p99 of `samples` (µs), sorting them.
 fn median_p99(samples: &mut [f64]) -> (f64, f64) {

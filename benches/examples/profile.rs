@@ -5,6 +5,8 @@
 //! (the same tags, requests really sent to a loopback sink), `noop` (GA4 client + the no-op
 //! probe tag), `webhook` (GA4 client + the webhook tag).
 
+use sluice_benches::procfs::minor_faults;
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let which = args.next().unwrap_or_else(|| "noop".into());
@@ -26,15 +28,17 @@ fn main() {
         n => sluice_benches::container(n.parse().expect("tag count 0..=3, `noop`, `webhook` or `sinkN`")),
     };
     let query = sluice_benches::ga4_hit_query();
+    // One hit first, to show what each tag ended with (and what it was refused).
+    let (_, trace) = rt.block_on(container.handle(sluice_benches::request(&query)));
+    for run in trace.events.iter().flat_map(|e| &e.tags) {
+        println!("  tag {}: {} {:?}", run.tag, run.outcome, run.denials);
+    }
     let faults = minor_faults();
     let start = std::time::Instant::now();
     let mut per_tag: std::collections::BTreeMap<String, f64> = Default::default();
     for _ in 0..iterations {
         let (_, trace) = rt.block_on(container.handle(sluice_benches::request(&query)));
         for run in trace.events.iter().flat_map(|e| &e.tags) {
-            if per_tag.len() < trace.events.iter().map(|e| e.tags.len()).sum() {
-                println!("  tag {}: {} {:?}", run.tag, run.outcome, run.denials);
-            }
             *per_tag.entry(run.tag.clone()).or_default() += run.duration.as_secs_f64() * 1e6;
         }
     }
@@ -44,10 +48,4 @@ fn main() {
     for (tag, total) in per_tag {
         println!("  tag {tag}: {:.1} µs (mean, from instantiation to drop)", total / iterations as f64);
     }
-}
-
-fn minor_faults() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    after.split_whitespace().nth(7).and_then(|f| f.parse().ok()).unwrap_or(0)
 }

@@ -5,6 +5,7 @@
 #![allow(missing_docs)]
 
 pub mod load;
+pub mod procfs;
 
 use std::sync::Arc;
 

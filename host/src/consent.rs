@@ -223,7 +223,8 @@ pub struct AuditRecord<'a> {
     /// The tag.
     pub tag: &'a str,
     /// Purposes the tag needs.
-    pub purposes_needed: &'a [String],
+    #[serde(serialize_with = "purpose_names")]
+    pub purposes_needed: &'a [(String, Purpose)],
     /// Every purpose's status and source.
     pub state: &'a Value,
     /// `run` or `blocked`.
@@ -279,26 +280,12 @@ impl ConsentPolicy {
                 }
                 Source::Gcd => {
                     if let Some(gcd) = event.get("x-ga-gcd").and_then(Value::as_str) {
-                        match decode_gcd(gcd) {
-                            Ok(values) => {
-                                for (p, s) in values {
-                                    state.set_if_unset(p, s, Source::Gcd);
-                                }
-                            }
-                            Err(why) => warn("gcd", why),
-                        }
+                        apply_decoded(&mut state, decode_gcd(gcd), Source::Gcd, "gcd", &warn);
                     }
                 }
                 Source::Gcs => {
                     if let Some(gcs) = event.get("x-ga-gcs").and_then(Value::as_str) {
-                        match decode_gcs(gcs) {
-                            Ok(values) => {
-                                for (p, s) in values {
-                                    state.set_if_unset(p, s, Source::Gcs);
-                                }
-                            }
-                            Err(why) => warn("gcs", why),
-                        }
+                        apply_decoded(&mut state, decode_gcs(gcs), Source::Gcs, "gcs", &warn);
                     }
                 }
                 Source::Mp => {
@@ -365,6 +352,29 @@ impl ConsentPolicy {
 }
 
 type PurposeMap = Result<Vec<(String, Option<ConsentStatus>)>, String>;
+
+/// Serialises `(name, purpose)` pairs as the list of names the operator wrote.
+fn purpose_names<S: serde::Serializer>(purposes: &&[(String, Purpose)], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(purposes.iter().map(|(name, _)| name))
+}
+
+/// Applies a decoded Consent Mode signal (`gcd`/`gcs`), or warns why it was ignored.
+fn apply_decoded(
+    state: &mut ConsentState,
+    decoded: Result<Vec<(Purpose, ConsentStatus)>, String>,
+    source: Source,
+    label: &str,
+    warn: &dyn Fn(&str, String),
+) {
+    match decoded {
+        Ok(values) => {
+            for (p, s) in values {
+                state.set_if_unset(p, s, source);
+            }
+        }
+        Err(why) => warn(label, why),
+    }
+}
 
 fn apply_map(state: &mut ConsentState, map: PurposeMap, source: Source, warn: &dyn Fn(&str, String)) {
     let label = match source {

@@ -54,10 +54,9 @@ struct TagEntry {
     template: Arc<Template>,
     pre: TagPre<Invocation>,
     trigger: Trigger,
-    /// Purposes that must be granted before it runs (config override, else its manifest's).
+    /// Purposes that must be granted before it runs (config override, else its manifest's),
+    /// with the names the operator or template wrote (for the audit record).
     purposes: Vec<(String, Purpose)>,
-    /// Their names, for the audit record.
-    purpose_names: Vec<String>,
 }
 
 /// A loaded container: the templates, in run order, and the runtime that executes them.
@@ -122,7 +121,7 @@ impl Container {
             let pre = runtime.tag_linker.instantiate_pre(&component).map_err(|e| pre_err(&entry, e))?;
             let pre = TagPre::new(pre).map_err(|e| pre_err(&entry, e))?;
             let names = t.consent.clone().unwrap_or_else(|| template.declaration.consent.clone());
-            let purposes: Vec<(String, Purpose)> = names
+            let purposes = names
                 .into_iter()
                 .map(|name| match consent::purpose_named(&name) {
                     Some(p) => Ok((name, p)),
@@ -132,12 +131,10 @@ impl Container {
                     }),
                 })
                 .collect::<Result<_, _>>()?;
-            let purpose_names = purposes.iter().map(|(name, _)| name.clone()).collect();
-            tags.push(Arc::new(TagEntry { template: Arc::new(template), pre, trigger: t.trigger.clone(), purposes, purpose_names }));
+            tags.push(Arc::new(TagEntry { template: Arc::new(template), pre, trigger: t.trigger.clone(), purposes }));
         }
-        // Highest priority first; equal priorities in name order, so runs are reproducible.
-        clients.sort_by(|a, b| b.template.priority.cmp(&a.template.priority).then(a.template.name.cmp(&b.template.name)));
-        tags.sort_by(|a, b| b.template.priority.cmp(&a.template.priority).then(a.template.name.cmp(&b.template.name)));
+        clients.sort_by(|a, b| run_order(&a.template, &b.template));
+        tags.sort_by(|a, b| run_order(&a.template, &b.template));
 
         Ok(Container {
             runtime,
@@ -279,7 +276,7 @@ impl Container {
                         request_id: &request.id,
                         event_name: &event_name,
                         tag: &tag.template.name,
-                        purposes_needed: &tag.purpose_names,
+                        purposes_needed: &tag.purposes,
                         state: &state_json,
                         decision: if missing.is_empty() { "run" } else { "blocked" },
                         missing,
@@ -404,6 +401,11 @@ impl Container {
         };
         (invoked, denials)
     }
+}
+
+/// Highest priority first; equal priorities in name order, so runs are reproducible.
+fn run_order(a: &Template, b: &Template) -> std::cmp::Ordering {
+    b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name))
 }
 
 impl<T> Invoked<T> {

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sluice_benches::load::{self, Hit};
+use sluice_benches::procfs::{cpu_seconds, status_kb};
 use tokio::net::TcpListener;
 
 const CONNECTIONS: usize = 64;
@@ -117,7 +118,7 @@ async fn run(options: Options) -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             }
         };
-        let idle = proc_status_kb(server.child.id(), "VmRSS:");
+        let idle = status_kb(server.child.id(), "VmRSS:");
         for (i, hit) in hits.iter().enumerate() {
             // Warm-up: connections, pools and caches, the vendor connections of the server.
             load::closed_loop(server.addr, hit, CONNECTIONS, Duration::from_secs(1)).await;
@@ -157,8 +158,8 @@ async fn run(options: Options) -> std::process::ExitCode {
         }
         let (held, failed) = load::open_many(server.addr, &hits[0], HELD_CONNECTIONS).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let rss = proc_status_kb(server.child.id(), "VmRSS:");
-        let peak = proc_status_kb(server.child.id(), "VmHWM:");
+        let rss = status_kb(server.child.id(), "VmRSS:");
+        let peak = status_kb(server.child.id(), "VmHWM:");
         drop(held);
         memory.push((server.name.clone(), idle, rss, peak, failed));
     }
@@ -253,26 +254,6 @@ fn sluice_config(templates: &Path, n: usize, sink: SocketAddr) -> String {
 async fn free_port() -> Result<SocketAddr, String> {
     let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     listener.local_addr().map_err(|e| e.to_string())
-}
-
-/// User + system CPU time of a process, in seconds (from /proc; 0 where unavailable).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
-    let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
-    ticks / 100.0
-}
-
-/// A `/proc/PID/status` line's value in kB (0 where unavailable).
-fn proc_status_kb(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn ms(d: Duration) -> String {
