@@ -7,7 +7,9 @@
 //!
 //! Before criterion runs, two percentile tables (median, p99 over 5,000 hits after a warm-up)
 //! are printed: the pipeline configurations, and each tag's invocation as the request trace
-//! timed it (instantiate + call + drop, its host calls included). Criterion reports central
+//! timed it, whole and by phase (instantiate; call, its host calls included; teardown). The
+//! `empty` tag (`benches/fixtures/empty-tag.wat`) is the floor: what the host itself costs per
+//! invocation, apart from anything a guest adds. Criterion reports central
 //! estimates; the tail matters for a server.
 //!
 //! Run: `cargo bench -p sluice-benches` (see BENCHMARKS.md).
@@ -19,7 +21,8 @@ use std::time::Instant;
 use criterion::{Criterion, criterion_group, criterion_main};
 use sluice::Container;
 use sluice_benches::procfs::minor_faults;
-use sluice_benches::{container, ga4_hit_query, noop_tag_container, request, webhook_container};
+use sluice::trace::Phases;
+use sluice_benches::{container, empty_tag_container, ga4_hit_query, noop_tag_container, request, webhook_container};
 
 /// Median and p99 of `samples` (µs), sorting them.
 fn median_p99(samples: &mut [f64]) -> (f64, f64) {
@@ -31,18 +34,19 @@ fn percentiles(c: &mut Criterion) {
     let _ = c;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let query = ga4_hit_query();
-    let configs: [(&str, Arc<Container>); 6] = [
+    let configs: [(&str, Arc<Container>); 7] = [
         ("GA4 client only", container(0)),
         ("GA4 client + 1 vendor tag (Meta)", container(1)),
         ("GA4 client + 3 vendor tags", container(3)),
         ("GA4 client + webhook tag", webhook_container()),
         ("GA4 client + no-op tag", noop_tag_container()),
+        ("GA4 client + empty tag (floor)", empty_tag_container()),
         // Repeated last, so a drift of the machine during the run shows.
         ("GA4 client only (again)", container(0)),
     ];
     println!("\n| pipeline (1 GA4 hit) | median µs | p99 µs | minor page faults / hit |");
     println!("|---|---|---|---|");
-    let mut invocations: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut invocations: BTreeMap<String, Vec<(f64, Phases)>> = BTreeMap::new();
     for (label, container) in configs {
         for _ in 0..500 {
             rt.block_on(container.handle(request(&query)));
@@ -54,7 +58,7 @@ fn percentiles(c: &mut Criterion) {
                 let (_, trace) = rt.block_on(container.handle(request(&query)));
                 let elapsed = start.elapsed().as_secs_f64() * 1e6;
                 for run in trace.events.iter().flat_map(|e| &e.tags) {
-                    invocations.entry(run.tag.clone()).or_default().push(run.duration.as_secs_f64() * 1e6);
+                    invocations.entry(run.tag.clone()).or_default().push((run.duration.as_secs_f64() * 1e6, run.phases));
                 }
                 elapsed
             })
@@ -63,11 +67,16 @@ fn percentiles(c: &mut Criterion) {
         let (median, p99) = median_p99(&mut samples);
         println!("| {label} | {median:.1} | {p99:.1} | {faults:.1} |");
     }
-    println!("\n| tag invocation (instantiate + call + drop, from the request trace) | median µs | p99 µs |");
-    println!("|---|---|---|");
-    for (tag, mut samples) in invocations {
-        let (median, p99) = median_p99(&mut samples);
-        println!("| {tag} | {median:.1} | {p99:.1} |");
+    println!("\n| tag invocation (from the request trace) | median µs | p99 µs | instantiate | call | teardown (medians, µs) |");
+    println!("|---|---|---|---|---|---|");
+    for (tag, runs) in invocations {
+        let phase = |pick: fn(&Phases) -> std::time::Duration| {
+            let mut v: Vec<f64> = runs.iter().map(|(_, p)| pick(p).as_secs_f64() * 1e6).collect();
+            median_p99(&mut v).0
+        };
+        let (instantiate, call, teardown) = (phase(|p| p.instantiate), phase(|p| p.call), phase(|p| p.teardown));
+        let (median, p99) = median_p99(&mut runs.iter().map(|(total, _)| *total).collect::<Vec<_>>());
+        println!("| {tag} | {median:.1} | {p99:.1} | {instantiate:.1} | {call:.1} | {teardown:.1} |");
     }
     println!();
 }

@@ -40,6 +40,25 @@ pub fn noop_tag_container() -> Arc<Container> {
     vendor_container(0, Extra::Noop)
 }
 
+/// The GA4 client plus the smallest possible tag (`benches/fixtures/empty-tag.wat`: no WASI,
+/// no host calls, one page of memory): the host's own floor per invocation.
+pub fn empty_tag_container() -> Arc<Container> {
+    vendor_container(0, Extra::Empty)
+}
+
+/// The empty tag (`benches/fixtures/empty-tag.wat`) as a component binary.
+pub fn empty_tag_bytes() -> Vec<u8> {
+    let wat = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/empty-tag.wat");
+    wat::parse_file(wat).unwrap_or_else(|e| panic!("{wat}: {e}"))
+}
+
+/// The empty tag written where a container can load it.
+fn empty_tag() -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("sluice-empty-tag-{}.wasm", std::process::id()));
+    std::fs::write(&path, empty_tag_bytes()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    path
+}
+
 /// The GA4 client plus the bundled webhook tag (reads the whole event, POSTs it as JSON): a
 /// realistic small template.
 pub fn webhook_container() -> Arc<Container> {
@@ -50,6 +69,7 @@ pub fn webhook_container() -> Arc<Container> {
 #[derive(Clone, Copy, PartialEq)]
 enum Extra {
     None,
+    Empty,
     Noop,
     Webhook,
 }
@@ -86,6 +106,10 @@ fn build_container(tags: usize, extra: Extra, sink: &str, outbound: &str) -> Arc
         all[..tags].concat()
             + &match extra {
                 Extra::None => String::new(),
+                Extra::Empty => format!(
+                    "[[tag]]\nname = \"empty\"\nwasm = \"{}\"\ntrigger = {{ events = [\"*\"] }}\n",
+                    empty_tag().display()
+                ),
                 Extra::Noop => format!(
                     "[[tag]]\nname = \"noop\"\nwasm = \"{}\"\ntrigger = {{ events = [\"*\"] }}\nparams = {{ sink = \"{sink}/\", label = \"n\", mode = \"fail\" }}\n",
                     template("probe-tag").display()

@@ -166,6 +166,12 @@ impl Runtime {
         })
     }
 
+    /// The engine, configured as above. For benchmarks that measure the sandbox apart from the
+    /// pipeline (`benches/examples/floor.rs`); the pipeline needs nothing else from it.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// A fresh store for one invocation, with its CPU clock, memory cap and epoch callback.
     pub(crate) fn store(&self, data: impl FnOnce(InvocationParts) -> Invocation) -> Store<Invocation> {
         let memory = usize::try_from(self.limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);

@@ -41,7 +41,7 @@ use crate::error::LoadError;
 use crate::outbound::{NetworkPolicy, Outbound};
 use crate::state::{Invocation, RequestData, ResponseDraft, SharedEvent};
 use crate::template::{self, Template};
-use crate::trace::{EventTrace, Outcome, RequestTrace, TagRun};
+use crate::trace::{EventTrace, Outcome, Phases, RequestTrace, TagRun};
 use crate::trigger::Trigger;
 
 struct ClientEntry {
@@ -86,6 +86,14 @@ enum Invoked<T> {
     Returned(T),
     Trapped(wasmtime::Error),
     TimedOut,
+}
+
+/// An invocation's result with what the host saw of it.
+struct InvocationReport<T> {
+    result: Invoked<T>,
+    /// Host calls refused along the way.
+    denials: Vec<sluice_manifest::Denial>,
+    phases: Phases,
 }
 
 impl Container {
@@ -300,7 +308,13 @@ impl Container {
             )
             .await;
             for (tag, missing) in blocked {
-                tags.push(TagRun { tag, outcome: Outcome::BlockedByConsent(missing), denials: Vec::new(), duration: Duration::ZERO });
+                tags.push(TagRun {
+                    tag,
+                    outcome: Outcome::BlockedByConsent(missing),
+                    denials: Vec::new(),
+                    duration: Duration::ZERO,
+                    phases: Phases::default(),
+                });
             }
             traces.push(EventTrace { event_name, tags });
         }
@@ -316,18 +330,20 @@ impl Container {
     ) -> (Outcome, Option<Vec<String>>) {
         let pre = client.pre.clone();
         let invoked = self
-            .invoke(&client.template, request, response, None, (ConsentState::default(), false), move |store| {
-                Box::pin(async move {
-                    let instance = pre.instantiate_async(&mut *store).await?;
-                    instance.call_run(&mut *store).await
-                })
-            })
+            .invoke(
+                &client.template,
+                (request, response),
+                None,
+                (ConsentState::default(), false),
+                move |store| Box::pin(async move { pre.instantiate_async(store).await }),
+                |instance, store| Box::pin(async move { instance.call_run(store).await }),
+            )
             .await;
-        match invoked {
-            (Invoked::Returned(Ok(Claim::Pass)), _) => (Outcome::Ok, None),
-            (Invoked::Returned(Ok(Claim::Claimed(events))), _) => (Outcome::Ok, Some(events)),
-            (Invoked::Returned(Err(e)), _) => (Outcome::from_template_error(e), None),
-            (other, _) => (Outcome::from_invocation(other.map_unit()), None),
+        match invoked.result {
+            Invoked::Returned(Ok(Claim::Pass)) => (Outcome::Ok, None),
+            Invoked::Returned(Ok(Claim::Claimed(events))) => (Outcome::Ok, Some(events)),
+            Invoked::Returned(Err(e)) => (Outcome::from_template_error(e), None),
+            other => (Outcome::from_invocation(other.map_unit()), None),
         }
     }
 
@@ -342,15 +358,17 @@ impl Container {
     ) -> TagRun {
         let started = Instant::now();
         let pre = tag.pre.clone();
-        let (invoked, denials) = self
-            .invoke(&tag.template, request, response, Some(event.clone()), (consent, personal_data_removed), move |store| {
-                Box::pin(async move {
-                    let instance = pre.instantiate_async(&mut *store).await?;
-                    instance.call_fire(&mut *store).await
-                })
-            })
+        let invoked = self
+            .invoke(
+                &tag.template,
+                (request, response),
+                Some(event.clone()),
+                (consent, personal_data_removed),
+                move |store| Box::pin(async move { pre.instantiate_async(store).await }),
+                |instance, store| Box::pin(async move { instance.call_fire(store).await }),
+            )
             .await;
-        let outcome = match invoked {
+        let outcome = match invoked.result {
             Invoked::Returned(Ok(())) => Outcome::Ok,
             Invoked::Returned(Err(e)) => Outcome::from_template_error(e),
             other => Outcome::from_invocation(other.map_unit()),
@@ -358,25 +376,28 @@ impl Container {
         TagRun {
             tag: tag.template.name.clone(),
             outcome,
-            denials: denials.iter().map(ToString::to_string).collect(),
+            denials: invoked.denials.iter().map(ToString::to_string).collect(),
             duration: started.elapsed(),
+            phases: invoked.phases,
         }
     }
 
-    /// One sandboxed invocation: a pool permit, a fresh store and instance, the wall-clock
-    /// deadline around it all. Returns what happened and the denials it met.
-    async fn invoke<T: Send + 'static>(
+    /// One sandboxed invocation: a pool permit, a fresh store, `instantiate`, then `call` on
+    /// the instance, all inside the wall-clock deadline; then the store is dropped. Returns
+    /// what happened, the denials met and how long each phase took.
+    async fn invoke<I: Send, T: Send + 'static>(
         &self,
         template: &Arc<Template>,
-        request: &Arc<RequestData>,
-        response: &Arc<Mutex<ResponseDraft>>,
+        (request, response): (&Arc<RequestData>, &Arc<Mutex<ResponseDraft>>),
         event: Option<Arc<SharedEvent>>,
         (consent, personal_data_removed): (ConsentState, bool),
-        call: impl for<'a> FnOnce(&'a mut Store<Invocation>) -> BoxFuture<'a, wasmtime::Result<T>> + Send,
-    ) -> (Invoked<T>, Vec<sluice_manifest::Denial>) {
+        instantiate: impl for<'a> FnOnce(&'a mut Store<Invocation>) -> BoxFuture<'a, wasmtime::Result<I>> + Send,
+        call: impl for<'a> FnOnce(I, &'a mut Store<Invocation>) -> BoxFuture<'a, wasmtime::Result<T>> + Send,
+    ) -> InvocationReport<T> {
         // The semaphore is never closed, so acquiring cannot fail; if it ever did, running
         // without a permit would only risk a pool-exhaustion error, not unsoundness.
         let _permit = self.runtime.permits.clone().acquire_owned().await.ok();
+        let started = Instant::now();
         let mut store = self.runtime.store(|parts| Invocation {
             wasi: parts.wasi,
             table: Default::default(),
@@ -392,14 +413,28 @@ impl Container {
             denials: Vec::new(),
         });
         let wall = Duration::from_millis(self.runtime.limits.wall_ms);
-        let result = tokio::time::timeout(wall, call(&mut store)).await;
+        let mut instantiated = None;
+        let result = tokio::time::timeout(wall, async {
+            let instance = instantiate(&mut store).await?;
+            instantiated = Some(Instant::now());
+            call(instance, &mut store).await
+        })
+        .await;
+        let returned = Instant::now();
         let denials = std::mem::take(&mut store.data_mut().denials);
-        let invoked = match result {
+        drop(store);
+        let instantiated = instantiated.unwrap_or(returned);
+        let phases = Phases {
+            instantiate: instantiated - started,
+            call: returned - instantiated,
+            teardown: returned.elapsed(),
+        };
+        let result = match result {
             Ok(Ok(value)) => Invoked::Returned(value),
             Ok(Err(trap)) => Invoked::Trapped(trap),
             Err(_) => Invoked::TimedOut,
         };
-        (invoked, denials)
+        InvocationReport { result, denials, phases }
     }
 }
 

@@ -54,8 +54,23 @@ pub struct TagRun {
     pub outcome: Outcome,
     /// Host calls it was refused.
     pub denials: Vec<String>,
-    /// How long it took.
+    /// How long it took, from asking for a pool slot to the instance being dropped.
     pub duration: Duration,
+    /// Where that time went (zero for a tag that did not run).
+    pub phases: Phases,
+}
+
+/// The phases of one sandboxed invocation. Every invocation gets a fresh instance, so the
+/// fixed cost of a template is `instantiate` + `teardown`; `call` is its own work, host calls
+/// included. The benchmarks report these per tag (BENCHMARKS.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// A fresh store and instance: pool slot, imports resolved, memory image in place.
+    pub instantiate: Duration,
+    /// The template's export (`fire`), until it returned, trapped or ran out of time.
+    pub call: Duration,
+    /// Dropping the store: the pool resets the slot's memory and tables for the next instance.
+    pub teardown: Duration,
 }
 
 /// The tags run for one event, in start (priority) order.

@@ -53,6 +53,8 @@ async fn corpus_consent_variants_decide_per_tag() {
         assert!(outcome("plain").is_ok(), "{file}: a tag needing no consent always runs");
         if !ads {
             assert_eq!(outcome("ads"), Outcome::BlockedByConsent(vec!["ad_storage".into(), "ad_user_data".into()]), "{file}");
+            let phases = trace.tag_run(0, "ads").expect("matched").phases;
+            assert_eq!(phases, sluice::trace::Phases::default(), "{file}: a blocked tag is never instantiated");
         }
     }
     server.stop().await;

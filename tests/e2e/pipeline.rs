@@ -1,5 +1,7 @@
 //! Claiming, priorities, triggers and tag isolation, as a site would see them.
 
+use std::time::Duration;
+
 use serde_json::json;
 use sluice_tests::{FakeVendor, TestServer, loopback_outbound, request, template};
 
@@ -117,6 +119,12 @@ async fn tags_fire_on_matching_events_in_priority_order_and_failures_stay_contai
     assert_eq!(trace.tag_run(0, "z-fails").expect("ran").outcome, sluice::Outcome::Failed("probe tag told to fail".into()));
     assert!(trace.tag_run(0, "all-events").expect("ran").outcome.is_ok());
     assert!(trace.tag_run(2, "eur-purchases").is_none(), "page_view does not trigger it");
+    // Each run's time is split into its phases (the benchmarks' per-tag breakdown).
+    for run in &trace.events[0].tags {
+        let p = run.phases;
+        assert!(p.instantiate > Duration::ZERO && p.call > Duration::ZERO && p.teardown > Duration::ZERO, "{}: {p:?}", run.tag);
+        assert!(p.instantiate + p.call + p.teardown <= run.duration, "{}: {p:?} within {:?}", run.tag, run.duration);
+    }
     server.stop().await;
 }
 
