@@ -14,6 +14,13 @@ pub fn str_at<'a>(event: &'a Map<String, Value>, path: &str) -> Option<&'a str> 
     value.as_str().filter(|s| !s.is_empty())
 }
 
+/// The top-level `keys` of an event object, as [`crate::Event::select`] fetches them from the
+/// host. A tag that selects its keys can check in a unit test that its payload builder reads
+/// nothing else: the payload built from `select(full, KEYS)` must equal the one built from `full`.
+pub fn select(event: &Map<String, Value>, keys: &[&str]) -> Map<String, Value> {
+    keys.iter().filter_map(|k| Some(((*k).to_string(), event.get(*k)?.clone()))).collect()
+}
+
 /// The percent-decoded value of the first query parameter `name` in `url`; `None` when absent
 /// or empty. The fragment is ignored.
 pub fn url_param(url: &str, name: &str) -> Option<String> {
@@ -38,5 +45,6 @@ mod tests {
         assert_eq!(url_param("https://x.example/p?a=1&fbclid=Iw%2BAR#frag", "fbclid").as_deref(), Some("Iw+AR"));
         assert_eq!(url_param("https://x.example/p?fbclid=", "fbclid"), None);
         assert_eq!(url_param("https://x.example/p", "fbclid"), None);
+        assert_eq!(Value::Object(select(event, &["n", "a", "absent"])), json!({"n": 1, "a": {"b": "x", "empty": ""}}));
     }
 }

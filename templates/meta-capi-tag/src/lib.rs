@@ -61,7 +61,7 @@ impl Tag for MetaCapi {
 
     fn fire(host: &TagHost) -> Result<(), Error> {
         let config = host.config();
-        let event = host.event().all()?;
+        let event = host.event().select(EVENT_KEYS)?;
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let cookies = Cookies { fbp: host.request().cookie("_fbp").ok().flatten(), fbc: host.request().cookie("_fbc").ok().flatten() };
         let calling_code = config.str("phone_calling_code");
@@ -93,6 +93,15 @@ impl Tag for MetaCapi {
         Err(Error::failed(format!("Meta Conversions API: {message}")))
     }
 }
+
+/// Every top-level event key this tag reads ([`server_event`], [`identity::from_event`],
+/// [`identity::event_id`]). `fire` fetches only these, not the whole event: a GA4 event carries
+/// ~45 keys, most of them protocol details Meta does not take. A key read but missing here would
+/// silently be absent; the `the_selected_keys_are_all_server_event_reads` test guards that.
+pub const EVENT_KEYS: &[&str] = &[
+    "event_name", "event_id", "event_time", "x-ga-mp2-timestamp_micros", "user_id", "user_data", "ip_override", "user_agent",
+    "page_location", "page_referrer", "value", "currency", "transaction_id", "items",
+];
 
 /// The visitor's Meta cookies, if present.
 #[derive(Debug, Default)]
@@ -342,6 +351,26 @@ mod tests {
         // _fbc is new (from the URL), _fbp existed: only _fbc is set.
         assert_eq!(m.response().cookies.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["_fbc"]);
         assert_eq!(m.response().cookie("_fbc").and_then(|c| c.max_age), Some(90 * 24 * 3600));
+    }
+
+    #[test]
+    fn the_selected_keys_are_all_server_event_reads() {
+        // Every key server_event could read, plus keys it must ignore. If it read a key missing
+        // from EVENT_KEYS, the payload built from the selection would lack it.
+        let mut full = purchase();
+        for (k, v) in [
+            ("x-ga-mp2-timestamp_micros", json!(1_700_000_000_000_000u64)), ("event_time", json!(1_700_000_000)),
+            ("x-ga-gcs", json!("G111")), ("client_id", json!("1.2")), ("page_title", json!("Thanks")),
+        ] {
+            full[k] = v;
+        }
+        let full = full.as_object().expect("object").clone();
+        let selected = sluice_sdk::data::select(&full, EVENT_KEYS);
+        let cookies = Cookies { fbp: Some("fb.1.1.2".into()), fbc: None };
+        let build = |e: &Map<String, Value>| server_event(e, &cookies, 1_700_000_100_000, Some("1"), "website").expect("builds");
+        assert_eq!(build(&selected), build(&full));
+        assert_eq!(identity::event_id(&selected, "f"), identity::event_id(&full, "f"));
+        assert!(selected.len() < full.len(), "the selection leaves keys out");
     }
 
     #[test]

@@ -51,7 +51,7 @@ impl Tag for TikTokEvents {
 
     fn fire(host: &TagHost) -> Result<(), Error> {
         let config = host.config();
-        let event = host.event().all()?;
+        let event = host.event().select(EVENT_KEYS)?;
         let request = host.request();
         let cookies = (request.cookie("ttclid").ok().flatten(), request.cookie("_ttp").ok().flatten());
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -113,6 +113,14 @@ fn ttclid(event: &Map<String, Value>, cookie: Option<&str>) -> Option<String> {
         .and_then(|r| url_param(r, "ttclid"));
     from_page.or(from_referrer).or_else(|| cookie.filter(|c| !c.is_empty()).map(str::to_string))
 }
+
+/// Every top-level event key this tag reads ([`tiktok_event`], [`identity::from_event`],
+/// [`identity::event_id`]); `fire` fetches only these, not the whole event. The
+/// `the_selected_keys_are_all_tiktok_event_reads` test guards the list.
+pub const EVENT_KEYS: &[&str] = &[
+    "event_name", "event_id", "x-ga-mp2-timestamp_micros", "user_id", "user_data", "ip_override", "user_agent",
+    "page_location", "page_referrer", "value", "currency", "items",
+];
 
 /// Builds TikTok's `data[]` entry for one sGTM event, all but its `event_id` (`fire` adds it from
 /// the host's [`sluice_sdk::Event::fingerprint`]). `cookies` = (`ttclid`, `_ttp`).
@@ -223,6 +231,24 @@ mod tests {
                "page_location": "https://shop.example/done?ttclid=E.C.P.abc", "ip_override": "203.0.113.5", "user_agent": "UA/1",
                "user_id": "User-42", "user_data": {"email_address": "John_Smith@gmail.com", "phone_number": "+1 (650) 555-1212"},
                "items": [{"item_id": "SKU1", "item_name": "Tee", "price": 10, "quantity": 1, "item_brand": "Acme"}]})
+    }
+
+    #[test]
+    fn the_selected_keys_are_all_tiktok_event_reads() {
+        let mut full = purchase();
+        for (k, v) in [
+            ("x-ga-mp2-timestamp_micros", json!(1_700_000_000_000_000u64)), ("event_id", json!("E-1")),
+            ("page_referrer", json!("https://shop.example/cart?ttclid=R")), ("x-ga-gcs", json!("G111")), ("client_id", json!("1.2")),
+        ] {
+            full[k] = v;
+        }
+        let full = full.as_object().expect("object").clone();
+        let selected = sluice_sdk::data::select(&full, EVENT_KEYS);
+        let cookies = (Some("C".to_string()), Some("T".to_string()));
+        let build = |e: &Map<String, Value>| tiktok_event(e, &cookies, 1_700_000_100, Some("1")).expect("builds");
+        assert_eq!(build(&selected), build(&full));
+        assert_eq!(identity::event_id(&selected, "f"), identity::event_id(&full, "f"));
+        assert!(selected.len() < full.len(), "the selection leaves keys out");
     }
 
     #[test]
