@@ -209,6 +209,15 @@ impl Event {
         Ok(serde_json::from_str(&sys::event_all()?)?)
     }
 
+    /// The whole event as the JSON text the host holds, unparsed. For a tag that forwards the
+    /// event as it is (a webhook, a warehouse loader): parsing and re-serialising ~2 KB of JSON
+    /// inside the sandbox is most of such a tag's time (the webhook tag's call took about half
+    /// as long without it, BENCHMARKS.md). Send it with [`crate::HttpRequest::json_text`].
+    /// Needs `event_data = ["*"]`.
+    pub fn all_json(&self) -> Result<String, Error> {
+        sys::event_all()
+    }
+
     /// A stable hash of the whole event (hex SHA-256 of its JSON, keys sorted), computed once
     /// by the host for all tags: feed it to [`crate::identity::event_id`]. Needs
     /// `event_data = ["*"]`.

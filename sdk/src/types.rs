@@ -146,6 +146,12 @@ impl HttpRequest {
         self.header("content-type", "application/json").body(body)
     }
 
+    /// Sets a body that is JSON text already (for example [`crate::Event::all_json`]) and
+    /// `content-type: application/json`, without parsing it.
+    pub fn json_text(self, json: impl Into<String>) -> Self {
+        self.header("content-type", "application/json").body(json.into())
+    }
+
     /// Sets the timeout.
     pub fn timeout_ms(mut self, ms: u32) -> Self {
         self.timeout_ms = Some(ms);

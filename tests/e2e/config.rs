@@ -92,6 +92,7 @@ grants = {{ event_data = ["*"], outbound = ["{origin}/in"], logging = true }}
     let hits = vendor.received_at("/in");
     assert_eq!(hits.len(), 1, "only the purchase triggers the webhook");
     assert_eq!(hits[0].headers["authorization"], "Bearer s3cr3t-value");
+    assert_eq!(hits[0].headers["content-type"], "application/json");
     assert_eq!(
         hits[0].json(),
         json!({"event_name":"purchase","value":30,"currency":"EUR","user_agent":"shop-backend/2.1"}),

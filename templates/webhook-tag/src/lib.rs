@@ -29,8 +29,8 @@ impl Tag for Webhook {
 
     fn fire(host: &TagHost) -> Result<(), Error> {
         let url = host.config().require_str("url")?;
-        let event = host.event().all()?;
-        let mut request = HttpRequest::post(url).json(&event);
+        // Forwarded as the host serialised it: no parse and re-serialise inside the sandbox.
+        let mut request = HttpRequest::post(url).json_text(host.event().all_json()?);
         if let Some(token) = host.config().str("token") {
             request = request.header("authorization", format!("Bearer {token}"));
         }
