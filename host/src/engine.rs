@@ -43,8 +43,15 @@ const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 pub struct Metrics {
     /// Host calls refused by a grant.
     pub denials: AtomicU64,
-    /// (template, denial) pairs already logged at warn level.
-    warned: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// Denials already logged at warn level, by template.
+    warned: std::sync::Mutex<Warned>,
+}
+
+/// Denials already logged at warn level, by template, and how many in all.
+#[derive(Debug, Default)]
+struct Warned {
+    by_template: std::collections::HashMap<String, std::collections::HashSet<String>>,
+    count: usize,
 }
 
 /// How many distinct (template, denial) pairs are remembered for [`Metrics::first_denial`];
@@ -58,10 +65,12 @@ impl Metrics {
     /// CPU and bury everything else. Every denial is still counted and kept in the trace.
     pub fn first_denial(&self, template: &str, denial: &str) -> bool {
         let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
-        if warned.len() >= WARNED_DENIALS_MAX {
+        // Looked up by reference first: a denial seen before allocates nothing.
+        if warned.by_template.get(template).is_some_and(|seen| seen.contains(denial)) || warned.count >= WARNED_DENIALS_MAX {
             return false;
         }
-        warned.insert((template.to_string(), denial.to_string()))
+        warned.count += 1;
+        warned.by_template.entry(template.to_string()).or_default().insert(denial.to_string())
     }
 }
 

@@ -44,30 +44,32 @@ impl Template {
 
 /// Reads the manifest embedded in a template `.wasm` without compiling or running it.
 pub fn read_declaration(bytes: &[u8]) -> Result<Declaration, String> {
-    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        let payload = payload.map_err(|e| format!("not a WebAssembly file: {e}"))?;
-        if let wasmparser::Payload::CustomSection(section) = payload
-            && section.name() == MANIFEST_SECTION
-        {
-            return Declaration::from_json(section.data()).map_err(|e| e.to_string());
-        }
-    }
-    Err("has no Sluice manifest: it was not built with sluice-sdk's export_client!/export_tag!".into())
+    scan(bytes).map(|(declaration, _)| declaration)
 }
 
-/// The largest initial linear memory among the component's core modules, in bytes.
-pub fn initial_memory_bytes(bytes: &[u8]) -> Result<u64, String> {
+/// One pass over a template's sections: its manifest, and the largest initial linear memory
+/// among its core modules in bytes.
+fn scan(bytes: &[u8]) -> Result<(Declaration, u64), String> {
+    let mut manifest = None;
     let mut largest = 0u64;
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        if let wasmparser::Payload::MemorySection(memories) = payload.map_err(|e| format!("not a WebAssembly file: {e}"))? {
-            for memory in memories {
-                let memory = memory.map_err(|e| format!("invalid memory section: {e}"))?;
-                let page = 1u64 << memory.page_size_log2.unwrap_or(16);
-                largest = largest.max(memory.initial.saturating_mul(page));
+        match payload.map_err(|e| format!("not a WebAssembly file: {e}"))? {
+            wasmparser::Payload::CustomSection(section) if section.name() == MANIFEST_SECTION && manifest.is_none() => {
+                manifest = Some(Declaration::from_json(section.data()).map_err(|e| e.to_string())?);
             }
+            wasmparser::Payload::MemorySection(memories) => {
+                for memory in memories {
+                    let memory = memory.map_err(|e| format!("invalid memory section: {e}"))?;
+                    let page = 1u64 << memory.page_size_log2.unwrap_or(16);
+                    largest = largest.max(memory.initial.saturating_mul(page));
+                }
+            }
+            _ => {}
         }
     }
-    Ok(largest)
+    let declaration = manifest
+        .ok_or("has no Sluice manifest: it was not built with sluice-sdk's export_client!/export_tag!")?;
+    Ok((declaration, largest))
 }
 
 /// Reads, checks and compiles one configured template.
@@ -84,7 +86,7 @@ pub(crate) fn load(
         error,
     })?;
     let fail = |message: String| LoadError::Template { entry: entry.clone(), message };
-    let declaration = read_declaration(&bytes).map_err(|m| fail(format!("{}: {m}", cfg.wasm.display())))?;
+    let (declaration, initial) = scan(&bytes).map_err(|m| fail(format!("{}: {m}", cfg.wasm.display())))?;
     if declaration.kind != kind {
         return Err(fail(format!(
             "{} is a {} template ({:?}); move it to the [[{}]] section",
@@ -94,7 +96,6 @@ pub(crate) fn load(
             declaration.kind
         )));
     }
-    let initial = initial_memory_bytes(&bytes).map_err(|m| fail(format!("{}: {m}", cfg.wasm.display())))?;
     if initial > memory_mb.saturating_mul(1 << 20) {
         return Err(fail(format!(
             "starts with {:.1} MiB of linear memory, more than [limits] memory_mb = {memory_mb}: raise memory_mb to at least {}",

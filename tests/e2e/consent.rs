@@ -27,11 +27,8 @@ fn config(vendor: &FakeVendor, consent_section: &str) -> String {
 }
 
 async fn send(server: &TestServer, query: &str, headers: &[(&str, &str)]) {
-    let mut req = server.http.post(server.url(&format!("/g/collect?{query}"))).header("x-forwarded-for", "203.0.113.9");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    assert_eq!(req.send().await.expect("request").status(), 204);
+    let headers = [&[("x-forwarded-for", "203.0.113.9")], headers].concat();
+    assert_eq!(server.post_hit(query, &headers).await.status(), 204);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,7 +43,7 @@ async fn corpus_consent_variants_decide_per_tag() {
         ("ga4_08_page_view_homemade.txt", false, false),          // older 10-character 13l3l3l3l1
     ];
     for (file, ads, analytics) in cases {
-        let (_, trace) = server.container.handle(request_for(&corpus_hit_query(file))).await;
+        let (_, trace) = server.container.handle(sluice_tests::hit_request(&corpus_hit_query(file))).await;
         let outcome = |tag: &str| trace.tag_run(0, tag).expect("matched").outcome.clone();
         assert_eq!(outcome("ads").is_ok(), ads, "{file}: {}", outcome("ads"));
         assert_eq!(outcome("analytics").is_ok(), analytics, "{file}: {}", outcome("analytics"));
@@ -58,12 +55,6 @@ async fn corpus_consent_variants_decide_per_tag() {
         }
     }
     server.stop().await;
-}
-
-fn request_for(query: &str) -> sluice::state::RequestData {
-    let mut r = sluice_tests::request("POST", "/g/collect", b"");
-    r.query = query.to_string();
-    r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,16 +105,16 @@ async fn the_cmp_header_outranks_the_hit_and_unset_can_be_granted() {
     let vendor = FakeVendor::start().await;
     let server = TestServer::start(&config(&vendor, "[consent]\nunset = \"grant\"")).await;
     let denied = corpus_hit_query("ga4_05_scroll_consent_denied.txt");
-    let mut with_header = request_for(&denied);
+    let mut with_header = sluice_tests::hit_request(&denied);
     with_header.headers.insert("x-consent", "ad_storage=granted, ad_user_data=granted".parse().expect("value"));
     let (_, trace) = server.container.handle(with_header).await;
     assert!(trace.tag_run(0, "ads").expect("ran").outcome.is_ok(), "the header comes first by default");
     assert!(!trace.tag_run(0, "analytics").expect("ran").outcome.is_ok(), "gcd still denies analytics");
 
-    let (_, trace) = server.container.handle(request_for(&corpus_hit_query("ga4_14_page_view_analytics_google_com.txt"))).await;
+    let (_, trace) = server.container.handle(sluice_tests::hit_request(&corpus_hit_query("ga4_14_page_view_analytics_google_com.txt"))).await;
     assert!(trace.tag_run(0, "ads").expect("ran").outcome.is_ok(), "unset = \"grant\": consent mode not in use runs");
 
-    let mut malformed = request_for(&denied);
+    let mut malformed = sluice_tests::hit_request(&denied);
     malformed.headers.insert("x-consent", "{definitely not json".parse().expect("value"));
     let (_, trace) = server.container.handle(malformed).await;
     assert!(!trace.tag_run(0, "ads").expect("ran").outcome.is_ok(), "a malformed header falls back to gcd, never to granted");

@@ -42,14 +42,8 @@ async fn corpus_hits_reach_tags_as_event_data() {
     // A single-event hit, query only (as gtag sends it to a server container).
     let query = corpus_hit_query("ga4_03_add_to_cart_items.txt");
     let res = server
-        .http
-        .post(server.url(&format!("/g/collect?{query}")))
-        .header("origin", "https://shop.example")
-        .header("user-agent", "Mozilla/5.0 (corpus)")
-        .header("x-forwarded-for", "203.0.113.50, 10.0.0.1")
-        .send()
-        .await
-        .expect("request");
+        .post_hit(&query, &[("origin", "https://shop.example"), ("user-agent", "Mozilla/5.0 (corpus)"), ("x-forwarded-for", "203.0.113.50, 10.0.0.1")])
+        .await;
     assert_eq!(res.status(), 204);
     assert_eq!(res.headers()["access-control-allow-origin"], "https://shop.example");
 

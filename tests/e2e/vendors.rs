@@ -79,14 +79,8 @@ async fn meta_receives_valid_hashed_events_for_consented_hits_only() {
     let denied = corpus_hit_query("ga4_06_add_to_cart_consent_denied.txt") + "&ep.user_data.email_address=someone%40example.com";
     for query in [&granted, &denied] {
         let res = server
-            .http
-            .post(server.url(&format!("/g/collect?{query}")))
-            .header("user-agent", "Mozilla/5.0 (e2e)")
-            .header("x-forwarded-for", "203.0.113.77")
-            .header("cookie", "_fbp=fb.1.1596403881668.1116446470")
-            .send()
-            .await
-            .expect("request");
+            .post_hit(query, &[("user-agent", "Mozilla/5.0 (e2e)"), ("x-forwarded-for", "203.0.113.77"), ("cookie", "_fbp=fb.1.1596403881668.1116446470")])
+            .await;
         assert_eq!(res.status(), 204);
     }
     server.stop().await;

@@ -205,6 +205,13 @@ pub fn request(method: &str, path: &str, body: &[u8]) -> sluice::state::RequestD
     }
 }
 
+/// A GA4 hit (`POST /g/collect?{query}`) for [`Container::handle`].
+pub fn hit_request(query: &str) -> sluice::state::RequestData {
+    let mut r = request("POST", "/g/collect", b"");
+    r.query = query.to_string();
+    r
+}
+
 /// The real server, serving a container on a loopback port.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -234,6 +241,15 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends a GA4 hit (`POST /g/collect?{query}`) with these headers, as a browser would.
+    pub async fn post_hit(&self, query: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self.http.post(self.url(&format!("/g/collect?{query}")));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.send().await.expect("request")
     }
 
     /// Stops accepting, waits for in-flight requests and background tags.
