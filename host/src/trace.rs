@@ -62,7 +62,9 @@ pub struct TagRun {
 
 /// The phases of one sandboxed invocation. Every invocation gets a fresh instance, so the
 /// fixed cost of a template is `instantiate` + `teardown`; `call` is its own work, host calls
-/// included. The benchmarks report these per tag (BENCHMARKS.md).
+/// included. Wall-clock times: the tags of one event run concurrently, so a phase can include
+/// time another tag ran while this one waited (after a host call or an epoch yield). The
+/// benchmarks report these per tag (BENCHMARKS.md).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Phases {
     /// A fresh store and instance: pool slot, imports resolved, memory image in place.

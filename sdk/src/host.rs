@@ -192,7 +192,7 @@ impl Event {
     /// The named top-level keys of the event as one object; keys the event lacks are left out.
     /// Cheaper than [`Event::all`] when a tag needs a few keys of a large event: only those
     /// cross into the sandbox and get parsed (the Meta tag reads 14 of a GA4 event's ~45 keys
-    /// and its call took ~10% less time, BENCHMARKS.md). Each key needs a covering
+    /// and its call took ~13% less time, BENCHMARKS.md). Each key needs a covering
     /// `event_data` pattern.
     pub fn select(&self, keys: &[&str]) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
         let mut out = serde_json::Map::new();
