@@ -244,7 +244,8 @@ impl Outbound {
 
     /// Checks and sends `request` for a template holding `grant`, following redirects.
     pub async fn send(&self, grant: &EffectiveGrant, request: OutboundRequest) -> Result<OutboundResponse, OutboundError> {
-        let mut url = Url::parse(&request.url).map_err(|e| OutboundError::Invalid(format!("URL {:?}: {e}", request.url)))?;
+        let mut url = Url::parse(&request.url)
+            .map_err(|e| OutboundError::Invalid(format!("URL {:?}: {e}", request.url.split('?').next().unwrap_or_default())))?;
         let mut method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| OutboundError::Invalid(format!("method {:?} is not valid", request.method)))?;
         let headers = build_headers(&request.headers)?;
@@ -337,8 +338,12 @@ fn classify(e: reqwest::Error) -> OutboundError {
         }
         source = s.source();
     }
-    // reqwest's Display omits the cause ("error sending request"); include the chain.
-    let mut msg = e.to_string();
+    // reqwest's Display names the URL, query string and all: vendors take credentials there
+    // (Meta's access_token, GA4's api_secret), and this message reaches logs and traces. Name
+    // the URL without its query instead. The Display omits the cause; include the chain.
+    let url = e.url().map(|u| format!(" ({}{})", u.origin().ascii_serialization(), u.path()));
+    let e = e.without_url();
+    let mut msg = e.to_string() + url.as_deref().unwrap_or("");
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         msg.push_str(": ");
@@ -373,5 +378,24 @@ mod tests {
         let bad = OutboundConfig { allow_private: vec!["localhost".into()], ..Default::default() };
         let msg = NetworkPolicy::from_config(&bad, std::path::Path::new("c.toml")).unwrap_err().to_string();
         assert!(msg.contains("allow_private") && msg.contains("localhost"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_is_described_without_its_query_string() {
+        // Vendors take credentials in the query (Meta's access_token); failures are logged.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cfg = OutboundConfig { allow_http: vec![format!("http://127.0.0.1:{port}")], allow_private: vec!["127.0.0.1/32".into()], ..Default::default() };
+        let outbound = Outbound::new(&cfg, NetworkPolicy::from_config(&cfg, std::path::Path::new("c.toml")).unwrap()).unwrap();
+        let any = sluice_manifest::PermissionSet { outbound: vec!["*".into()], ..Default::default() };
+        let grant = EffectiveGrant::new(sluice_manifest::Kind::Tag, &any, &any).unwrap();
+        let request = |url: String| OutboundRequest { method: "POST".into(), url, headers: Vec::new(), body: Vec::new(), timeout: None };
+
+        let refused = outbound.send(&grant, request(format!("http://127.0.0.1:{port}/v1/events?access_token=tok3n"))).await.unwrap_err();
+        let msg = refused.to_string();
+        assert!(matches!(refused, OutboundError::Failed(_)) && msg.contains(&format!("127.0.0.1:{port}/v1/events")), "{msg}");
+        assert!(!msg.contains("tok3n"), "{msg}");
+
+        let malformed = outbound.send(&grant, request("http://[::1/x?access_token=tok3n".into())).await.unwrap_err().to_string();
+        assert!(malformed.contains("http://[::1/x") && !malformed.contains("tok3n"), "{malformed}");
     }
 }

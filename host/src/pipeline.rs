@@ -342,8 +342,8 @@ impl Container {
         match invoked.result {
             Invoked::Returned(Ok(Claim::Pass)) => (Outcome::Ok, None),
             Invoked::Returned(Ok(Claim::Claimed(events))) => (Outcome::Ok, Some(events)),
-            Invoked::Returned(Err(e)) => (Outcome::from_template_error(e), None),
-            other => (Outcome::from_invocation(other.map_unit()), None),
+            Invoked::Returned(Err(e)) => (Outcome::from_template_error(e).redacted(&client.template), None),
+            other => (Outcome::from_invocation(other.map_unit()).redacted(&client.template), None),
         }
     }
 
@@ -375,8 +375,8 @@ impl Container {
         };
         TagRun {
             tag: tag.template.name.clone(),
-            outcome,
-            denials: invoked.denials.iter().map(ToString::to_string).collect(),
+            outcome: outcome.redacted(&tag.template),
+            denials: invoked.denials.iter().map(|d| tag.template.redact(&d.to_string())).collect(),
             duration: started.elapsed(),
             phases: invoked.phases,
         }
@@ -454,6 +454,16 @@ impl<T> Invoked<T> {
 }
 
 impl Outcome {
+    /// The same outcome with `template`'s secret parameter values masked: outcomes are logged,
+    /// and a template's error message can quote what it was given.
+    fn redacted(self, template: &Template) -> Self {
+        match self {
+            Outcome::Failed(m) => Outcome::Failed(template.redact(&m)),
+            Outcome::Trapped(m) => Outcome::Trapped(template.redact(&m)),
+            other => other,
+        }
+    }
+
     fn from_template_error(e: crate::bindings::types::Error) -> Self {
         use crate::bindings::types::Error;
         Outcome::Failed(match e {

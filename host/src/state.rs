@@ -172,11 +172,13 @@ impl Invocation {
     /// Logs, counts and keeps a denial; returns the WIT error for it.
     pub(crate) fn deny(&mut self, denial: Denial) -> crate::bindings::types::Error {
         let message = denial.to_string();
-        if self.services.metrics.first_denial(&self.template.name, &message) {
+        // A refused URL can carry the template's own secret parameters (a token in the query).
+        let logged = self.template.redact(&message);
+        if self.services.metrics.first_denial(&self.template.name, &logged) {
             tracing::warn!(request_id = %self.request.id, template = %self.template.name,
-                "permission denied: {message} (logged once per template; later ones at debug level, all counted and traced)");
+                "permission denied: {logged} (logged once per template; later ones at debug level, all counted and traced)");
         } else {
-            tracing::debug!(request_id = %self.request.id, template = %self.template.name, "permission denied: {message}");
+            tracing::debug!(request_id = %self.request.id, template = %self.template.name, "permission denied: {logged}");
         }
         self.services.metrics.denials.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.denials.push(denial);

@@ -6,6 +6,7 @@
 mod config;
 mod consent;
 mod ga4;
+mod logs;
 mod permissions;
 mod pipeline;
 mod sandbox;

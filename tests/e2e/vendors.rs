@@ -15,7 +15,9 @@ fn fake_meta() -> sluice_tests::Judge {
     Arc::new(|r: &Received| meta::judge(r, now_secs()))
 }
 
-fn config(meta: &FakeVendor) -> String {
+/// The GA4 client and the four bundled vendor tags (Meta, TikTok, GA4 web and MP), every
+/// vendor endpoint at `origin`; the tokens and the MP secret are `TEST_SECRET`.
+pub(crate) fn config(origin: &str) -> String {
     format!(
         r#"{outbound}
 [server]
@@ -59,7 +61,7 @@ grants = {{ event_data = ["*"], outbound = ["{origin}/mp/collect"] }}
         tag = template("meta-capi-tag").display(),
         tiktok = template("tiktok-events-tag").display(),
         ga4 = template("ga4-tag").display(),
-        origin = meta.origin(),
+        origin = origin,
     )
 }
 
@@ -70,7 +72,7 @@ async fn meta_receives_valid_hashed_events_for_consented_hits_only() {
     vendor.judge("/open_api/", Arc::new(|r: &Received| tiktok::judge(r, now_secs())));
     vendor.judge("/g/collect", Arc::new(ga4::judge));
     vendor.judge("/mp/collect", Arc::new(ga4::judge));
-    let server = TestServer::start(&config(&vendor)).await;
+    let server = TestServer::start(&config(&vendor.origin())).await;
 
     // Granted (G111 / 13r3r3r2r5l1), with customer data the site sent as ep.user_data.*.
     let granted = corpus_hit_query("ga4_03_add_to_cart_items.txt")

@@ -1,0 +1,86 @@
+//! What reaches the operator's logs: enough to see what failed, never a secret.
+
+use std::sync::{Arc, Mutex};
+
+use sluice_tests::{FakeVendor, Received, TestServer, corpus_hit_query, hit_request};
+
+/// Log output captured in memory.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+impl Capture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// A port nothing listens on: connecting is refused, as in a vendor outage.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+// One thread (the default test runtime), so the capturing subscriber sees the server, the
+// pipeline and the outbound calls.
+#[tokio::test]
+async fn a_vendor_outage_is_logged_without_the_access_tokens_in_its_urls() {
+    let logs = Capture::default();
+    let subscriber = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).with_max_level(tracing::Level::DEBUG).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // Meta's token and the GA4 Measurement Protocol secret travel in the URL's query string.
+    let server = TestServer::start(&crate::vendors::config(&format!("http://127.0.0.1:{}", closed_port()))).await;
+    let query = corpus_hit_query("ga4_03_add_to_cart_items.txt");
+    assert_eq!(server.post_hit(&query, &[("user-agent", "Mozilla/5.0 (e2e)")]).await.status(), 204, "an outage never reaches the browser");
+    let (_, trace) = server.container.handle(hit_request(&query)).await;
+    server.stop().await;
+
+    let outcomes: Vec<String> = trace.events[0].tags.iter().map(|t| format!("{}: {}", t.tag, t.outcome)).collect();
+    assert_eq!(outcomes.len(), 4, "{outcomes:?}");
+    assert!(outcomes.iter().all(|o| o.contains("failed")), "every vendor was unreachable: {outcomes:?}");
+    let text = logs.text();
+    assert!(text.contains("outbound not completed") && text.contains("meta") && text.contains("ga4-mp"), "the failures are logged:\n{text}");
+    assert!(text.contains("/v25.0/1234567890/events") && text.contains("/mp/collect"), "with the URLs' paths:\n{text}");
+    for place in outcomes.iter().chain([&text]) {
+        assert!(!place.contains("s3cr3t-value"), "a secret reached the logs or the trace:\n{place}");
+    }
+}
+
+#[tokio::test]
+async fn a_vendor_error_quoting_the_token_is_masked_in_logs_and_trace() {
+    let logs = Capture::default();
+    let subscriber = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).with_max_level(tracing::Level::DEBUG).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // A vendor whose error message repeats the request's query string, token included.
+    let vendor = FakeVendor::start().await;
+    vendor.judge(
+        "/",
+        Arc::new(|r: &Received| (400, format!(r#"{{"error":{{"message":"bad request {}","type":"OAuthException","code":190}}}}"#, r.query))),
+    );
+    let server = TestServer::start(&crate::vendors::config(&vendor.origin())).await;
+    let (_, trace) = server.container.handle(hit_request(&corpus_hit_query("ga4_03_add_to_cart_items.txt"))).await;
+    server.stop().await;
+
+    assert!(vendor.received().iter().any(|r| r.query.contains("access_token=s3cr3t-value")), "Meta was sent the real token");
+    let meta = trace.tag_run(0, "meta").expect("ran").outcome.to_string();
+    assert!(meta.contains("bad request access_token=[secret]"), "the vendor's message, masked: {meta}");
+    let text = logs.text();
+    assert!(text.contains("Meta rejected the event"), "the tag's own warning is logged:\n{text}");
+    assert!(!text.contains("s3cr3t-value"), "a secret reached the logs:\n{text}");
+}
