@@ -119,11 +119,16 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Take the visitor's IP from `X-Forwarded-For` (only behind a proxy that sets it).
     pub trust_forwarded_for: bool,
+    /// Most events one request may turn into; the rest are dropped and the drop logged. A
+    /// batched GA4 hit carries one event per body line, so without a cap one 256 kB request of
+    /// short lines would become tens of thousands of events, each running every matching tag
+    /// and calling vendors: an amplifier for anyone on the internet.
+    pub max_events_per_request: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { max_body_bytes: 256 * 1024, trust_forwarded_for: false }
+        ServerConfig { max_body_bytes: 256 * 1024, trust_forwarded_for: false, max_events_per_request: 100 }
     }
 }
 

@@ -210,8 +210,15 @@ impl Container {
         };
         trace.claimed_by = Some(client.template.name.clone());
 
+        let max_events = self.server.max_events_per_request;
+        if events.len() > max_events {
+            trace.client_errors.push((
+                client.template.name.clone(),
+                format!("{} events in one request; only the first {max_events} run tags ([server] max_events_per_request)", events.len()),
+            ));
+        }
         let mut parsed = Vec::new();
-        for (i, text) in events.iter().enumerate() {
+        for (i, text) in events.iter().take(max_events).enumerate() {
             match serde_json::from_str::<Value>(text) {
                 Ok(event @ Value::Object(_)) => parsed.push(event),
                 _ => trace.client_errors.push((client.template.name.clone(), format!("event {i} is not a JSON object; dropped"))),

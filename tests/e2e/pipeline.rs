@@ -129,6 +129,29 @@ async fn tags_fire_on_matching_events_in_priority_order_and_failures_stay_contai
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_cannot_fan_out_into_more_events_than_the_cap() {
+    let vendor = FakeVendor::start().await;
+    let config = [
+        loopback_outbound(),
+        "[server]\nmax_events_per_request = 3\n\n".to_string(),
+        format!("[[client]]\nname = \"collect\"\nwasm = \"{}\"\ngrants = {{ body = true }}\n", template("json-collect-client").display()),
+        probe_tag("every-event", 1, &vendor, r#"{ events = ["*"] }"#, ""),
+    ]
+    .concat();
+    let server = TestServer::start(&config).await;
+    let events: Vec<serde_json::Value> = (0..5).map(|i| json!({"event_name": "page_view", "n": i})).collect();
+    let body = serde_json::to_vec(&events).expect("json");
+    let (_, trace) = server.container.handle(request("POST", "/collect", &body)).await;
+    server.stop().await;
+    let seen: Vec<i64> = vendor.received_at("/sink").iter().filter_map(|r| r.json()["event"]["n"].as_i64()).collect();
+    assert_eq!(seen, [0, 1, 2], "the first three events ran the tag, the rest none");
+    assert_eq!(trace.events.len(), 3);
+    let (client, error) = &trace.client_errors[0];
+    assert_eq!(client, "collect");
+    assert!(error.contains("5 events") && error.contains("max_events_per_request"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tag_can_set_a_granted_cookie_before_the_response_goes_out() {
     let vendor = FakeVendor::start().await;
     let config = [loopback_outbound(), probe_client("c", 0, "/hit", "claim"), probe_tag("t", 0, &vendor, r#"{ events = ["*"] }"#, r#", mode = "cookie""#)].concat();
