@@ -119,6 +119,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Take the visitor's IP from `X-Forwarded-For` (only behind a proxy that sets it).
     pub trust_forwarded_for: bool,
+    /// Time to receive a request's headers, and then its body, in milliseconds. A client that
+    /// trickles bytes slower is cut off (408 for a body), so idle connections cannot pile up.
+    pub read_timeout_ms: u64,
     /// Most events one request may turn into; the rest are dropped and the drop logged. A
     /// batched GA4 hit carries one event per body line, so without a cap one 256 kB request of
     /// short lines would become tens of thousands of events, each running every matching tag
@@ -128,7 +131,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { max_body_bytes: 256 * 1024, trust_forwarded_for: false, max_events_per_request: 100 }
+        ServerConfig { max_body_bytes: 256 * 1024, trust_forwarded_for: false, read_timeout_ms: 10_000, max_events_per_request: 100 }
     }
 }
 

@@ -26,6 +26,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub async fn serve(container: Arc<Container>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let read_timeout = Duration::from_millis(container.server_config().read_timeout_ms);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -44,7 +45,7 @@ pub async fn serve(container: Arc<Container>, listener: TcpListener, shutdown: i
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
+                    .header_read_timeout(read_timeout)
                     .serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -72,7 +73,12 @@ pub async fn handle(container: &Arc<Container>, req: Request<Incoming>, peer: So
     }
     let (parts, body) = req.into_parts();
     let limit = container.server_config().max_body_bytes;
-    let body = match Limited::new(body, limit).collect().await {
+    let read_timeout = Duration::from_millis(container.server_config().read_timeout_ms);
+    let Ok(body) = tokio::time::timeout(read_timeout, Limited::new(body, limit).collect()).await else {
+        tracing::warn!(method = %parts.method, path = %parts.uri.path(), "request body not received within {read_timeout:?}");
+        return plain(StatusCode::REQUEST_TIMEOUT, "request body not received in time");
+    };
+    let body = match body {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
             let too_large = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();

@@ -5,6 +5,7 @@
 
 mod config;
 mod consent;
+mod front;
 mod ga4;
 mod logs;
 mod permissions;
