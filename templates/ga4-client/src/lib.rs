@@ -9,6 +9,10 @@
 //! * Answers like Google's endpoint: `204` with CORS headers for the requesting origin
 //!   (credentials allowed), `204` to a CORS preflight. A request that is not a valid hit is
 //!   claimed and answered `400` with the reason; no event reaches the tags.
+//! * With `allowed_origins`, a browser request from any other origin is claimed and answered
+//!   `403`, and none of its events reach the tags: other sites cannot make your visitors'
+//!   browsers send hits (with their first-party cookies) into your container. Requests with no
+//!   `Origin` header (servers, Measurement Protocol) are not affected.
 //! * Optionally manages the client id server-side (`manage_client_id`): an HttpOnly, Secure
 //!   first-party cookie (`FPID` by default, two years) becomes `client_id`, and the browser's
 //!   `cid` is kept as `x-ga-js_client_id`.
@@ -65,6 +69,10 @@ impl Client for Ga4Client {
             Parameter::optional("cookie_name", "Name of that cookie (default \"FPID\")."),
             Parameter::optional("cookie_max_age_days", "Its lifetime in days (default 730, as sGTM)."),
             Parameter::optional("cookie_domain", "Its Domain attribute (default: the request host only)."),
+            Parameter::optional(
+                "allowed_origins",
+                "Origins whose pages may send hits, e.g. [\"https://shop.example\"] (default: any, as Google's endpoint).",
+            ),
         ],
     };
 
@@ -80,9 +88,15 @@ impl Client for Ga4Client {
         if !is_web && !is_mp {
             return Ok(Claim::Pass);
         }
+        let origin = optional(request.header("origin"))?;
+        if let (Some(origin), Some(allowed)) = (&origin, config.get::<Vec<String>>("allowed_origins")?)
+            && !allowed.contains(origin)
+        {
+            return answer(host, 403, &format!("origin {origin} may not send hits here (allowed_origins)"));
+        }
         let method = request.method();
         if method == "OPTIONS" {
-            cors(host, true)?;
+            cors(host, origin.as_deref(), true)?;
             host.response().set_status(204)?;
             return Ok(Claim::Claimed(Vec::new()));
         }
@@ -94,12 +108,7 @@ impl Client for Ga4Client {
         };
         let mut events = match parsed {
             Ok(events) => events,
-            Err(hit::Invalid(reason)) => {
-                host.response().set_status(400)?;
-                let _ = host.response().set_header("content-type", "text/plain; charset=utf-8");
-                host.response().set_body(reason.as_bytes())?;
-                return Ok(Claim::Claimed(Vec::new()));
-            }
+            Err(hit::Invalid(reason)) => return answer(host, 400, &reason),
         };
 
         let ip = optional(request.remote_address())?;
@@ -131,10 +140,18 @@ impl Client for Ga4Client {
                 ev.insert("x-ga-js_client_id".into(), browser_id);
             }
         }
-        cors(host, false)?;
+        cors(host, origin.as_deref(), false)?;
         host.response().set_status(204)?;
         Ok(Claim::Claimed(events.into_iter().map(Value::Object).collect()))
     }
+}
+
+/// Claims the request with no events, answering `status` and `reason` as plain text.
+fn answer(host: &Host, status: u16, reason: &str) -> Result<Claim, Error> {
+    host.response().set_status(status)?;
+    let _ = host.response().set_header("content-type", "text/plain; charset=utf-8");
+    host.response().set_body(reason.as_bytes())?;
+    Ok(Claim::Claimed(Vec::new()))
 }
 
 /// `Ok(None)` for a refused optional read.
@@ -164,11 +181,11 @@ fn header_client_hints(host: &Host) -> Result<sluice_sdk::json::Map<String, Valu
 }
 
 /// CORS for the requesting origin, credentials allowed (gtag sends cookies with its hits).
-fn cors(host: &Host, preflight: bool) -> Result<(), Error> {
+fn cors(host: &Host, origin: Option<&str>, preflight: bool) -> Result<(), Error> {
     let request = host.request();
-    let Some(origin) = optional(request.header("origin"))? else { return Ok(()) };
+    let Some(origin) = origin else { return Ok(()) };
     let response = host.response();
-    response.set_header("access-control-allow-origin", &origin)?;
+    response.set_header("access-control-allow-origin", origin)?;
     response.set_header("access-control-allow-credentials", "true")?;
     if preflight {
         response.set_header("access-control-allow-methods", "POST, GET, OPTIONS")?;
@@ -260,6 +277,24 @@ mod tests {
 
         let mut other = hit("GET").path("/something-else");
         assert_eq!(other.run_client::<Ga4Client>(), Ok(Claim::Pass));
+    }
+
+    #[test]
+    fn allowed_origins_keeps_other_sites_out() {
+        let allow = |mock: MockHost| mock.param("allowed_origins", ["https://shop.example"]);
+        let mut evil = allow(hit("POST").header("origin", "https://evil.example"));
+        assert!(claimed(&mut evil).is_empty(), "no events from another site");
+        assert_eq!(evil.response().status, Some(403));
+        assert_eq!(evil.response().header("access-control-allow-origin"), None);
+        let mut evil_preflight = allow(hit("OPTIONS").header("origin", "https://evil.example"));
+        assert!(claimed(&mut evil_preflight).is_empty());
+        assert_eq!(evil_preflight.response().status, Some(403));
+
+        let mut own = allow(hit("POST"));
+        assert_eq!(claimed(&mut own).len(), 1);
+        assert_eq!(own.response().header("access-control-allow-origin"), Some("https://shop.example"));
+        let mut server_side = allow(MockHost::new().method("POST").path("/g/collect").query(HIT));
+        assert_eq!(claimed(&mut server_side).len(), 1, "no Origin header: not a browser, not filtered");
     }
 
     #[test]
