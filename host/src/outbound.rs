@@ -3,7 +3,7 @@
 //! Checks, in order, for the first URL and again for every redirect hop:
 //! 1. the template's effective grant covers the URL (sGTM-style patterns, `sluice-manifest`);
 //! 2. the scheme is https, or http to an origin the operator listed in `allow_http`;
-//! 3. the address is public: IP literals are checked here, host names in [`GuardedResolver`],
+//! 3. the address is public: IP literals are checked here, host names in `GuardedResolver` (below),
 //!    which filters every resolved address and hands reqwest only the survivors, so the
 //!    connection goes to an address that was checked (no DNS-rebinding gap). Loopback, private,
 //!    link-local (cloud metadata), CGNAT, ULA and unspecified addresses are refused unless the
