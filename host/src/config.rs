@@ -129,6 +129,13 @@ pub struct ServerConfig {
     pub max_events_per_request: usize,
 }
 
+impl ServerConfig {
+    /// [`Self::read_timeout_ms`] as a duration.
+    pub fn read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.read_timeout_ms)
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig { max_body_bytes: 256 * 1024, trust_forwarded_for: false, read_timeout_ms: 10_000, max_events_per_request: 100 }

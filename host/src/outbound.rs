@@ -244,8 +244,7 @@ impl Outbound {
 
     /// Checks and sends `request` for a template holding `grant`, following redirects.
     pub async fn send(&self, grant: &EffectiveGrant, request: OutboundRequest) -> Result<OutboundResponse, OutboundError> {
-        let mut url = Url::parse(&request.url)
-            .map_err(|e| OutboundError::Invalid(format!("URL {:?}: {e}", request.url.split('?').next().unwrap_or_default())))?;
+        let mut url = Url::parse(&request.url).map_err(|e| OutboundError::Invalid(format!("URL {:?}: {e}", without_query(&request.url))))?;
         let mut method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| OutboundError::Invalid(format!("method {:?} is not valid", request.method)))?;
         let headers = build_headers(&request.headers)?;
@@ -325,6 +324,12 @@ fn build_headers(list: &[(String, String)]) -> Result<reqwest::header::HeaderMap
     Ok(headers)
 }
 
+/// A URL as it may be logged: without its query string, where vendors take credentials (Meta's
+/// `access_token`, GA4's `api_secret`).
+pub(crate) fn without_query(url: &str) -> &str {
+    url.split('?').next().unwrap_or_default()
+}
+
 fn classify(e: reqwest::Error) -> OutboundError {
     if e.is_timeout() {
         return OutboundError::Timeout;
@@ -338,9 +343,8 @@ fn classify(e: reqwest::Error) -> OutboundError {
         }
         source = s.source();
     }
-    // reqwest's Display names the URL, query string and all: vendors take credentials there
-    // (Meta's access_token, GA4's api_secret), and this message reaches logs and traces. Name
-    // the URL without its query instead. The Display omits the cause; include the chain.
+    // reqwest's Display names the URL, query string and all, and this message reaches logs and
+    // traces: name it without the query instead. The Display omits the cause; include the chain.
     let url = e.url().map(|u| format!(" ({}{})", u.origin().ascii_serialization(), u.path()));
     let e = e.without_url();
     let mut msg = e.to_string() + url.as_deref().unwrap_or("");

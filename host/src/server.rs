@@ -26,7 +26,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub async fn serve(container: Arc<Container>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    let read_timeout = Duration::from_millis(container.server_config().read_timeout_ms);
+    let read_timeout = container.server_config().read_timeout();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -73,7 +73,7 @@ pub async fn handle(container: &Arc<Container>, req: Request<Incoming>, peer: So
     }
     let (parts, body) = req.into_parts();
     let limit = container.server_config().max_body_bytes;
-    let read_timeout = Duration::from_millis(container.server_config().read_timeout_ms);
+    let read_timeout = container.server_config().read_timeout();
     let Ok(body) = tokio::time::timeout(read_timeout, Limited::new(body, limit).collect()).await else {
         tracing::warn!(method = %parts.method, path = %parts.uri.path(), "request body not received within {read_timeout:?}");
         return plain(StatusCode::REQUEST_TIMEOUT, "request body not received in time");

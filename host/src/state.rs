@@ -144,7 +144,8 @@ pub struct Invocation {
     pub(crate) consent: ConsentState,
     /// `ad_user_data` is not granted: request reads hide the IP and click ids too.
     pub(crate) personal_data_removed: bool,
-    pub(crate) denials: Vec<Denial>,
+    /// Refused host calls, as logged and traced (the template's secrets masked).
+    pub(crate) denials: Vec<String>,
 }
 
 impl WasiView for Invocation {
@@ -181,7 +182,7 @@ impl Invocation {
             tracing::debug!(request_id = %self.request.id, template = %self.template.name, "permission denied: {logged}");
         }
         self.services.metrics.denials.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.denials.push(denial);
+        self.denials.push(logged);
         crate::bindings::types::Error::PermissionDenied(message)
     }
 

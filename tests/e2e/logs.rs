@@ -26,6 +26,13 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
 }
 
 impl Capture {
+    /// Captures everything logged on this thread, down to debug, until the guard is dropped.
+    fn start() -> (Capture, tracing::subscriber::DefaultGuard) {
+        let logs = Capture::default();
+        let subscriber = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).with_max_level(tracing::Level::DEBUG).finish();
+        (logs.clone(), tracing::subscriber::set_default(subscriber))
+    }
+
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
@@ -41,9 +48,7 @@ fn closed_port() -> u16 {
 // pipeline and the outbound calls.
 #[tokio::test]
 async fn a_vendor_outage_is_logged_without_the_access_tokens_in_its_urls() {
-    let logs = Capture::default();
-    let subscriber = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).with_max_level(tracing::Level::DEBUG).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Capture::start();
     // Meta's token and the GA4 Measurement Protocol secret travel in the URL's query string.
     let server = TestServer::start(&crate::vendors::config(&format!("http://127.0.0.1:{}", closed_port()))).await;
     let query = corpus_hit_query("ga4_03_add_to_cart_items.txt");
@@ -64,9 +69,7 @@ async fn a_vendor_outage_is_logged_without_the_access_tokens_in_its_urls() {
 
 #[tokio::test]
 async fn a_vendor_error_quoting_the_token_is_masked_in_logs_and_trace() {
-    let logs = Capture::default();
-    let subscriber = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).with_max_level(tracing::Level::DEBUG).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Capture::start();
     // A vendor whose error message repeats the request's query string, token included.
     let vendor = FakeVendor::start().await;
     vendor.judge(

@@ -10,8 +10,7 @@ use crate::state::Invocation;
 
 impl Host for Invocation {
     async fn send(&mut self, request: OutgoingRequest) -> Result<IncomingResponse, Error> {
-        // The query string may carry credentials (Meta's access_token): never log it.
-        let url_for_log = request.url.split('?').next().unwrap_or_default().to_string();
+        let url_for_log = crate::outbound::without_query(&request.url).to_string();
         let outbound = OutboundRequest {
             method: request.method,
             url: request.url,
