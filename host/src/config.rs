@@ -37,7 +37,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
-use sluice_manifest::PermissionSet;
+use sluice_manifest::{PermissionSet, Purpose};
+use sluice_policy::consent::ConsentConfig;
+pub use sluice_policy::params::Param;
 
 use crate::error::ConfigError;
 use crate::trigger::Trigger;
@@ -56,7 +58,7 @@ pub struct ContainerConfig {
     /// Incoming-request handling.
     pub server: ServerConfig,
     /// Consent sources, defaults, stripping and the audit sink.
-    pub consent: crate::consent::ConsentConfig,
+    pub consent: ConsentConfig,
     /// Clients, in file order.
     pub clients: Vec<ClientConfig>,
     /// Tags, in file order.
@@ -142,21 +144,6 @@ impl Default for ServerConfig {
     }
 }
 
-/// A parameter value with whether it came from the environment (a secret).
-#[derive(Clone)]
-pub struct Param {
-    /// The value as JSON.
-    pub value: Value,
-    /// Came from `${ENV_VAR}`: never printed.
-    pub secret: bool,
-}
-
-impl std::fmt::Debug for Param {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.secret { f.write_str("\"[secret]\"") } else { write!(f, "{}", self.value) }
-    }
-}
-
 /// Fields common to clients and tags.
 #[derive(Debug, Clone)]
 pub struct TemplateConfig {
@@ -205,7 +192,7 @@ struct RawFile {
     #[serde(default)]
     server: ServerConfig,
     #[serde(default)]
-    consent: crate::consent::ConsentConfig,
+    consent: ConsentConfig,
     #[serde(default, rename = "client")]
     clients: Vec<RawClient>,
     #[serde(default, rename = "tag")]
@@ -301,11 +288,8 @@ impl ContainerConfig {
             .map(|t| {
                 let entry = format!("tag {:?}", t.name);
                 t.trigger.validate().map_err(|m| entry_err(entry.clone(), format!("trigger: {m}")))?;
-                if let Some(bad) = t.consent.iter().flatten().find(|p| crate::consent::purpose_named(p).is_none()) {
-                    return Err(entry_err(entry, format!(
-                        "consent purpose {bad:?} is unknown: use ad_storage, analytics_storage, ad_user_data, ad_personalization, \
-                         functionality_storage, personalization_storage or security_storage"
-                    )));
+                if let Some(bad) = t.consent.iter().flatten().find(|p| Purpose::named(p).is_none()) {
+                    return Err(entry_err(entry, format!("consent purpose {bad:?} is unknown: use one of {}", Purpose::all_names())));
                 }
                 Ok(TagConfig {
                     template: template("tag", t.name, t.wasm, t.priority, t.params, t.grants)?,
@@ -331,45 +315,44 @@ impl ContainerConfig {
     }
 }
 
-/// Converts a TOML value to JSON, replacing `${ENV_VAR}` references in strings.
+/// Converts a TOML value to JSON, replacing `${ENV_VAR}` references in strings; the values
+/// substituted are the parameter's secrets.
 fn resolve_param(value: toml::Value, env: &dyn Fn(&str) -> Option<String>) -> Result<Param, String> {
-    let mut secret = false;
-    let value = to_json(value, env, &mut secret)?;
-    Ok(Param { value, secret })
+    let mut secrets = Vec::new();
+    let value = to_json(value, env, &mut secrets)?;
+    Ok(Param { value, secrets })
 }
 
-fn to_json(value: toml::Value, env: &dyn Fn(&str) -> Option<String>, secret: &mut bool) -> Result<Value, String> {
+fn to_json(value: toml::Value, env: &dyn Fn(&str) -> Option<String>, secrets: &mut Vec<String>) -> Result<Value, String> {
     Ok(match value {
-        toml::Value::String(s) => Value::String(expand(&s, env, secret)?),
+        toml::Value::String(s) => Value::String(expand(&s, env, secrets)?),
         toml::Value::Integer(i) => Value::from(i),
         toml::Value::Float(f) => serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
         toml::Value::Boolean(b) => Value::Bool(b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
         toml::Value::Array(items) => {
-            Value::Array(items.into_iter().map(|v| to_json(v, env, secret)).collect::<Result<_, _>>()?)
+            Value::Array(items.into_iter().map(|v| to_json(v, env, secrets)).collect::<Result<_, _>>()?)
         }
         toml::Value::Table(t) => Value::Object(
-            t.into_iter().map(|(k, v)| Ok((k, to_json(v, env, secret)?))).collect::<Result<_, String>>()?,
+            t.into_iter().map(|(k, v)| Ok((k, to_json(v, env, secrets)?))).collect::<Result<_, String>>()?,
         ),
     })
 }
 
-/// Replaces each `${NAME}` with the environment variable's value.
-fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>, secret: &mut bool) -> Result<String, String> {
+/// Replaces each `${NAME}` with the environment variable's value, recording it as a secret.
+fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>, secrets: &mut Vec<String>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after.find('}').ok_or_else(|| format!("unclosed \"${{\" in {s:?}: write ${{ENV_VAR}}"))?;
-        let name = &after[..end];
+    while let Some((before, after)) = rest.split_once("${") {
+        out.push_str(before);
+        let (name, tail) = after.split_once('}').ok_or_else(|| format!("unclosed \"${{\" in {s:?}: write ${{ENV_VAR}}"))?;
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(format!("{name:?} is not an environment variable name (letters, digits, _)"));
         }
         let value = env(name).ok_or_else(|| format!("environment variable {name} is not set: export it before starting sluice"))?;
         out.push_str(&value);
-        *secret = true;
-        rest = &after[end + 1..];
+        secrets.push(value);
+        rest = tail;
     }
     out.push_str(rest);
     Ok(out)
@@ -403,9 +386,9 @@ mod tests {
         let params = &c.clients[0].template.params;
         let auth = &params.iter().find(|(k, _)| k == "auth").expect("auth").1;
         assert_eq!(auth.value, Value::String("Bearer t0ken".into()));
-        assert!(auth.secret);
+        assert_eq!(auth.secrets, ["t0ken"], "the substituted value is the secret, wherever it is composed");
         assert_eq!(format!("{auth:?}"), "\"[secret]\"");
-        assert!(!params.iter().find(|(k, _)| k == "plain").expect("plain").1.secret);
+        assert!(!params.iter().find(|(k, _)| k == "plain").expect("plain").1.is_secret());
     }
 
     #[test]

@@ -99,8 +99,8 @@ pub struct Services {
     pub outbound: Outbound,
     /// Counters.
     pub metrics: Metrics,
-    /// Consent resolution, stripping and audit.
-    pub consent: crate::consent::ConsentPolicy,
+    /// Consent resolution, the gate's rules and the audit sink.
+    pub consent: crate::consent::Consent,
 }
 
 /// The guest ran past its CPU budget.

@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand};
 use sluice::{Container, ContainerConfig};
 use sluice_manifest::PermissionSet;
 
+/// Prints a line of CLI output through the output masker, like every line the process writes.
+macro_rules! out {
+    ($($arg:tt)*) => { println!("{}", sluice::output::mask(&format!($($arg)*))) };
+}
+
 /// Sluice: a server-side tag host running sandboxed WebAssembly templates.
 #[derive(Parser)]
 #[command(version, about)]
@@ -55,26 +60,24 @@ fn main() -> std::process::ExitCode {
     match run(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Error messages can quote configuration (a URL, a header): masked like every line.
+            eprintln!("error: {}", sluice::output::mask(&format!("{e:#}")));
             std::process::ExitCode::FAILURE
         }
     }
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = std::env::var("SLUICE_LOG").unwrap_or_else(|_| "info".into());
+    let format = match format {
+        LogFormat::Text => sluice::output::LogFormat::Text,
+        LogFormat::Json => sluice::output::LogFormat::Json,
+    };
     // Colours only for a terminal: escape codes in a log file or a collector are noise (and
     // writing them showed in the server's profile under load).
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let subscriber = sluice::output::subscriber(format, &filter, std::io::stderr, std::io::stderr().is_terminal());
+    let _ = tracing::subscriber::set_global_default(subscriber);
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -125,14 +128,14 @@ async fn shutdown_signal() {
 fn check(path: PathBuf) -> anyhow::Result<()> {
     let config = ContainerConfig::load(&path)?;
     let container = Container::load(&config)?;
-    println!("{}: OK, listen {}", path.display(), config.listen);
+    out!("{}: OK, listen {}", path.display(), config.listen);
     for t in container.templates() {
         let d = &t.declaration;
-        println!("\n{} {:?} (template {} {}, priority {})", d.kind, t.name, d.name, d.version, t.priority);
+        out!("\n{} {:?} (template {} {}, priority {})", d.kind, t.name, d.name, d.version, t.priority);
         print_set("  asks for", &d.permissions);
         print_set("  gets    ", &t.grant.summary());
         for (name, p) in &t.params {
-            println!("  param {name} = {p:?}");
+            out!("  param {name} = {p:?}");
         }
     }
     Ok(())
@@ -141,9 +144,9 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
 fn inspect(path: PathBuf) -> anyhow::Result<()> {
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let d = sluice::template::read_declaration(&bytes).map_err(|m| anyhow::anyhow!("{}: {m}", path.display()))?;
-    println!("{} template {:?} version {}", d.kind, d.name, d.version);
+    out!("{} template {:?} version {}", d.kind, d.name, d.version);
     if !d.description.is_empty() {
-        println!("  {}", d.description);
+        out!("  {}", d.description);
     }
     print_set("  permissions", &d.permissions);
     for p in &d.parameters {
@@ -153,7 +156,7 @@ fn inspect(path: PathBuf) -> anyhow::Result<()> {
             .map(|(_, f)| *f)
             .collect::<Vec<_>>()
             .join(", ");
-        println!("  param {}{}: {}", p.name, if flags.is_empty() { String::new() } else { format!(" ({flags})") }, p.description);
+        out!("  param {}{}: {}", p.name, if flags.is_empty() { String::new() } else { format!(" ({flags})") }, p.description);
     }
     Ok(())
 }
@@ -183,5 +186,6 @@ fn print_set(label: &str, p: &PermissionSet) {
             parts.push(name.to_string());
         }
     }
-    println!("{label}: {}", if parts.is_empty() { "nothing".into() } else { parts.join(" ") });
+    out!("{label}: {}", if parts.is_empty() { "nothing".into() } else { parts.join(" ") });
 }
+

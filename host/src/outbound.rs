@@ -2,28 +2,29 @@
 //!
 //! Checks, in order, for the first URL and again for every redirect hop:
 //! 1. the template's effective grant covers the URL (sGTM-style patterns, `sluice-manifest`);
-//! 2. the scheme is https, or http to an origin the operator listed in `allow_http`;
-//! 3. the address is public: IP literals are checked here, host names in `GuardedResolver` (below),
+//! 2. the scheme is https, or http to an origin the operator listed in `allow_http`
+//!    ([`sluice_policy::egress`], the rules the mock host applies too);
+//! 3. the address is public: IP literals are checked there, host names in `GuardedResolver` (below),
 //!    which filters every resolved address and hands reqwest only the survivors, so the
 //!    connection goes to an address that was checked (no DNS-rebinding gap). Loopback, private,
 //!    link-local (cloud metadata), CGNAT, ULA and unspecified addresses are refused unless the
 //!    operator listed them in `allow_private`.
 //!
 //! Redirects are followed here, not by reqwest (its policy is per client, and we have one
-//! client for all templates), so each hop is checked against the *template's* grant. One shared
+//! client for all templates), so each hop is checked against the *template's* grant, and a hop
+//! to another origin drops the credential headers (`authorization`, `cookie`...). One shared
 //! reqwest client keeps connections alive per vendor origin. Timeouts and a response-size cap
 //! bound what a slow or hostile vendor can cost.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use sluice_manifest::{Denial, EffectiveGrant, Url};
+use sluice_policy::egress::{EgressRefusal, EgressRules};
 
 use crate::config::OutboundConfig;
-use crate::error::ConfigError;
 
 /// A request a template asked to send.
 #[derive(Debug, Clone)]
@@ -59,7 +60,7 @@ pub enum OutboundError {
     Denied(Denial),
     /// The operator's network policy refuses it (plain http, private address).
     #[error("{0}")]
-    Policy(String),
+    Policy(#[from] EgressRefusal),
     /// Malformed request.
     #[error("{0}")]
     Invalid(String),
@@ -71,120 +72,10 @@ pub enum OutboundError {
     Failed(String),
 }
 
-/// The operator's network policy (shared by the resolver and the URL checks).
-#[derive(Debug, Clone, Default)]
-pub struct NetworkPolicy {
-    allow_http: Vec<(String, Option<u16>)>,
-    allow_private: Vec<IpNet>,
-}
-
-impl NetworkPolicy {
-    /// Builds the policy from the `[outbound]` section.
-    pub fn from_config(cfg: &OutboundConfig, file: &std::path::Path) -> Result<Self, ConfigError> {
-        let err = |message: String| ConfigError::Entry { file: file.to_path_buf(), entry: "[outbound]".into(), message };
-        let allow_http = cfg
-            .allow_http
-            .iter()
-            .map(|origin| {
-                let url = Url::parse(origin)
-                    .ok()
-                    .filter(|u| u.scheme() == "http" && u.host_str().is_some() && u.path() == "/")
-                    .ok_or_else(|| err(format!("allow_http entry {origin:?} must be an origin like \"http://127.0.0.1:8081\"")))?;
-                Ok((url.host_str().unwrap_or_default().to_string(), url.port()))
-            })
-            .collect::<Result<_, ConfigError>>()?;
-        let allow_private = cfg
-            .allow_private
-            .iter()
-            .map(|cidr| {
-                cidr.parse::<IpNet>()
-                    .or_else(|_| cidr.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| err(format!("allow_private entry {cidr:?} is not a CIDR like \"127.0.0.1/32\"")))
-            })
-            .collect::<Result<_, ConfigError>>()?;
-        Ok(NetworkPolicy { allow_http, allow_private })
-    }
-
-    /// Whether the operator lets templates reach this address.
-    pub fn address_allowed(&self, ip: IpAddr) -> bool {
-        is_public(ip) || self.allow_private.iter().any(|net| net.contains(&ip))
-    }
-
-    fn check_scheme(&self, url: &Url) -> Result<(), OutboundError> {
-        match url.scheme() {
-            "https" => Ok(()),
-            "http" => {
-                let host = url.host_str().unwrap_or_default();
-                let allowed = self.allow_http.iter().any(|(h, port)| h == host && port.is_none_or(|p| Some(p) == url.port()));
-                if allowed {
-                    Ok(())
-                } else {
-                    Err(OutboundError::Policy(format!(
-                        "plain http to {} is not allowed: use https, or add the origin to [outbound] allow_http",
-                        url.origin().ascii_serialization()
-                    )))
-                }
-            }
-            other => Err(OutboundError::Policy(format!("scheme {other:?} is not allowed: use https"))),
-        }
-    }
-
-    fn check_literal_ip(&self, url: &Url) -> Result<(), OutboundError> {
-        let ip = match url.host() {
-            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
-            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
-            _ => return Ok(()),
-        };
-        if self.address_allowed(ip) {
-            Ok(())
-        } else {
-            Err(blocked(&ip.to_string()))
-        }
-    }
-}
-
-fn blocked(what: &str) -> OutboundError {
-    OutboundError::Policy(format!(
-        "{what} is a private, loopback or link-local address: templates may not reach it unless the operator adds it to [outbound] allow_private"
-    ))
-}
-
-/// Whether an address is publicly routable (not loopback, private, link-local, CGNAT, ULA...).
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 192 && b == 0 && v4.octets()[2] == 0)
-                || a >= 240)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || v6.is_unique_local()
-                || v6.is_unicast_link_local()
-                || v6.segments()[0] == 0x2001 && v6.segments()[1] == 0x0db8
-                || v6.segments()[0] == 0x0100 && v6.segments()[1..4] == [0, 0, 0])
-        }
-    }
-}
-
 /// Resolves names and keeps only the addresses the policy allows.
 #[derive(Debug)]
 struct GuardedResolver {
-    policy: Arc<NetworkPolicy>,
+    policy: Arc<EgressRules>,
 }
 
 /// The resolver's refusal, found again in reqwest's error chain to report it as policy.
@@ -211,18 +102,21 @@ impl Resolve for GuardedResolver {
 #[derive(Debug)]
 pub struct Outbound {
     client: reqwest::Client,
-    policy: Arc<NetworkPolicy>,
+    policy: Arc<EgressRules>,
     timeout: Duration,
     max_response_bytes: usize,
     max_redirects: u8,
 }
+
+/// Headers dropped when a redirect leaves the origin they were sent to.
+const CREDENTIAL_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization", "x-api-key", "x-auth-token"];
 
 /// Headers a template may not set: the host owns framing and routing.
 const FORBIDDEN_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer", "keep-alive", "proxy-authorization", "proxy-connection"];
 
 impl Outbound {
     /// Builds the shared client from the `[outbound]` section.
-    pub fn new(cfg: &OutboundConfig, policy: NetworkPolicy) -> Result<Self, String> {
+    pub fn new(cfg: &OutboundConfig, policy: EgressRules) -> Result<Self, String> {
         let policy = Arc::new(policy);
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -247,7 +141,7 @@ impl Outbound {
         let mut url = Url::parse(&request.url).map_err(|e| OutboundError::Invalid(format!("URL {:?}: {e}", without_query(&request.url))))?;
         let mut method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| OutboundError::Invalid(format!("method {:?} is not valid", request.method)))?;
-        let headers = build_headers(&request.headers)?;
+        let mut headers = build_headers(&request.headers)?;
         let mut body = request.body;
         let timeout = request.timeout.map_or(self.timeout, |t| t.min(self.timeout));
 
@@ -267,7 +161,14 @@ impl Outbound {
                 && let Some(location) = response.headers().get(reqwest::header::LOCATION)
             {
                 let location = location.to_str().map_err(|_| OutboundError::Failed("redirect Location is not text".into()))?;
-                url = url.join(location).map_err(|e| OutboundError::Failed(format!("redirect to {location:?}: {e}")))?;
+                let next = url.join(location).map_err(|_| OutboundError::Failed("redirect Location is not a URL".into()))?;
+                // As browsers do: credentials go only to the origin they were written for.
+                if next.origin() != url.origin() {
+                    for name in CREDENTIAL_HEADERS {
+                        headers.remove(*name);
+                    }
+                }
+                url = next;
                 // As browsers and reqwest do: 303 always, and 301/302 after a POST, become GET.
                 if status == reqwest::StatusCode::SEE_OTHER
                     || (method == reqwest::Method::POST && matches!(status.as_u16(), 301 | 302))
@@ -284,8 +185,7 @@ impl Outbound {
 
     fn check(&self, grant: &EffectiveGrant, url: &Url) -> Result<(), OutboundError> {
         grant.check_outbound(url).map_err(OutboundError::Denied)?;
-        self.policy.check_scheme(url)?;
-        self.policy.check_literal_ip(url)
+        Ok(self.policy.check_url(url)?)
     }
 
     async fn read(&self, mut response: reqwest::Response) -> Result<OutboundResponse, OutboundError> {
@@ -337,9 +237,7 @@ fn classify(e: reqwest::Error) -> OutboundError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(s) = source {
         if let Some(BlockedName(host)) = s.downcast_ref::<BlockedName>() {
-            return OutboundError::Policy(format!(
-                "{host} resolves only to private, loopback or link-local addresses: templates may not reach them unless the operator adds them to [outbound] allow_private"
-            ));
+            return OutboundError::Policy(EgressRefusal::PrivateName(host.clone()));
         }
         source = s.source();
     }
@@ -361,35 +259,12 @@ fn classify(e: reqwest::Error) -> OutboundError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn address_classes() {
-        for private in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1"] {
-            assert!(!is_public(private.parse().expect("ip")), "{private} must be blocked");
-        }
-        for public in ["8.8.8.8", "157.240.1.35", "2a03:2880:f003:c07:face:b00c::2"] {
-            assert!(is_public(public.parse().expect("ip")), "{public} is public");
-        }
-    }
-
-    #[test]
-    fn allow_lists_parse_and_apply() {
-        let cfg = OutboundConfig { allow_http: vec!["http://127.0.0.1:8081".into()], allow_private: vec!["127.0.0.1/32".into()], ..Default::default() };
-        let p = NetworkPolicy::from_config(&cfg, std::path::Path::new("c.toml")).expect("valid");
-        assert!(p.address_allowed("127.0.0.1".parse().expect("ip")));
-        assert!(!p.address_allowed("127.0.0.2".parse().expect("ip")));
-        assert!(p.check_scheme(&Url::parse("http://127.0.0.1:8081/x").expect("url")).is_ok());
-        assert!(p.check_scheme(&Url::parse("http://127.0.0.1:9999/x").expect("url")).is_err());
-        let bad = OutboundConfig { allow_private: vec!["localhost".into()], ..Default::default() };
-        let msg = NetworkPolicy::from_config(&bad, std::path::Path::new("c.toml")).unwrap_err().to_string();
-        assert!(msg.contains("allow_private") && msg.contains("localhost"), "{msg}");
-    }
-
     #[tokio::test]
     async fn a_failed_request_is_described_without_its_query_string() {
         // Vendors take credentials in the query (Meta's access_token); failures are logged.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let cfg = OutboundConfig { allow_http: vec![format!("http://127.0.0.1:{port}")], allow_private: vec!["127.0.0.1/32".into()], ..Default::default() };
-        let outbound = Outbound::new(&cfg, NetworkPolicy::from_config(&cfg, std::path::Path::new("c.toml")).unwrap()).unwrap();
+        let outbound = Outbound::new(&cfg, EgressRules::new(&cfg.allow_http, &cfg.allow_private).unwrap()).unwrap();
         let any = sluice_manifest::PermissionSet { outbound: vec!["*".into()], ..Default::default() };
         let grant = EffectiveGrant::new(sluice_manifest::Kind::Tag, &any, &any).unwrap();
         let request = |url: String| OutboundRequest { method: "POST".into(), url, headers: Vec::new(), body: Vec::new(), timeout: None };

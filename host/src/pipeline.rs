@@ -34,11 +34,14 @@ use wasmtime::Store;
 use crate::bindings::client::{Claim, ClientPre};
 use crate::bindings::tag::TagPre;
 use crate::config::{ContainerConfig, ServerConfig};
-use crate::bindings::types::Purpose;
-use crate::consent::{self, AuditRecord, ConsentPolicy, ConsentState};
+use sluice_manifest::Purpose;
+use sluice_policy::consent::{AuditRecord, ConsentState};
+use sluice_policy::egress::EgressRules;
+
+use crate::consent::Consent;
 use crate::engine::{CpuLimitExceeded, Runtime, Services};
-use crate::error::LoadError;
-use crate::outbound::{NetworkPolicy, Outbound};
+use crate::error::{ConfigError, LoadError};
+use crate::outbound::Outbound;
 use crate::state::{Invocation, RequestData, ResponseDraft, SharedEvent};
 use crate::template::{self, Template};
 use crate::trace::{EventTrace, Outcome, Phases, RequestTrace, TagRun};
@@ -54,9 +57,8 @@ struct TagEntry {
     template: Arc<Template>,
     pre: TagPre<Invocation>,
     trigger: Trigger,
-    /// Purposes that must be granted before it runs (config override, else its manifest's),
-    /// with the names the operator or template wrote (for the audit record).
-    purposes: Vec<(String, Purpose)>,
+    /// Purposes that must be granted before it runs (config override, else its manifest's).
+    purposes: Vec<Purpose>,
 }
 
 /// A loaded container: the templates, in run order, and the runtime that executes them.
@@ -101,10 +103,12 @@ impl Container {
     /// compiles and pre-instantiates. Fails on the first problem, naming the entry.
     pub fn load(config: &ContainerConfig) -> Result<Self, LoadError> {
         let runtime = Runtime::new(&config.limits)?;
-        let policy = NetworkPolicy::from_config(&config.outbound, &config.path)?;
-        let outbound = Outbound::new(&config.outbound, policy).map_err(LoadError::Engine)?;
-        let consent = ConsentPolicy::new(config.consent.clone())
-            .map_err(|message| LoadError::Template { entry: "[consent]".into(), message })?;
+        let egress = EgressRules::new(&config.outbound.allow_http, &config.outbound.allow_private).map_err(|e| {
+            ConfigError::Entry { file: config.path.clone(), entry: "[outbound]".into(), message: e.to_string() }
+        })?;
+        let outbound = Outbound::new(&config.outbound, egress).map_err(LoadError::Engine)?;
+        let consent = Consent::new(config.consent.clone())
+            .map_err(|e| LoadError::Template { entry: "[consent]".into(), message: e.to_string() })?;
         let services = Arc::new(Services { outbound, metrics: Default::default(), consent });
 
         let pre_err = |name: &str, e: wasmtime::Error| LoadError::Template {
@@ -128,19 +132,14 @@ impl Container {
             let entry = format!("tag {:?}", t.template.name);
             let pre = runtime.tag_linker.instantiate_pre(&component).map_err(|e| pre_err(&entry, e))?;
             let pre = TagPre::new(pre).map_err(|e| pre_err(&entry, e))?;
-            let names = t.consent.clone().unwrap_or_else(|| template.declaration.consent.clone());
-            let purposes = names
-                .into_iter()
-                .map(|name| match consent::purpose_named(&name) {
-                    Some(p) => Ok((name, p)),
-                    None => Err(LoadError::Template {
-                        entry: entry.clone(),
-                        message: format!("template declares an unknown consent purpose {name:?}"),
-                    }),
-                })
-                .collect::<Result<_, _>>()?;
+            // Both lists were checked against the purpose names when read (config, manifest).
+            let names = t.consent.as_ref().unwrap_or(&template.declaration.consent);
+            let purposes = names.iter().filter_map(|name| Purpose::named(name)).collect();
             tags.push(Arc::new(TagEntry { template: Arc::new(template), pre, trigger: t.trigger.clone(), purposes }));
         }
+        crate::output::register_secrets(
+            clients.iter().map(|c| &c.template).chain(tags.iter().map(|t| &t.template)).flat_map(|t| t.secrets().map(str::to_string).collect::<Vec<_>>()),
+        );
         clients.sort_by(|a, b| run_order(&a.template, &b.template));
         tags.sort_by(|a, b| run_order(&a.template, &b.template));
 
@@ -260,8 +259,8 @@ impl Container {
     }
 
     async fn run_tags(&self, request: &Arc<RequestData>, response: &Arc<Mutex<ResponseDraft>>, events: Vec<Value>) -> Vec<EventTrace> {
-        let policy = &self.services.consent;
-        let unset_grants = policy.unset_grants();
+        let consent = &self.services.consent;
+        let policy = consent.policy();
         let mut traces = Vec::with_capacity(events.len());
         for event in events {
             let event_name = event.get("event_name").and_then(Value::as_str).unwrap_or("").to_string();
@@ -271,17 +270,18 @@ impl Container {
                 continue;
             }
             // Consent is decided here, per event, before any tag is instantiated.
-            let state = policy.resolve(&request.headers, &event, &request.id);
-            let strip = !state.allows(Purpose::AdUserData, unset_grants);
-            let seen = Arc::new(SharedEvent::new(if strip { policy.strip(&event) } else { event }));
-            let decisions: Vec<(&Arc<TagEntry>, Vec<String>)> = matching
-                .into_iter()
-                .map(|tag| {
-                    let missing = tag.purposes.iter().filter(|(_, p)| !state.allows(*p, unset_grants)).map(|(n, _)| n.clone()).collect();
-                    (tag, missing)
-                })
-                .collect();
-            if policy.audits() {
+            let state = consent.resolve(&request.headers, &event, &request.id);
+            let minimise = policy.minimises(&state);
+            let (seen, removed) = if minimise {
+                let minimised = policy.minimiser().event(&event);
+                (minimised.value, minimised.removed)
+            } else {
+                (event, Vec::new())
+            };
+            let seen = Arc::new(SharedEvent::new(seen));
+            let decisions: Vec<(&Arc<TagEntry>, Vec<&Purpose>)> =
+                matching.into_iter().map(|tag| (tag, policy.missing(&state, &tag.purposes))).collect();
+            if consent.audits() {
                 let ts_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
                 let state_json = state.to_json();
                 let records: Vec<AuditRecord> = decisions
@@ -295,10 +295,11 @@ impl Container {
                         state: &state_json,
                         decision: if missing.is_empty() { "run" } else { "blocked" },
                         missing,
-                        personal_data_removed: strip && missing.is_empty(),
+                        personal_data_removed: minimise && missing.is_empty(),
+                        removed: if missing.is_empty() { &removed } else { &[] },
                     })
                     .collect();
-                policy.audit(&records);
+                consent.audit(&records);
             }
             let mut runs = Vec::with_capacity(decisions.len());
             let mut blocked = Vec::new();
@@ -306,12 +307,12 @@ impl Container {
                 if missing.is_empty() {
                     runs.push(tag);
                 } else {
-                    blocked.push((tag.template.name.clone(), missing));
+                    blocked.push((tag.template.name.clone(), missing.iter().map(|p| p.name().to_string()).collect()));
                 }
             }
             // `join_all` polls in order, so tags start in priority order and then run concurrently.
             let mut tags = futures::future::join_all(
-                runs.iter().map(|tag| self.run_tag(tag, request, response, &seen, state, strip)),
+                runs.iter().map(|tag| self.run_tag(tag, request, response, &seen, state, minimise)),
             )
             .await;
             for (tag, missing) in blocked {
@@ -349,8 +350,8 @@ impl Container {
         match invoked.result {
             Invoked::Returned(Ok(Claim::Pass)) => (Outcome::Ok, None),
             Invoked::Returned(Ok(Claim::Claimed(events))) => (Outcome::Ok, Some(events)),
-            Invoked::Returned(Err(e)) => (Outcome::from_template_error(e).redacted(&client.template), None),
-            other => (Outcome::from_invocation(other.map_unit()).redacted(&client.template), None),
+            Invoked::Returned(Err(e)) => (Outcome::from_template_error(e).masked(), None),
+            other => (Outcome::from_invocation(other.map_unit()).masked(), None),
         }
     }
 
@@ -382,7 +383,7 @@ impl Container {
         };
         TagRun {
             tag: tag.template.name.clone(),
-            outcome: outcome.redacted(&tag.template),
+            outcome: outcome.masked(),
             denials: invoked.denials,
             duration: started.elapsed(),
             phases: invoked.phases,
@@ -461,12 +462,13 @@ impl<T> Invoked<T> {
 }
 
 impl Outcome {
-    /// The same outcome with `template`'s secret parameter values masked: outcomes are logged,
-    /// and a template's error message can quote what it was given.
-    fn redacted(self, template: &Template) -> Self {
+    /// The same outcome with every secret masked ([`crate::output`]): outcomes are logged and
+    /// traced, and a template's error message can quote what it was given or what a vendor
+    /// echoed.
+    fn masked(self) -> Self {
         match self {
-            Outcome::Failed(m) => Outcome::Failed(template.redact(&m)),
-            Outcome::Trapped(m) => Outcome::Trapped(template.redact(&m)),
+            Outcome::Failed(m) => Outcome::Failed(crate::output::mask(&m)),
+            Outcome::Trapped(m) => Outcome::Trapped(crate::output::mask(&m)),
             other => other,
         }
     }

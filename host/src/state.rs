@@ -16,7 +16,7 @@ use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::consent::ConsentState;
+use sluice_policy::consent::ConsentState;
 use crate::template::Template;
 
 /// The incoming HTTP request, as the host read it.
@@ -38,15 +38,10 @@ pub struct RequestData {
     pub remote_addr: Option<IpAddr>,
 }
 
-/// All values of the cookies named `name` in the request's `Cookie` headers, percent-decoded.
-/// The one cookie parser: the cookie capability and the consent cookie source both use it.
+/// All values of the cookies named `name` in the request's `Cookie` headers, percent-decoded
+/// (the parser the mock host uses too).
 pub fn cookie_values(headers: &HeaderMap, name: &str) -> Vec<String> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|text| cookie::Cookie::split_parse_encoded(text).flatten().filter(|c| c.name() == name).map(|c| c.value().to_string()))
-        .collect()
+    sluice_policy::response::cookie_values(headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()), name)
 }
 
 /// The response being built by the claiming client (and tags' cookies and headers).
@@ -172,9 +167,9 @@ impl Invocation {
 
     /// Logs, counts and keeps a denial; returns the WIT error for it.
     pub(crate) fn deny(&mut self, denial: Denial) -> crate::bindings::types::Error {
-        let message = denial.to_string();
-        // A refused URL can carry the template's own secret parameters (a token in the query).
-        let logged = self.template.redact(&message);
+        // A refused URL can carry secrets (a token in the query, a webhook path).
+        let message = crate::output::mask(&denial.to_string());
+        let logged = message.clone();
         if self.services.metrics.first_denial(&self.template.name, &logged) {
             tracing::warn!(request_id = %self.request.id, template = %self.template.name,
                 "permission denied: {logged} (logged once per template; later ones at debug level, all counted and traced)");

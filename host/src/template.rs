@@ -7,12 +7,14 @@
 //! naming the entry, instead of surfacing on some request later.
 
 use std::collections::HashMap;
+
 use sluice_manifest::{Declaration, EffectiveGrant, Kind, MANIFEST_SECTION};
 use wasmtime::component::Component;
 
+use sluice_policy::storage::TemplateStorage;
+
 use crate::config::{Param, TemplateConfig};
 use crate::error::LoadError;
-use crate::storage::TemplateStorage;
 
 /// A loaded template instance: its declaration, effective grant and parameters.
 pub struct Template {
@@ -28,17 +30,12 @@ pub struct Template {
     pub params: HashMap<String, Param>,
     /// Its private storage.
     pub storage: TemplateStorage,
-    secrets: Vec<String>,
 }
 
 impl Template {
-    /// `message` with every secret parameter value replaced by `[secret]`.
-    pub fn redact(&self, message: &str) -> String {
-        let mut out = message.to_string();
-        for secret in &self.secrets {
-            out = out.replace(secret.as_str(), "[secret]");
-        }
-        out
+    /// Every secret value in its parameters (for the output masker).
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        self.params.values().flat_map(|p| p.secrets.iter().map(String::as_str))
     }
 }
 
@@ -103,16 +100,10 @@ pub(crate) fn load(
             initial.div_ceil(1 << 20)
         )));
     }
-    let params = check_params(&declaration, &cfg.params).map_err(fail)?;
+    let params = sluice_policy::params::check(&declaration, &cfg.params).map_err(|e| fail(e.to_string()))?;
     let grant = EffectiveGrant::new(kind, &declaration.permissions, &cfg.grants)
         .map_err(|e| fail(format!("template {:?} declares an invalid permission: {e}", declaration.name)))?;
     let component = Component::new(engine, &bytes).map_err(|e| fail(format!("does not compile: {e}")))?;
-    let secrets = params
-        .values()
-        .filter(|p| p.secret)
-        .filter_map(|p| p.value.as_str().map(str::to_string))
-        .filter(|s| s.len() >= 4)
-        .collect();
     let template = Template {
         name: cfg.name.clone(),
         priority: cfg.priority,
@@ -120,28 +111,6 @@ pub(crate) fn load(
         grant,
         params,
         storage: TemplateStorage::default(),
-        secrets,
     };
     Ok((template, component))
-}
-
-/// Parameters must be declared, required ones present, secret ones given as `${ENV_VAR}`.
-fn check_params(decl: &Declaration, given: &[(String, Param)]) -> Result<HashMap<String, Param>, String> {
-    let known = || decl.parameters.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
-    for (name, param) in given {
-        let spec = decl.parameter(name).ok_or_else(|| {
-            format!("parameter {name:?} is not one that template {:?} takes (it takes: {})", decl.name, known())
-        })?;
-        if spec.secret && !param.secret {
-            return Err(format!(
-                "parameter {name:?} is a secret: write it as \"${{ENV_VAR}}\" and export the value, so it is not stored in the config file"
-            ));
-        }
-    }
-    for spec in decl.parameters.iter().filter(|p| p.required) {
-        if !given.iter().any(|(n, _)| *n == spec.name) {
-            return Err(format!("parameter {:?} is required ({}): add it under params", spec.name, spec.description));
-        }
-    }
-    Ok(given.iter().cloned().collect())
 }

@@ -101,6 +101,12 @@ pub enum DeclarationError {
         /// The entry.
         name: String,
     },
+    /// A consent purpose name that is not one of the seven.
+    #[error("consent purpose {name:?} is unknown: use one of {}", crate::Purpose::all_names())]
+    Purpose {
+        /// The name as written.
+        name: String,
+    },
     /// An empty or malformed name / key pattern.
     #[error("{list} entry {name:?} is not valid: {why}")]
     Entry {
@@ -118,6 +124,9 @@ impl Declaration {
     pub fn from_json(bytes: &[u8]) -> Result<Self, DeclarationError> {
         let decl: Declaration = serde_json::from_slice(bytes)?;
         decl.permissions.validate()?;
+        if let Some(name) = decl.consent.iter().find(|n| crate::Purpose::named(n).is_none()) {
+            return Err(DeclarationError::Purpose { name: name.clone() });
+        }
         Ok(decl)
     }
 

@@ -20,11 +20,13 @@
 mod declaration;
 mod grant;
 mod manifest;
+mod purpose;
 mod url_pattern;
 
 pub use declaration::{Declaration, DeclarationError, ParameterSpec, PermissionSet};
 pub use grant::{Denial, DenialCause, EffectiveGrant, KeyPattern, Scope};
 pub use manifest::{JsonBuf, Kind, MANIFEST_SECTION, Manifest, Parameter, Permissions};
+pub use purpose::{ConsentStatus, Purpose};
 pub use url_pattern::{UrlPattern, UrlPatternError};
 pub use url::Url;
 

@@ -4,9 +4,25 @@
 //! the request, event, consent, parameters and outbound stubs the test set up, and recording what
 //! the template did: the response, the outbound requests, log lines and permission denials.
 //!
-//! Permissions are checked with `sluice-manifest`'s [`EffectiveGrant`], the same code the real
-//! host uses, against the template's own [`crate::Manifest`] and the grant the test gives (by
-//! default: everything the template declares, as an operator granting the full request would).
+//! The mock is the host without the sandbox: every rule the host applies comes from the same
+//! code (`sluice-manifest` for grants, `sluice-policy` for the rest), so a test passes or fails
+//! exactly where production would:
+//!
+//! * **permissions**: [`EffectiveGrant`] against the template's own [`crate::Manifest`] and the
+//!   grant the test gives (by default: everything the template declares);
+//! * **parameters**: an undeclared parameter, a missing required one, or a secret given with
+//!   [`MockHost::param`] instead of [`MockHost::secret_param`] fails the run as the host refuses
+//!   to start;
+//! * **consent**: resolved from the request's `x-consent` header, consent cookie and the
+//!   event's `gcd`/`gcs`/Measurement Protocol/`consent_state` signals, with
+//!   [`MockHost::consent`] taking precedence; a tag whose purposes are not all granted does not
+//!   run ([`MockHost::blocked_by_consent`]); with `ad_user_data` not granted the tag sees the
+//!   event and the request with personal data removed, as in production;
+//! * **egress**: https only and no private addresses unless [`MockHost::allow_http`] /
+//!   [`MockHost::allow_private`] say otherwise, as `[outbound]` does;
+//! * **response**: the host-owned headers, statuses and cookie attributes are refused;
+//! * **storage**: the same store with the same bounds;
+//! * **secrets**: log lines and denial messages are masked as the host masks its output.
 //!
 //! ```
 //! use sluice_sdk::mock::MockHost;
@@ -27,12 +43,20 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sluice_manifest::{Declaration, Denial, EffectiveGrant, Kind, Manifest, PermissionSet, Url};
+use sluice_policy::consent::{ConsentConfig, ConsentPolicy, ConsentState, Source};
+use sluice_policy::egress::EgressRules;
+use sluice_policy::params::Param;
+use sluice_policy::personal_data::Minimiser;
+use sluice_policy::response::{self as rules, CookieSpec};
+use sluice_policy::secrets::Masker;
+use sluice_policy::storage::TemplateStorage;
 
-use crate::{Claim, Client, ConsentStatus, Cookie, Error, HttpRequest, HttpResponse, Level, Purpose, Tag};
+use crate::{Claim, Client, ConsentStatus, Cookie, Error, HttpRequest, HttpResponse, Level, Purpose, SameSite, Tag};
 
 /// The response a client (or tag) set, as recorded by the mock.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,21 +89,38 @@ struct State {
     path: String,
     query: String,
     headers: Vec<(String, String)>,
-    cookies: Vec<(String, String)>,
     body: Vec<u8>,
     remote_address: Option<String>,
     event: Value,
     consent: HashMap<Purpose, ConsentStatus>,
-    params: Map<String, Value>,
+    consent_config: ConsentConfig,
+    purposes: Option<Vec<String>>,
+    params: Vec<(String, Param)>,
     grant: Option<PermissionSet>,
+    allow_http: Vec<String>,
+    allow_private: Vec<String>,
     stubs: Vec<(String, Result<HttpResponse, Error>)>,
-    storage: HashMap<String, Vec<u8>>,
+    storage: TemplateStorage,
 
-    effective: Option<EffectiveGrant>,
+    run: Option<Run>,
     response: RecordedResponse,
     sent: Vec<HttpRequest>,
     logs: Vec<(Level, String)>,
     denials: Vec<Denial>,
+    blocked: Option<Vec<Purpose>>,
+    removed: Vec<String>,
+}
+
+/// What one run is allowed, decided before the template is called (as the host decides at
+/// load and per event).
+struct Run {
+    grant: EffectiveGrant,
+    egress: EgressRules,
+    masker: Masker,
+    params: HashMap<String, Param>,
+    consent: ConsentState,
+    /// `ad_user_data` not granted: request reads go through this.
+    minimiser: Option<Minimiser>,
 }
 
 thread_local! {
@@ -134,9 +175,16 @@ impl MockHost {
         self
     }
 
-    /// Adds a request cookie.
+    /// Adds a request cookie (to the `cookie` header, as a browser sends it).
     pub fn cookie(mut self, name: &str, value: &str) -> Self {
-        self.state.cookies.push((name.into(), value.into()));
+        let pair = format!("{name}={}", rules::encode_cookie_value(value));
+        match self.state.headers.iter_mut().find(|(n, _)| n == "cookie") {
+            Some((_, header)) => {
+                header.push_str("; ");
+                header.push_str(&pair);
+            }
+            None => self.state.headers.push(("cookie".into(), pair)),
+        }
         self
     }
 
@@ -158,16 +206,64 @@ impl MockHost {
         self
     }
 
-    /// Sets one purpose's consent state (others stay `Unset`).
+    /// Sets one purpose's consent state. It takes precedence over the request's and the
+    /// event's consent signals (which the mock resolves as the host does); purposes nobody
+    /// sets stay `Unset`, which blocks a tag that needs them (the host's default `unset = "deny"`).
     pub fn consent(mut self, purpose: Purpose, status: ConsentStatus) -> Self {
         self.state.consent.insert(purpose, status);
+        self
+    }
+
+    /// Grants every purpose, as a visitor accepting everything would.
+    pub fn consent_all_granted(mut self) -> Self {
+        for p in Purpose::ALL {
+            self.state.consent.insert(p, ConsentStatus::Granted);
+        }
+        self
+    }
+
+    /// The container's `[consent]` section (sources, header and cookie names, `unset`, extra
+    /// keys to strip); the default is the host's.
+    pub fn consent_config(mut self, config: ConsentConfig) -> Self {
+        self.state.consent_config = config;
+        self
+    }
+
+    /// The purposes this tag needs, overriding its manifest's, as `consent = [...]` on a
+    /// `[[tag]]` does.
+    pub fn consent_purposes(mut self, purposes: &[&str]) -> Self {
+        self.state.purposes = Some(purposes.iter().map(|p| p.to_string()).collect());
         self
     }
 
     /// Sets a parameter, as the operator would in the container config.
     pub fn param(mut self, name: &str, value: impl Serialize) -> Self {
         let value = serde_json::to_value(value).unwrap_or(Value::Null);
-        self.state.params.insert(name.into(), value);
+        self.state.params.retain(|(n, _)| n != name);
+        self.state.params.push((name.into(), Param::plain(value)));
+        self
+    }
+
+    /// Sets a secret parameter, as the operator would with `"${ENV_VAR}"`. A parameter the
+    /// template declares secret must be set this way (the host refuses it in clear); its value
+    /// is masked in log lines and denials, as the host masks its output.
+    pub fn secret_param(mut self, name: &str, value: &str) -> Self {
+        self.state.params.retain(|(n, _)| n != name);
+        self.state.params.push((name.into(), Param::secret(value)));
+        self
+    }
+
+    /// Lets the template reach this origin over plain http, as `[outbound] allow_http` does
+    /// (a test server: `"http://127.0.0.1:9000"`). Private addresses also need
+    /// [`MockHost::allow_private`].
+    pub fn allow_http(mut self, origin: &str) -> Self {
+        self.state.allow_http.push(origin.into());
+        self
+    }
+
+    /// Exempts a CIDR from the private-address guard, as `[outbound] allow_private` does.
+    pub fn allow_private(mut self, cidr: &str) -> Self {
+        self.state.allow_private.push(cidr.into());
         self
     }
 
@@ -193,38 +289,103 @@ impl MockHost {
     }
 
     /// Pre-fills template storage.
-    pub fn stored(mut self, key: &str, value: &[u8]) -> Self {
-        self.state.storage.insert(key.into(), value.to_vec());
+    ///
+    /// # Panics
+    /// If the entry exceeds the host's storage bounds.
+    pub fn stored(self, key: &str, value: &[u8]) -> Self {
+        if let Err(e) = self.state.storage.set(key, value, None) {
+            panic!("MockHost::stored({key:?}): {e}");
+        }
         self
     }
 
     /// Runs a client template against the request.
     ///
+    /// A configuration the host would refuse to load (an undeclared or missing parameter, a
+    /// secret in clear) returns [`Error::Invalid`] naming it.
+    ///
     /// # Panics
     /// If `C`'s manifest is not a valid client manifest, or the grant does not parse: those are
     /// mistakes in the test or the template, not outcomes to assert on.
     pub fn run_client<C: Client>(&mut self) -> Result<Claim, Error> {
-        self.prepare(&C::MANIFEST, Kind::Client);
+        self.prepare(&C::MANIFEST, Kind::Client)?;
         self.with_current(|| C::run(&crate::Host::new()))
     }
 
-    /// Runs a tag template against the event.
+    /// Runs a tag template against the event, if consent lets it run.
+    ///
+    /// As the host, the mock resolves consent first: a tag whose purposes are not all granted
+    /// is not run, and this returns [`Error::PermissionDenied`] saying so (also in
+    /// [`MockHost::blocked_by_consent`]). With `ad_user_data` not granted the tag runs on the
+    /// event and request with personal data removed ([`MockHost::removed`] lists what).
     ///
     /// # Panics
     /// As [`MockHost::run_client`].
     pub fn run_tag<T: Tag>(&mut self) -> Result<(), Error> {
-        self.prepare(&T::MANIFEST, Kind::Tag);
+        let decl = self.prepare(&T::MANIFEST, Kind::Tag)?;
+        if let Some(missing) = self.gate(&decl) {
+            let names: Vec<&str> = missing.iter().map(|p| p.name()).collect();
+            return Err(Error::PermissionDenied(format!(
+                "blocked by consent: {} not granted; the host does not run this tag (grant it with .consent(..) or a consent signal)",
+                names.join(", ")
+            )));
+        }
         self.with_current(|| T::fire(&crate::TagHost::new()))
     }
 
-    fn prepare(&mut self, manifest: &Manifest, kind: Kind) {
+    /// Decodes the manifest and decides the run's grant, egress rules, parameters and masker,
+    /// as the host does at load.
+    fn prepare(&mut self, manifest: &Manifest, kind: Kind) -> Result<Declaration, Error> {
         let decl = Declaration::from_json(&manifest.to_json())
             .unwrap_or_else(|e| panic!("template manifest does not decode: {e}"));
         assert_eq!(decl.kind, kind, "template {:?} is a {}, not a {kind}", decl.name, decl.kind);
+        let refused = |e: String| Error::Invalid(format!("the host refuses to load this configuration: {e}"));
+        let params = sluice_policy::params::check(&decl, &self.state.params).map_err(|e| refused(e.to_string()))?;
+        let egress = EgressRules::new(&self.state.allow_http, &self.state.allow_private).map_err(|e| refused(e.to_string()))?;
         let granted = self.state.grant.clone().unwrap_or_else(|| decl.permissions.clone());
-        let effective = EffectiveGrant::new(kind, &decl.permissions, &granted)
-            .unwrap_or_else(|e| panic!("grant is not valid: {e}"));
-        self.state.effective = Some(effective);
+        let grant = EffectiveGrant::new(kind, &decl.permissions, &granted).unwrap_or_else(|e| panic!("grant is not valid: {e}"));
+        let masker = Masker::new(params.values().flat_map(|p| p.secrets.iter()));
+        self.state.run = Some(Run { grant, egress, masker, params, consent: ConsentState::default(), minimiser: None });
+        Ok(decl)
+    }
+
+    /// Resolves consent as the host does; `Some(missing)` when the tag must not run.
+    fn gate(&mut self, decl: &Declaration) -> Option<Vec<Purpose>> {
+        let state = &mut self.state;
+        let policy = ConsentPolicy::new(state.consent_config.clone());
+        let header = state.headers.iter().find(|(n, _)| *n == policy.header_name()).map(|(_, v)| v.as_str());
+        let cookie = policy.cookie_name().and_then(|name| {
+            rules::cookie_values(state.headers.iter().filter(|(n, _)| n == "cookie").map(|(_, v)| v.as_str()), name).into_iter().next()
+        });
+        let mut consent = ConsentState::default();
+        // The test's explicit states first: the first source to speak wins.
+        for (p, s) in &state.consent {
+            consent.set_if_unset(*p, *s, Source::Default);
+        }
+        let resolved = policy.resolve(header, cookie.as_deref(), &state.event).state;
+        for p in Purpose::ALL {
+            consent.set_if_unset(p, resolved.status(p), resolved.source(p));
+        }
+        let names = state.purposes.as_ref().unwrap_or(&decl.consent);
+        let needed: Vec<Purpose> = names
+            .iter()
+            .map(|n| Purpose::named(n).unwrap_or_else(|| panic!("consent purpose {n:?} is unknown: use one of {}", Purpose::all_names())))
+            .collect();
+        let missing: Vec<Purpose> = policy.missing(&consent, &needed).into_iter().copied().collect();
+        let run = state.run.as_mut().expect("prepared");
+        run.consent = consent;
+        if !missing.is_empty() {
+            state.blocked = Some(missing.clone());
+            return Some(missing);
+        }
+        state.blocked = None;
+        if policy.minimises(&consent) {
+            let minimised = policy.minimiser().event(&state.event);
+            state.event = minimised.value;
+            state.removed = minimised.removed;
+            run.minimiser = Some(policy.minimiser().clone());
+        }
+        None
     }
 
     fn with_current<R>(&mut self, f: impl FnOnce() -> R) -> R {
@@ -263,8 +424,25 @@ impl MockHost {
     }
 
     /// Template storage after the run.
-    pub fn storage(&self, key: &str) -> Option<&[u8]> {
-        self.state.storage.get(key).map(Vec::as_slice)
+    pub fn storage(&self, key: &str) -> Option<Vec<u8>> {
+        self.state.storage.get(key)
+    }
+
+    /// The purposes that were not granted, when the last [`MockHost::run_tag`] was blocked by
+    /// consent (the tag did not run).
+    pub fn blocked_by_consent(&self) -> Option<&[Purpose]> {
+        self.state.blocked.as_deref()
+    }
+
+    /// The event key paths removed as personal data before the tag ran (`ad_user_data` not
+    /// granted), as the host's consent audit lists them.
+    pub fn removed(&self) -> &[String] {
+        &self.state.removed
+    }
+
+    /// The event as the tag saw it (after personal data was removed, if it was).
+    pub fn event_seen(&self) -> &Value {
+        &self.state.event
     }
 }
 
@@ -282,17 +460,26 @@ pub(crate) mod sys {
         })
     }
 
-    /// Runs `check` against the effective grant; a denial is recorded and returned as an error.
+    fn run(state: &State) -> &Run {
+        state.run.as_ref().expect("prepared before run")
+    }
+
+    /// Runs `check` against the effective grant; a denial is recorded and returned as an error
+    /// (its text masked, as the host masks what it logs and traces).
     fn allowed(state: &mut State, check: impl FnOnce(&EffectiveGrant) -> Result<(), Denial>) -> Result<(), Error> {
-        let grant = state.effective.as_ref().expect("prepared before run");
-        match check(grant) {
+        let run = run(state);
+        match check(&run.grant) {
             Ok(()) => Ok(()),
             Err(denial) => {
-                let msg = denial.to_string();
+                let msg = run.masker.mask(&denial.to_string()).into_owned();
                 state.denials.push(denial);
                 Err(Error::PermissionDenied(msg))
             }
         }
+    }
+
+    fn minimiser(state: &State) -> Option<&Minimiser> {
+        run(state).minimiser.as_ref()
     }
 
     pub(crate) fn method() -> String {
@@ -302,12 +489,22 @@ pub(crate) mod sys {
         with(|s| s.path.clone())
     }
     pub(crate) fn query_string() -> Result<String, Error> {
-        with(|s| allowed(s, |g| g.check_query()).map(|()| s.query.clone()))
+        with(|s| {
+            allowed(s, |g| g.check_query())?;
+            Ok(match minimiser(s) {
+                Some(m) => m.query(&s.query),
+                None => s.query.clone(),
+            })
+        })
     }
     pub(crate) fn query_param(name: &str) -> Result<Option<String>, Error> {
         with(|s| {
             allowed(s, |g| g.check_query())?;
-            Ok(form_urlencoded::parse(s.query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned()))
+            let value = form_urlencoded::parse(s.query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+            Ok(match minimiser(s) {
+                Some(m) => value.and_then(|v| m.query_param(name, &v)),
+                None => value,
+            })
         })
     }
     pub(crate) fn header(name: &str) -> Result<Option<String>, Error> {
@@ -315,25 +512,43 @@ pub(crate) mod sys {
             allowed(s, |g| g.check_request_header(name))?;
             let values: Vec<&str> =
                 s.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect();
-            Ok((!values.is_empty()).then(|| values.join(", ")))
+            let value = (!values.is_empty()).then(|| values.join(", "));
+            Ok(match minimiser(s) {
+                Some(m) => value.and_then(|v| m.header(name, &v)),
+                None => value,
+            })
         })
     }
     pub(crate) fn cookie(name: &str) -> Result<Vec<String>, Error> {
         with(|s| {
             allowed(s, |g| g.check_cookie(name))?;
-            Ok(s.cookies.iter().filter(|(n, _)| n == name).map(|(_, v)| v.clone()).collect())
+            let values = rules::cookie_values(s.headers.iter().filter(|(n, _)| n == "cookie").map(|(_, v)| v.as_str()), name);
+            Ok(match minimiser(s) {
+                Some(m) => values.into_iter().filter_map(|v| m.cookie(name, &v)).collect(),
+                None => values,
+            })
         })
     }
     pub(crate) fn body() -> Result<Vec<u8>, Error> {
-        with(|s| allowed(s, |g| g.check_body()).map(|()| s.body.clone()))
+        with(|s| {
+            allowed(s, |g| g.check_body())?;
+            Ok(match minimiser(s) {
+                Some(m) => m.body(&s.body),
+                None => s.body.clone(),
+            })
+        })
     }
     pub(crate) fn remote_address() -> Result<Option<String>, Error> {
-        with(|s| allowed(s, |g| g.check_remote_address()).map(|()| s.remote_address.clone()))
+        with(|s| {
+            allowed(s, |g| g.check_remote_address())?;
+            Ok(if minimiser(s).is_some() { None } else { s.remote_address.clone() })
+        })
     }
 
     pub(crate) fn set_status(status: u16) -> Result<(), Error> {
         with(|s| {
             allowed(s, |g| g.check_response_status())?;
+            rules::check_status(status).map_err(|e| Error::Invalid(e.to_string()))?;
             s.response.status = Some(status);
             Ok(())
         })
@@ -341,10 +556,7 @@ pub(crate) mod sys {
     pub(crate) fn set_header(name: &str, value: &str) -> Result<(), Error> {
         with(|s| {
             allowed(s, |g| g.check_response_header(name))?;
-            if value.contains(['\r', '\n']) {
-                return Err(Error::Invalid(format!("response header {name:?} value contains a line break")));
-            }
-            let name = name.to_ascii_lowercase();
+            let name = rules::check_header(name, value).map_err(|e| Error::Invalid(e.to_string()))?;
             s.response.headers.retain(|(n, _)| *n != name);
             s.response.headers.push((name, value.into()));
             Ok(())
@@ -360,6 +572,22 @@ pub(crate) mod sys {
     pub(crate) fn set_cookie(cookie: &Cookie) -> Result<(), Error> {
         with(|s| {
             allowed(s, |g| g.check_response_cookie(&cookie.name))?;
+            let same_site = cookie.same_site.map(|s| match s {
+                SameSite::Strict => "Strict",
+                SameSite::Lax => "Lax",
+                SameSite::None => "None",
+            });
+            let spec = CookieSpec {
+                name: &cookie.name,
+                value: &cookie.value,
+                domain: cookie.domain.as_deref(),
+                path: cookie.path.as_deref(),
+                max_age: cookie.max_age,
+                secure: cookie.secure,
+                http_only: cookie.http_only,
+                same_site,
+            };
+            rules::cookie_line(&spec).map_err(|e| Error::Invalid(e.to_string()))?;
             s.response.cookies.push(cookie.clone());
             Ok(())
         })
@@ -381,15 +609,17 @@ pub(crate) mod sys {
     pub(crate) fn consent_status(purpose: Purpose) -> Result<ConsentStatus, Error> {
         with(|s| {
             allowed(s, |g| g.check_consent())?;
-            Ok(s.consent.get(&purpose).copied().unwrap_or(ConsentStatus::Unset))
+            Ok(run(s).consent.status(purpose))
         })
     }
 
     pub(crate) fn http_send(request: &HttpRequest) -> Result<HttpResponse, Error> {
         with(|s| {
-            let url = Url::parse(&request.url)
-                .map_err(|e| Error::Invalid(format!("outbound URL {:?}: {e}", request.url)))?;
+            let url = Url::parse(&request.url).map_err(|e| {
+                Error::Invalid(run(s).masker.mask(&format!("outbound URL {:?}: {e}", request.url)).into_owned())
+            })?;
             allowed(s, |g| g.check_outbound(&url))?;
+            run(s).egress.check_url(&url).map_err(|e| Error::PermissionDenied(e.to_string()))?;
             s.sent.push(request.clone());
             match s.stubs.iter().rev().find(|(prefix, _)| request.url.starts_with(prefix.as_str())) {
                 Some((_, answer)) => answer.clone(),
@@ -403,32 +633,33 @@ pub(crate) mod sys {
     }
 
     pub(crate) fn storage_get(key: &str) -> Result<Option<Vec<u8>>, Error> {
-        with(|s| allowed(s, |g| g.check_storage()).map(|()| s.storage.get(key).cloned()))
+        with(|s| allowed(s, |g| g.check_storage()).map(|()| s.storage.get(key)))
     }
-    pub(crate) fn storage_set(key: &str, value: &[u8], _ttl_ms: Option<u64>) -> Result<(), Error> {
+    pub(crate) fn storage_set(key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), Error> {
         with(|s| {
             allowed(s, |g| g.check_storage())?;
-            s.storage.insert(key.into(), value.to_vec());
-            Ok(())
+            s.storage.set(key, value, ttl_ms.map(Duration::from_millis)).map_err(|e| Error::Invalid(e.to_string()))
         })
     }
     pub(crate) fn storage_delete(key: &str) -> Result<(), Error> {
         with(|s| {
             allowed(s, |g| g.check_storage())?;
-            s.storage.remove(key);
+            s.storage.delete(key);
             Ok(())
         })
     }
 
+    /// As the host writes them: masked.
     pub(crate) fn log(level: Level, message: &str) -> Result<(), Error> {
         with(|s| {
             allowed(s, |g| g.check_logging())?;
-            s.logs.push((level, message.into()));
+            let line = run(s).masker.mask(message).into_owned();
+            s.logs.push((level, line));
             Ok(())
         })
     }
 
     pub(crate) fn config_get(name: &str) -> Option<String> {
-        with(|s| s.params.get(name).map(Value::to_string))
+        with(|s| run(s).params.get(name).map(|p| p.value.to_string()))
     }
 }

@@ -13,29 +13,7 @@ pub enum Claim {
     Claimed(Vec<serde_json::Value>),
 }
 
-/// A consent purpose (Google Consent Mode v2 plus the older storage types).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[allow(missing_docs)]
-pub enum Purpose {
-    AdStorage,
-    AnalyticsStorage,
-    AdUserData,
-    AdPersonalization,
-    FunctionalityStorage,
-    PersonalizationStorage,
-    SecurityStorage,
-}
-
-/// A purpose's state for the current event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConsentStatus {
-    /// The visitor agreed.
-    Granted,
-    /// The visitor refused.
-    Denied,
-    /// No source said anything.
-    Unset,
-}
+pub use sluice_manifest::{ConsentStatus, Purpose};
 
 /// `SameSite` cookie attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

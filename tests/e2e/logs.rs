@@ -26,10 +26,15 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
 }
 
 impl Capture {
-    /// Captures everything logged on this thread, down to debug, until the guard is dropped.
+    /// Captures everything logged on this thread, down to debug, until the guard is dropped,
+    /// through the subscriber the binary installs (masking included): what an operator sees.
     fn start() -> (Capture, tracing::subscriber::DefaultGuard) {
+        Self::start_as(sluice::output::LogFormat::Text)
+    }
+
+    fn start_as(format: sluice::output::LogFormat) -> (Capture, tracing::subscriber::DefaultGuard) {
         let logs = Capture::default();
-        let subscriber = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).with_max_level(tracing::Level::DEBUG).finish();
+        let subscriber = sluice::output::subscriber(format, "debug", logs.clone(), false);
         (logs.clone(), tracing::subscriber::set_default(subscriber))
     }
 

@@ -29,7 +29,7 @@ impl Host for Invocation {
             Err(e) => {
                 tracing::info!(request_id = %id, template = %name, url = %url_for_log, "outbound not completed: {e}");
                 Err(match e {
-                    OutboundError::Policy(m) => Error::PermissionDenied(m),
+                    OutboundError::Policy(refusal) => Error::PermissionDenied(refusal.to_string()),
                     OutboundError::Invalid(m) => Error::Invalid(m),
                     OutboundError::Timeout => Error::Timeout,
                     other => Error::Failed(other.to_string()),

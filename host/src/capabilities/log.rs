@@ -1,6 +1,6 @@
-//! `sluice:template/log`: template log lines, tagged with template and request id. The
-//! template's own secret parameters are masked, so a template that logs its configuration does
-//! not leak a token into the operator's logs.
+//! `sluice:template/log`: template log lines, tagged with template and request id. Like every
+//! line the process writes they pass through the output masker ([`crate::output`]), so a
+//! template that logs its configuration does not leak a token into the operator's logs.
 
 use crate::bindings::log::{Host, Level};
 use crate::bindings::types::Error;
@@ -12,7 +12,7 @@ const MAX_LINE: usize = 4096;
 impl Host for Invocation {
     async fn write(&mut self, level: Level, message: String) -> Result<(), Error> {
         self.allow(|g| g.check_logging())?;
-        let mut line = self.template.redact(&message);
+        let mut line = message;
         if line.len() > MAX_LINE {
             let cut = (0..=MAX_LINE).rev().find(|i| line.is_char_boundary(*i)).unwrap_or(0);
             line.truncate(cut);

@@ -1,11 +1,13 @@
 //! `sluice:template/response`: building the browser's response.
+//!
+//! The rules (which headers, which statuses, what a cookie may hold) are
+//! [`sluice_policy::response`]'s, shared with the mock host.
+
+use sluice_policy::response::{self as rules, CookieSpec};
 
 use crate::bindings::response::{Cookie, Host, SameSite};
 use crate::bindings::types::Error;
 use crate::state::Invocation;
-
-/// Headers the host owns: framing, and cookies (which go through `set-cookie`).
-const FORBIDDEN: &[&str] = &["content-length", "transfer-encoding", "connection", "set-cookie", "upgrade", "trailer"];
 
 fn not_sent(sent: bool) -> Result<(), Error> {
     if sent {
@@ -18,9 +20,7 @@ fn not_sent(sent: bool) -> Result<(), Error> {
 impl Host for Invocation {
     async fn set_status(&mut self, status: u16) -> Result<(), Error> {
         self.allow(|g| g.check_response_status())?;
-        if !(100..=599).contains(&status) {
-            return Err(Error::Invalid(format!("{status} is not an HTTP status code")));
-        }
+        rules::check_status(status).map_err(|e| Error::Invalid(e.to_string()))?;
         let mut r = self.response();
         not_sent(r.sent)?;
         r.status = status;
@@ -29,13 +29,7 @@ impl Host for Invocation {
 
     async fn set_header(&mut self, name: String, value: String) -> Result<(), Error> {
         self.allow(|g| g.check_response_header(&name))?;
-        let name = name.to_ascii_lowercase();
-        if FORBIDDEN.contains(&name.as_str()) {
-            return Err(Error::Invalid(format!("header {name:?} is set by the host (use set-cookie for cookies)")));
-        }
-        if http::HeaderValue::from_str(&value).is_err() {
-            return Err(Error::Invalid(format!("value of header {name:?} has characters HTTP does not allow")));
-        }
+        let name = rules::check_header(&name, &value).map_err(|e| Error::Invalid(e.to_string()))?;
         let mut r = self.response();
         not_sent(r.sent)?;
         r.headers.retain(|(n, _)| *n != name);
@@ -53,27 +47,22 @@ impl Host for Invocation {
 
     async fn set_cookie(&mut self, c: Cookie) -> Result<(), Error> {
         self.allow(|g| g.check_response_cookie(&c.name))?;
-        let mut builder = cookie::Cookie::build((c.name.clone(), c.value.clone())).secure(c.secure).http_only(c.http_only);
-        if let Some(domain) = c.domain {
-            builder = builder.domain(domain);
-        }
-        if let Some(path) = c.path {
-            builder = builder.path(path);
-        }
-        if let Some(age) = c.max_age {
-            builder = builder.max_age(cookie::time::Duration::seconds(age));
-        }
-        if let Some(s) = c.same_site {
-            builder = builder.same_site(match s {
-                SameSite::Strict => cookie::SameSite::Strict,
-                SameSite::Lax => cookie::SameSite::Lax,
-                SameSite::None => cookie::SameSite::None,
-            });
-        }
-        let line = builder.build().encoded().to_string();
-        if http::HeaderValue::from_str(&line).is_err() {
-            return Err(Error::Invalid(format!("cookie {:?} has characters HTTP does not allow", c.name)));
-        }
+        let same_site = c.same_site.map(|s| match s {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        });
+        let spec = CookieSpec {
+            name: &c.name,
+            value: &c.value,
+            domain: c.domain.as_deref(),
+            path: c.path.as_deref(),
+            max_age: c.max_age,
+            secure: c.secure,
+            http_only: c.http_only,
+            same_site,
+        };
+        let line = rules::cookie_line(&spec).map_err(|e| Error::Invalid(e.to_string()))?;
         let mut r = self.response();
         not_sent(r.sent)?;
         r.cookies.push(line);

@@ -1,4 +1,5 @@
-//! `sluice:template/storage`: per-template key-value storage ([`crate::storage`]).
+//! `sluice:template/storage`: per-template key-value storage
+//! ([`sluice_policy::storage`], bounded the same way in the mock host).
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ impl Host for Invocation {
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), Error> {
         self.allow(|g| g.check_storage())?;
-        self.template.storage.set(&key, &value, ttl_ms.map(Duration::from_millis)).map_err(Error::Invalid)
+        self.template.storage.set(&key, &value, ttl_ms.map(Duration::from_millis)).map_err(|e| Error::Invalid(e.to_string()))
     }
 
     async fn delete(&mut self, key: String) -> Result<(), Error> {

@@ -334,6 +334,7 @@ mod tests {
             .event(event)
             .grant(PermissionSet { event_data: vec!["*".into()], outbound: vec!["https://region1.google-analytics.com/".into()], ..Default::default() })
             .param("endpoint", "https://region1.google-analytics.com")
+            .consent_all_granted()
             .stub("https://region1.google-analytics.com/", HttpResponse::new(204, ""))
     }
 
@@ -357,7 +358,7 @@ mod tests {
         for i in 0..30 {
             event[format!("p{i:02}")] = json!(i);
         }
-        let mut m = mock(event).param("mode", "mp").param("api_secret", "shh");
+        let mut m = mock(event).param("mode", "mp").secret_param("api_secret", "shh");
         m.run_tag::<Ga4Tag>().expect("fires");
         let sent = &m.sent()[0];
         assert_eq!(sent.url, "https://region1.google-analytics.com/mp/collect?measurement_id=G-ABC&api_secret=shh");
@@ -375,7 +376,7 @@ mod tests {
     #[test]
     fn reserved_or_invalid_event_names_are_not_sent() {
         for name in ["session_start", "first_visit", "1abc", "has space", &"n".repeat(41)] {
-            let mut m = mock(json!({"event_name": name, "client_id": "1.2", "x-ga-measurement_id": "G-ABC"})).param("mode", "mp").param("api_secret", "s");
+            let mut m = mock(json!({"event_name": name, "client_id": "1.2", "x-ga-measurement_id": "G-ABC"})).param("mode", "mp").secret_param("api_secret", "s");
             assert!(m.run_tag::<Ga4Tag>().is_err(), "{name}");
             assert!(m.sent().is_empty());
         }

@@ -313,7 +313,8 @@ mod tests {
         MockHost::new()
             .event(event)
             .param("pixel_id", "1234567890")
-            .param("access_token", "EAAtoken")
+            .secret_param("access_token", "EAAtoken")
+            .consent_all_granted()
             .param("phone_calling_code", "1")
             .grant(grant())
             .cookie("_fbp", "fb.1.1596403881668.1116446470")
@@ -351,6 +352,23 @@ mod tests {
         // _fbc is new (from the URL), _fbp existed: only _fbc is set.
         assert_eq!(m.response().cookies.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["_fbc"]);
         assert_eq!(m.response().cookie("_fbc").and_then(|c| c.max_age), Some(90 * 24 * 3600));
+    }
+
+    #[test]
+    fn without_ad_user_data_the_host_does_not_run_it() {
+        // As the host: consent is resolved from the request's signals, and a tag whose purposes
+        // are not all granted is never run.
+        let mut m = MockHost::new()
+            .event(purchase())
+            .param("pixel_id", "1234567890")
+            .secret_param("access_token", "EAAtoken")
+            .grant(grant())
+            .header("x-consent", "ad_storage=granted,ad_user_data=denied")
+            .stub("https://graph.facebook.com/", HttpResponse::new(200, r#"{"events_received":1}"#));
+        let err = m.run_tag::<MetaCapi>().unwrap_err();
+        assert!(err.to_string().contains("blocked by consent: ad_user_data not granted"), "{err}");
+        assert_eq!(m.blocked_by_consent(), Some(&[sluice_sdk::Purpose::AdUserData][..]));
+        assert!(m.sent().is_empty());
     }
 
     #[test]

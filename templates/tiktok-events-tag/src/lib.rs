@@ -214,7 +214,8 @@ mod tests {
         MockHost::new()
             .event(event)
             .param("pixel_code", "CABC123")
-            .param("access_token", "tt-token")
+            .secret_param("access_token", "tt-token")
+            .consent_all_granted()
             .grant(PermissionSet {
                 event_data: vec!["*".into()],
                 cookies: vec!["ttclid".into(), "_ttp".into()],

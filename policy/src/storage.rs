@@ -19,6 +19,20 @@ pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// 10,000 × 65 KiB ≈ 650 MB per template.
 pub const MAX_TOTAL_BYTES: usize = 16 << 20;
 
+/// Why a write was refused: which bound, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    /// The key is longer than [`MAX_KEY_BYTES`].
+    #[error("key of {0} bytes exceeds the {MAX_KEY_BYTES}-byte limit")]
+    KeyTooLong(usize),
+    /// The value is longer than [`MAX_VALUE_BYTES`].
+    #[error("value of {0} bytes exceeds the {MAX_VALUE_BYTES}-byte limit")]
+    ValueTooLong(usize),
+    /// [`MAX_ENTRIES`] or [`MAX_TOTAL_BYTES`] reached.
+    #[error("storage is full ({MAX_ENTRIES} keys or {} MiB per template): delete keys or set a ttl", MAX_TOTAL_BYTES >> 20)]
+    Full,
+}
+
 /// A value and when it expires.
 type Entry = (Vec<u8>, Option<Instant>);
 
@@ -70,12 +84,12 @@ impl TemplateStorage {
     }
 
     /// Writes a value; the error says which bound was hit.
-    pub fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), String> {
+    pub fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), StorageError> {
         if key.len() > MAX_KEY_BYTES {
-            return Err(format!("key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit", key.len()));
+            return Err(StorageError::KeyTooLong(key.len()));
         }
         if value.len() > MAX_VALUE_BYTES {
-            return Err(format!("value of {} bytes exceeds the {MAX_VALUE_BYTES}-byte limit", value.len()));
+            return Err(StorageError::ValueTooLong(value.len()));
         }
         let mut inner = self.lock();
         let fits = |i: &Inner| {
@@ -86,10 +100,7 @@ impl TemplateStorage {
         if !fits(&inner) {
             inner.drop_expired();
             if !fits(&inner) {
-                return Err(format!(
-                    "storage is full ({MAX_ENTRIES} keys or {} MiB per template): delete keys or set a ttl",
-                    MAX_TOTAL_BYTES >> 20
-                ));
+                return Err(StorageError::Full);
             }
         }
         inner.remove(key);
@@ -124,15 +135,15 @@ mod tests {
     #[test]
     fn a_template_cannot_grow_its_storage_without_bound() {
         let s = TemplateStorage::default();
-        assert!(s.set(&"k".repeat(MAX_KEY_BYTES + 1), b"", None).unwrap_err().contains("key of"));
-        assert!(s.set("k", &vec![0; MAX_VALUE_BYTES + 1], None).unwrap_err().contains("value of"));
+        assert!(s.set(&"k".repeat(MAX_KEY_BYTES + 1), b"", None).unwrap_err().to_string().contains("key of"));
+        assert!(s.set("k", &vec![0; MAX_VALUE_BYTES + 1], None).unwrap_err().to_string().contains("value of"));
         // Full-size values fill the byte budget before the key count.
         let value = vec![7u8; MAX_VALUE_BYTES];
         let fit = MAX_TOTAL_BYTES / (MAX_VALUE_BYTES + 8);
         for i in 0..fit {
             s.set(&format!("key{i:05}"), &value, None).unwrap();
         }
-        let err = s.set("one-more", &value, None).unwrap_err();
+        let err = s.set("one-more", &value, None).unwrap_err().to_string();
         assert!(err.contains("storage is full") && err.contains("MiB"), "{err}");
         s.set("key00000", b"small", None).expect("replacing a value frees its bytes");
         s.set("one-more", b"now fits", None).unwrap();

@@ -1,0 +1,123 @@
+//! A template's parameters: what the operator may set and how secrets must be given.
+//!
+//! The host checks a container's parameters at load and refuses to start on a mistake; the
+//! mock host checks a test's parameters the same way before running the template, so a test
+//! cannot pass with a configuration production would refuse.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use sluice_manifest::Declaration;
+
+/// A parameter value and the secret values composed into it.
+///
+/// A value written as `${ENV_VAR}` (or containing such references, or a table holding them)
+/// is secret; `secrets` lists the substituted environment values themselves, so masking finds
+/// them wherever the template puts them, whole or composed (`"Bearer ${TOKEN}"`).
+#[derive(Clone, PartialEq)]
+pub struct Param {
+    /// The value as JSON.
+    pub value: Value,
+    /// The secret values substituted into it (empty for a plain parameter).
+    pub secrets: Vec<String>,
+}
+
+impl Param {
+    /// A plain (not secret) parameter.
+    pub fn plain(value: Value) -> Self {
+        Param { value, secrets: Vec::new() }
+    }
+
+    /// A parameter whose whole value is a secret (as `${ENV_VAR}` gives it).
+    pub fn secret(value: &str) -> Self {
+        Param { value: Value::String(value.to_string()), secrets: vec![value.to_string()] }
+    }
+
+    /// Whether it came (in whole or part) from the environment.
+    pub fn is_secret(&self) -> bool {
+        !self.secrets.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Param {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_secret() { f.write_str("\"[secret]\"") } else { write!(f, "{}", self.value) }
+    }
+}
+
+/// A parameter set the template cannot run with. The text names the parameter and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    /// Not one the template declares.
+    #[error("parameter {name:?} is not one that template {template:?} takes (it takes: {known})")]
+    Unknown {
+        /// The parameter.
+        name: String,
+        /// The template's name.
+        template: String,
+        /// The declared names, comma-separated.
+        known: String,
+    },
+    /// A secret given in clear.
+    #[error("parameter {0:?} is a secret: write it as \"${{ENV_VAR}}\" and export the value, so it is not stored in the config file")]
+    SecretInClear(String),
+    /// A required one is missing.
+    #[error("parameter {name:?} is required ({description}): add it under params")]
+    Missing {
+        /// The parameter.
+        name: String,
+        /// Its declared description.
+        description: String,
+    },
+}
+
+/// Checks the given parameters against the declaration: each must be declared, secret ones
+/// given as secrets, required ones present. Returns them by name.
+pub fn check(decl: &Declaration, given: &[(String, Param)]) -> Result<HashMap<String, Param>, ParamError> {
+    for (name, param) in given {
+        let Some(spec) = decl.parameter(name) else {
+            return Err(ParamError::Unknown {
+                name: name.clone(),
+                template: decl.name.clone(),
+                known: decl.parameters.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+            });
+        };
+        if spec.secret && !param.is_secret() {
+            return Err(ParamError::SecretInClear(name.clone()));
+        }
+    }
+    if let Some(spec) = decl.parameters.iter().find(|p| p.required && !given.iter().any(|(n, _)| *n == p.name)) {
+        return Err(ParamError::Missing { name: spec.name.clone(), description: spec.description.clone() });
+    }
+    Ok(given.iter().cloned().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_manifest::{Kind, Manifest, Parameter, Permissions};
+
+    const M: Manifest = Manifest {
+        kind: Kind::Tag,
+        name: "t",
+        version: "0",
+        description: "",
+        permissions: Permissions::NONE,
+        consent: &[],
+        parameters: &[Parameter::required("url", "Where"), Parameter::optional("token", "Bearer").secret()],
+    };
+
+    #[test]
+    fn declared_required_and_secret() {
+        let decl = Declaration::from_json(&M.to_json()).unwrap();
+        let url = ("url".to_string(), Param::plain("https://x".into()));
+        assert!(check(&decl, std::slice::from_ref(&url)).is_ok());
+        let err = check(&decl, &[url.clone(), ("urll".into(), Param::plain(1.into()))]).unwrap_err();
+        assert!(err.to_string().contains("\"urll\"") && err.to_string().contains("url, token"), "{err}");
+        let err = check(&decl, &[url.clone(), ("token".into(), Param::plain("abc".into()))]).unwrap_err();
+        assert_eq!(err, ParamError::SecretInClear("token".into()));
+        assert!(check(&decl, &[url, ("token".into(), Param::secret("abc"))]).is_ok());
+        assert!(matches!(check(&decl, &[]), Err(ParamError::Missing { .. })));
+        assert_eq!(format!("{:?}", Param::secret("abc")), "\"[secret]\"");
+    }
+}

@@ -1,0 +1,221 @@
+//! What a template may put in the browser's response. The host owns framing, hop-by-hop
+//! behaviour and cookies-as-headers; a template sets headers by name and cookies through their
+//! own call, and the claiming client alone sets a final (2xx–5xx) status.
+
+/// Response headers no template may set: framing, hop-by-hop and connection management, and
+/// what the host itself writes. `set-cookie` goes through the cookie call.
+pub const FORBIDDEN_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "content-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+    "date",
+    "set-cookie",
+];
+
+/// Why a response write was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseRuleError {
+    /// Outside 200–599 (an interim 1xx could make a proxy open a tunnel).
+    #[error("{0} is not a final HTTP status: use 200-599")]
+    Status(u16),
+    /// A header the host owns.
+    #[error("header {0:?} is set by the host (use set-cookie for cookies)")]
+    ForbiddenHeader(String),
+    /// Not an HTTP token.
+    #[error("{0:?} is not a valid header name")]
+    HeaderName(String),
+    /// A value with characters HTTP does not allow (line breaks, controls).
+    #[error("value of {0} has characters HTTP does not allow")]
+    Value(String),
+}
+
+/// A cookie as a template asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieSpec<'a> {
+    /// Name.
+    pub name: &'a str,
+    /// Value (percent-encoded when written).
+    pub value: &'a str,
+    /// `Domain`.
+    pub domain: Option<&'a str>,
+    /// `Path`.
+    pub path: Option<&'a str>,
+    /// `Max-Age` in seconds.
+    pub max_age: Option<i64>,
+    /// `Secure`.
+    pub secure: bool,
+    /// `HttpOnly`.
+    pub http_only: bool,
+    /// `SameSite`: `Strict`, `Lax` or `None`.
+    pub same_site: Option<&'a str>,
+}
+
+/// Checks a final status.
+pub fn check_status(status: u16) -> Result<(), ResponseRuleError> {
+    if (200..=599).contains(&status) { Ok(()) } else { Err(ResponseRuleError::Status(status)) }
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b))
+}
+
+/// Visible ASCII, space and tab only (what `http::HeaderValue` accepts as text, minus obs-text).
+fn is_field_value(s: &str) -> bool {
+    s.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+/// Checks a header a template sets; returns the name lower-cased, as it is stored.
+pub fn check_header(name: &str, value: &str) -> Result<String, ResponseRuleError> {
+    if !is_token(name) {
+        return Err(ResponseRuleError::HeaderName(name.to_string()));
+    }
+    let name = name.to_ascii_lowercase();
+    if FORBIDDEN_HEADERS.contains(&name.as_str()) {
+        return Err(ResponseRuleError::ForbiddenHeader(name));
+    }
+    if !is_field_value(value) {
+        return Err(ResponseRuleError::Value(format!("header {name:?}")));
+    }
+    Ok(name)
+}
+
+/// The `Set-Cookie` line for a cookie, or why it cannot be sent. `Domain` and `Path` may not
+/// carry `;` or `,` (they would inject attributes) or anything outside visible ASCII; the
+/// value is percent-encoded, so it can hold anything.
+pub fn cookie_line(c: &CookieSpec<'_>) -> Result<String, ResponseRuleError> {
+    let what = |attr: &str| ResponseRuleError::Value(format!("cookie {:?} {attr}", c.name));
+    if !is_token(c.name) {
+        return Err(what("name"));
+    }
+    let attribute_ok = |s: &str| is_field_value(s) && !s.contains([';', ',']) && !s.trim().is_empty();
+    let mut line = format!("{}={}", c.name, encode_cookie_value(c.value));
+    if let Some(domain) = c.domain {
+        if !attribute_ok(domain) || domain.contains(char::is_whitespace) {
+            return Err(what("Domain"));
+        }
+        line.push_str("; Domain=");
+        line.push_str(domain);
+    }
+    if let Some(path) = c.path {
+        if !attribute_ok(path) || !path.starts_with('/') {
+            return Err(what("Path (must start with / and hold no ; or ,)"));
+        }
+        line.push_str("; Path=");
+        line.push_str(path);
+    }
+    if let Some(age) = c.max_age {
+        line.push_str(&format!("; Max-Age={}", age.max(0)));
+    }
+    if c.secure {
+        line.push_str("; Secure");
+    }
+    if c.http_only {
+        line.push_str("; HttpOnly");
+    }
+    if let Some(same_site) = c.same_site {
+        line.push_str("; SameSite=");
+        line.push_str(same_site);
+    }
+    Ok(line)
+}
+
+/// Percent-encodes what a cookie value may not hold (RFC 6265 cookie-octets are kept).
+pub fn encode_cookie_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        let allowed = b == 0x21 || (0x23..=0x2b).contains(&b) || (0x2d..=0x3a).contains(&b) || (0x3c..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b);
+        if allowed && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The values of the cookies named `name` in a request's `Cookie` header values,
+/// percent-decoded. The one cookie parser: the cookie capability, the consent cookie source and
+/// the mock host use it.
+pub fn cookie_values<'a>(headers: impl IntoIterator<Item = &'a str>, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for header in headers {
+        for pair in header.split(';') {
+            let Some((k, v)) = pair.split_once('=') else { continue };
+            if k.trim() == name {
+                let v = v.trim();
+                let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+                out.push(percent_decode(v));
+            }
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    // form_urlencoded would also turn '+' into a space, which cookies do not do.
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec<'a>(name: &'a str, value: &'a str) -> CookieSpec<'a> {
+        CookieSpec { name, value, domain: None, path: Some("/"), max_age: None, secure: true, http_only: false, same_site: Some("Lax") }
+    }
+
+    #[test]
+    fn headers_the_host_owns_are_refused() {
+        for name in ["Content-Length", "keep-alive", "TE", "proxy-connection", "host", "date", "content-encoding", "set-cookie"] {
+            assert!(matches!(check_header(name, "x"), Err(ResponseRuleError::ForbiddenHeader(_))), "{name}");
+        }
+        assert_eq!(check_header("X-Custom", "ok"), Ok("x-custom".into()));
+        assert!(check_header("x-a", "bad\r\nset-cookie: a=b").is_err());
+        assert!(check_header("bad name", "x").is_err());
+        assert!(check_status(101).is_err() && check_status(204).is_ok() && check_status(600).is_err());
+    }
+
+    #[test]
+    fn cookie_attributes_cannot_inject() {
+        assert_eq!(cookie_line(&spec("_fbp", "fb.1.2 3;x")).unwrap(), "_fbp=fb.1.2%203%3Bx; Path=/; Secure; SameSite=Lax");
+        let bad_path = CookieSpec { path: Some("/; Domain=evil.example"), ..spec("a", "b") };
+        assert!(cookie_line(&bad_path).is_err());
+        let bad_domain = CookieSpec { domain: Some("example.com, b=c"), ..spec("a", "b") };
+        assert!(cookie_line(&bad_domain).is_err());
+        let ok = CookieSpec { domain: Some(".example.com"), max_age: Some(60), http_only: true, ..spec("a", "b") };
+        assert_eq!(cookie_line(&ok).unwrap(), "a=b; Domain=.example.com; Path=/; Max-Age=60; Secure; HttpOnly; SameSite=Lax");
+        assert!(cookie_line(&spec("bad=name", "b")).is_err());
+    }
+
+    #[test]
+    fn cookie_values_are_found_and_decoded() {
+        let headers = ["_ga=GA1.1.2; cmp=ad_storage%3Dgranted", "x=1; _ga=second"];
+        assert_eq!(cookie_values(headers, "_ga"), ["GA1.1.2", "second"]);
+        assert_eq!(cookie_values(headers, "cmp"), ["ad_storage=granted"]);
+        assert!(cookie_values(headers, "none").is_empty());
+        assert_eq!(cookie_values(["a=%E2%9C%93+x"], "a"), ["✓+x"]);
+    }
+}
