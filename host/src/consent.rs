@@ -58,7 +58,7 @@ impl Consent {
     /// Resolves one event's consent; a malformed signal is logged (and falls through).
     pub fn resolve(&self, headers: &http::HeaderMap, event: &Value, request_id: &str) -> ConsentState {
         let header = headers.get(self.policy.header_name()).and_then(|v| v.to_str().ok());
-        let cookie = self.policy.cookie_name().and_then(|name| crate::state::cookie_values(headers, name).into_iter().next());
+        let cookie = self.policy.cookie_name().and_then(|name| sluice_policy::response::cookie_values(headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()), name).into_iter().next());
         let resolution = self.policy.resolve(header, cookie.as_deref(), event);
         for why in &resolution.ignored {
             tracing::warn!(request_id, "{why}; falling back to the next source or the default");

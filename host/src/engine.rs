@@ -9,27 +9,26 @@
 //!   [`TICK`]; at each tick of guest execution the host counts against the CPU budget
 //!   ([`crate::state::CpuClock`]) and the guest yields to tokio, so one busy template cannot
 //!   starve the server. Over budget → trap.
-//! * **Store limits** for memory: growing past `memory_mb` traps.
+//! * **Our own `ResourceLimiter`** for memory ([`crate::limits`]): growing past `memory_mb`
+//!   traps with a typed error.
 //! * **Minimal WASI**: only what a plain Rust `wasm32-wasip2` guest imports (io, clocks, random,
 //!   cli stdio/env/exit). No filesystem, no sockets: a template asking for them fails to load.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 use wasmtime_wasi::cli::WasiCliView;
 use wasmtime_wasi::clocks::WasiClocksView;
 use wasmtime_wasi::{WasiCtxBuilder, cli, clocks, random};
 
 use crate::config::Limits;
 use crate::error::LoadError;
-use crate::outbound::Outbound;
-use crate::state::{CpuClock, Invocation};
+use crate::limits::{CpuClock, MemoryLimiter};
+use crate::state::Invocation;
 
-/// How often the epoch advances (and a running guest yields).
-pub const TICK: Duration = Duration::from_millis(2);
+pub use crate::limits::{CpuLimitExceeded, TICK};
 
 /// Upper bound of a freed linear memory kept resident for the next instance of its template
 /// (only the pages the guest touched are actually resident; see [`Runtime::new`]).
@@ -37,76 +36,6 @@ const KEEP_RESIDENT_MAX: usize = 8 << 20;
 
 /// The same for tables (a Rust guest's function table is a few KiB).
 const KEEP_RESIDENT_TABLE: usize = 64 << 10;
-
-/// Counters exported in logs.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Host calls refused by a grant.
-    pub denials: AtomicU64,
-    /// Denials already logged at warn level, by template.
-    warned: std::sync::Mutex<Warned>,
-}
-
-/// Denials already logged at warn level, by template, and how many in all.
-#[derive(Debug, Default)]
-struct Warned {
-    by_template: std::collections::HashMap<String, std::collections::HashSet<String>>,
-    count: usize,
-}
-
-/// How many distinct (template, denial) pairs are remembered for [`Metrics::first_denial`];
-/// beyond that (a template probing many names) every denial is logged at debug level.
-const WARNED_DENIALS_MAX: usize = 1024;
-
-impl Metrics {
-    /// Whether this is the first time `template` met `denial`. A denial is a configuration
-    /// hint ("add X to the grant") or a deliberate choice (an optional header withheld): worth
-    /// one warning, not one per request — at thousands of requests a second those lines cost
-    /// CPU and bury everything else. Every denial is still counted and kept in the trace.
-    pub fn first_denial(&self, template: &str, denial: &str) -> bool {
-        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
-        // Looked up by reference first: a denial seen before allocates nothing.
-        if warned.by_template.get(template).is_some_and(|seen| seen.contains(denial)) || warned.count >= WARNED_DENIALS_MAX {
-            return false;
-        }
-        warned.count += 1;
-        warned.by_template.entry(template.to_string()).or_default().insert(denial.to_string())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Metrics;
-
-    #[test]
-    fn each_denial_warns_once_per_template_and_the_memory_is_bounded() {
-        let m = Metrics::default();
-        assert!(m.first_denial("ga4", "header x"));
-        assert!(!m.first_denial("ga4", "header x"), "the same denial again is not a first");
-        assert!(m.first_denial("meta", "header x"), "another template's is");
-        assert!(m.first_denial("ga4", "header y"));
-        for i in 0..super::WARNED_DENIALS_MAX {
-            m.first_denial("probe", &format!("header {i}"));
-        }
-        assert!(!m.first_denial("new", "never seen"), "past the bound nothing more is remembered");
-    }
-}
-
-/// What every invocation shares.
-#[derive(Debug)]
-pub struct Services {
-    /// The egress choke point.
-    pub outbound: Outbound,
-    /// Counters.
-    pub metrics: Metrics,
-    /// Consent resolution, the gate's rules and the audit sink.
-    pub consent: crate::consent::Consent,
-}
-
-/// The guest ran past its CPU budget.
-#[derive(Debug, thiserror::Error)]
-#[error("CPU time limit exceeded")]
-pub struct CpuLimitExceeded;
 
 /// Engine, linkers and limits.
 pub struct Runtime {
@@ -186,7 +115,7 @@ impl Runtime {
         let memory = usize::try_from(self.limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let parts = InvocationParts {
             wasi: WasiCtxBuilder::new().build(),
-            limits: StoreLimitsBuilder::new().memory_size(memory).trap_on_grow_failure(true).build(),
+            limits: MemoryLimiter::new(memory),
             cpu: CpuClock::new(Duration::from_millis(self.limits.cpu_ms)),
         };
         let mut store = Store::new(&self.engine, data(parts));
@@ -206,7 +135,7 @@ impl Runtime {
 /// The parts of an [`Invocation`] the runtime provides.
 pub(crate) struct InvocationParts {
     pub(crate) wasi: wasmtime_wasi::WasiCtx,
-    pub(crate) limits: wasmtime::StoreLimits,
+    pub(crate) limits: MemoryLimiter,
     pub(crate) cpu: CpuClock,
 }
 

@@ -39,7 +39,9 @@ use sluice_policy::consent::{AuditRecord, ConsentState};
 use sluice_policy::egress::EgressRules;
 
 use crate::consent::Consent;
-use crate::engine::{CpuLimitExceeded, Runtime, Services};
+use crate::engine::Runtime;
+use crate::limits::{CpuLimitExceeded, MemoryLimitExceeded};
+use crate::services::Services;
 use crate::error::{ConfigError, LoadError};
 use crate::outbound::Outbound;
 use crate::state::{Invocation, RequestData, ResponseDraft, SharedEvent};
@@ -490,7 +492,7 @@ impl Outcome {
             Invoked::Trapped(e) => {
                 if e.downcast_ref::<CpuLimitExceeded>().is_some() {
                     Outcome::CpuLimit
-                } else if format!("{e:?}").contains("growing memory") {
+                } else if e.downcast_ref::<MemoryLimitExceeded>().is_some() {
                     Outcome::MemoryLimit
                 } else {
                     let mut message = e.to_string();

@@ -6,13 +6,11 @@
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
 use serde_json::Value;
 use sluice_manifest::Denial;
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -65,32 +63,6 @@ impl Default for ResponseDraft {
     }
 }
 
-/// Guest CPU budget, counted in epoch ticks during which the guest was executing.
-///
-/// The epoch callback fires once per [`crate::engine::TICK`] of guest execution; wasmtime
-/// re-arms the deadline only after the guest resumes from its yield, so time spent queued behind
-/// other work or waiting in an async host call (outbound HTTP) is not counted. That is what
-/// makes this a CPU budget rather than a wall-clock one (which `[limits] wall_ms` is).
-#[derive(Debug)]
-pub struct CpuClock {
-    ticks: u64,
-    limit: u64,
-}
-
-impl CpuClock {
-    /// A clock allowing `limit` of guest execution (at least one tick).
-    pub fn new(limit: Duration) -> Self {
-        let tick = crate::engine::TICK.as_micros().max(1);
-        CpuClock { ticks: 0, limit: (limit.as_micros() / tick).max(1) as u64 }
-    }
-
-    /// Counts one tick of execution; `false` once the budget is spent.
-    pub fn tick(&mut self) -> bool {
-        self.ticks += 1;
-        self.ticks <= self.limit
-    }
-}
-
 /// An event as the tags matching it see it. Serialised and fingerprinted at most once, on first
 /// request, however many tags read it: tags of one event share this through an `Arc`.
 #[derive(Debug)]
@@ -129,10 +101,10 @@ impl SharedEvent {
 pub struct Invocation {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    pub(crate) limits: StoreLimits,
-    pub(crate) cpu: CpuClock,
+    pub(crate) limits: crate::limits::MemoryLimiter,
+    pub(crate) cpu: crate::limits::CpuClock,
     pub(crate) template: Arc<Template>,
-    pub(crate) services: Arc<crate::engine::Services>,
+    pub(crate) services: Arc<crate::services::Services>,
     pub(crate) request: Arc<RequestData>,
     pub(crate) response: Arc<Mutex<ResponseDraft>>,
     pub(crate) event: Option<Arc<SharedEvent>>,

@@ -489,7 +489,7 @@ impl Minimiser {
             return true;
         }
         let last = last_segment(k);
-        if KEY_NAMES.iter().any(|n| k == n.as_bytes() || last == n.as_bytes()) {
+        if KEY_NAMES.iter().any(|n| same(k, n.as_bytes()) || same(last, n.as_bytes())) {
             return true;
         }
         if k.starts_with(b"_gac_") {
@@ -1037,7 +1037,13 @@ fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
 /// Byte-exact `contains`; the first byte is checked before the whole window is compared.
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     let Some(&first) = needle.first() else { return false };
-    hay.windows(needle.len()).any(|w| w[0] == first && w == needle)
+    hay.windows(needle.len()).any(|w| w[0] == first && same(w, needle))
+}
+
+/// Slice equality as an inlined loop: key names are short, and `==` on slices calls `memcmp`.
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// Whether a lowercased key holds one of [`KEY_PARTS`] bounded by separators (or the ends) on
@@ -1055,7 +1061,7 @@ fn has_part(k: &[u8]) -> bool {
             let (Some(&first), Some(&last)) = (e.first(), e.last()) else { return false };
             first == k[i]
                 && (part_start || is_sep(first))
-                && rest.starts_with(e)
+                && rest.get(..e.len()).is_some_and(|r| same(r, e))
                 && rest.get(e.len()).is_none_or(|&c| is_sep(c) || is_sep(last))
         })
     })
@@ -1066,7 +1072,7 @@ fn has_part(k: &[u8]) -> bool {
 #[inline]
 fn ends_with_part(key: &[u8], id: &[u8]) -> bool {
     let (Some(start), Some(last), Some(&first)) = (key.len().checked_sub(id.len()), key.last(), id.first()) else { return false };
-    id.last() == Some(last) && key[start..] == *id && (start == 0 || is_sep(key[start - 1]) || is_sep(first))
+    id.last() == Some(last) && same(&key[start..], id) && (start == 0 || is_sep(key[start - 1]) || is_sep(first))
 }
 
 /// What follows a key's last `.`, `-` or `[` (a trailing `]` dropped).

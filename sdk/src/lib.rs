@@ -37,8 +37,9 @@
 //!
 //! # Testing
 //!
-//! Off wasm, every host call goes to [`mock::MockHost`], which applies the same permission rules
-//! as the real host (both use `sluice-manifest`). Set up a request or an event, consent, grants,
+//! Off wasm, every host call goes to [`mock::MockHost`], which applies the host's own rules
+//! (permissions from `sluice-manifest`; consent, personal data, parameters, egress, response,
+//! storage and masking from `sluice-policy`). Set up a request or an event, consent, grants,
 //! parameters and outbound stubs, run the template with `cargo test`, and assert on the
 //! response, the outbound requests, the logs and the permission denials.
 

@@ -1,0 +1,74 @@
+//! What every invocation of a container shares: the egress choke point, the consent rules and
+//! audit sink, and the counters.
+
+use std::sync::atomic::AtomicU64;
+
+use crate::consent::Consent;
+use crate::outbound::Outbound;
+
+/// Counters exported in logs.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Host calls refused by a grant.
+    pub denials: AtomicU64,
+    /// Denials already logged at warn level, by template.
+    warned: std::sync::Mutex<Warned>,
+}
+
+/// Denials already logged at warn level, by template, and how many in all.
+#[derive(Debug, Default)]
+struct Warned {
+    by_template: std::collections::HashMap<String, std::collections::HashSet<String>>,
+    count: usize,
+}
+
+/// How many distinct (template, denial) pairs are remembered for [`Metrics::first_denial`];
+/// beyond that (a template probing many names) every denial is logged at debug level.
+const WARNED_DENIALS_MAX: usize = 1024;
+
+impl Metrics {
+    /// Whether this is the first time `template` met `denial`. A denial is a configuration
+    /// hint ("add X to the grant") or a deliberate choice (an optional header withheld): worth
+    /// one warning, not one per request — at thousands of requests a second those lines cost
+    /// CPU and bury everything else. Every denial is still counted and kept in the trace.
+    pub fn first_denial(&self, template: &str, denial: &str) -> bool {
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        // Looked up by reference first: a denial seen before allocates nothing.
+        if warned.by_template.get(template).is_some_and(|seen| seen.contains(denial)) || warned.count >= WARNED_DENIALS_MAX {
+            return false;
+        }
+        warned.count += 1;
+        warned.by_template.entry(template.to_string()).or_default().insert(denial.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[test]
+    fn each_denial_warns_once_per_template_and_the_memory_is_bounded() {
+        let m = Metrics::default();
+        assert!(m.first_denial("ga4", "header x"));
+        assert!(!m.first_denial("ga4", "header x"), "the same denial again is not a first");
+        assert!(m.first_denial("meta", "header x"), "another template's is");
+        assert!(m.first_denial("ga4", "header y"));
+        for i in 0..super::WARNED_DENIALS_MAX {
+            m.first_denial("probe", &format!("header {i}"));
+        }
+        assert!(!m.first_denial("new", "never seen"), "past the bound nothing more is remembered");
+    }
+}
+
+/// What every invocation shares.
+#[derive(Debug)]
+pub struct Services {
+    /// The egress choke point.
+    pub outbound: Outbound,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Consent resolution, the gate's rules and the audit sink.
+    pub consent: Consent,
+}
+
+
