@@ -8,7 +8,9 @@
 //! visitor's hit can carry: an IP in system properties, an email under a custom key, a click
 //! id in the page URL.
 
-use criterion::{Criterion, black_box, criterion_group, criterion_main};
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::Value;
 use sluice_policy::personal_data::Minimiser;
 use sluice_policy::secrets::Masker;

@@ -18,9 +18,9 @@
 //!    `_uip`, `x-ga-mp2-user_data`, but not `zip` or `tip`);
 //! 3. its whole key or its last segment **equals** one of [`KEY_NAMES`]: the short names vendors
 //!    give hashed identifiers (Meta `em`, `ph`, `fn`, `ln`, `db`, `ge`, `ct`, `st`, `zp`,
-//!    `external_id`, the pixel's `ud`/`udff`; TikTok `external_id`). These are too short to match
-//!    as parts (`st` and `ct` are parts of ordinary keys), so they match only as exact names,
-//!    wherever they are, not only inside `user_data`;
+//!    `external_id`, the pixel's `ud`/`udff`; TikTok `external_id`). Two letters are too short to
+//!    match as any part (`page_st_count` is not a state), so these match only as the whole key or
+//!    its last segment, but at any depth, not only inside `user_data`;
 //! 4. it is a click id: it equals one of [`CLICK_IDS`] or a configured extra click id, or ends
 //!    with one as a whole part (`x-ga-mp2-gclid`, `ep.gclid`, `x-ga-mp2-gbraid`), or starts with
 //!    `_gac_` (GA's per-property Google Ads cookie, which holds a gclid);
@@ -46,10 +46,10 @@
 //!   [`std::net::Ipv4Addr`] (four dotted decimal parts, no leading zeros), and is not glued to a
 //!   letter, digit or `_` on either side (`GA1.1.111.222`, the `_ga` cookie's client id, and
 //!   `v1.2.3.4` do not match). Free-standing version strings such as `1.2.3.4` match: a
-//!   deliberate false positive, safety over the value. One exception: an
-//!   address whose last three parts are all zero (`120.0.0.0`) is never a visitor's address but is
-//!   exactly how browsers now write their versions (`Chrome/120.0.0.0`, `"Not_A Brand";v="8.0.0.0"`),
-//!   so it does not match and user agents survive.
+//!   deliberate false positive, safety over the value. One exception: an address whose last
+//!   three parts are all zero (`120.0.0.0`) is never a visitor's address but is exactly how
+//!   browsers now write their versions (`Chrome/120.0.0.0`, `"Not_A Brand";v="8.0.0.0"`), so it
+//!   does not match and user agents survive.
 //! - **an IPv6 address**: a maximal run of hex digits, `:` and `.` (a single outer `:` and trailing
 //!   dots trimmed) with at least two `:` and at least one hex digit, not directly preceded or
 //!   followed by a letter, digit or `_`, that parses as [`std::net::Ipv6Addr`]: `2001:db8::1`,
