@@ -1,47 +1,10 @@
 //! What reaches the operator's logs: enough to see what failed, never a secret.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use sluice_tests::{FakeVendor, Received, TestServer, corpus_hit_query, hit_request};
+use sluice_tests::{Capture, FakeVendor, Received, TestServer, corpus_hit_query, hit_request};
 
-/// Log output captured in memory.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
 
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
-
-impl Capture {
-    /// Captures everything logged on this thread, down to debug, until the guard is dropped,
-    /// through the subscriber the binary installs (masking included): what an operator sees.
-    fn start() -> (Capture, tracing::subscriber::DefaultGuard) {
-        Self::start_as(sluice::output::LogFormat::Text)
-    }
-
-    fn start_as(format: sluice::output::LogFormat) -> (Capture, tracing::subscriber::DefaultGuard) {
-        let logs = Capture::default();
-        let subscriber = sluice::output::subscriber(format, "debug", logs.clone(), false);
-        (logs.clone(), tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// A port nothing listens on: connecting is refused, as in a vendor outage.
 fn closed_port() -> u16 {
@@ -53,7 +16,7 @@ fn closed_port() -> u16 {
 // pipeline and the outbound calls.
 #[tokio::test]
 async fn a_vendor_outage_is_logged_without_the_access_tokens_in_its_urls() {
-    let (logs, _guard) = Capture::start();
+    let (logs, _guard) = Capture::start(sluice::output::LogFormat::Text, "debug");
     // Meta's token and the GA4 Measurement Protocol secret travel in the URL's query string.
     let server = TestServer::start(&crate::vendors::config(&format!("http://127.0.0.1:{}", closed_port()))).await;
     let query = corpus_hit_query("ga4_03_add_to_cart_items.txt");
@@ -74,7 +37,7 @@ async fn a_vendor_outage_is_logged_without_the_access_tokens_in_its_urls() {
 
 #[tokio::test]
 async fn a_vendor_error_quoting_the_token_is_masked_in_logs_and_trace() {
-    let (logs, _guard) = Capture::start();
+    let (logs, _guard) = Capture::start(sluice::output::LogFormat::Text, "debug");
     // A vendor whose error message repeats the request's query string, token included.
     let vendor = FakeVendor::start().await;
     vendor.judge(

@@ -5,31 +5,11 @@
 //! everything the process wrote — the logs in both formats, the traces, the consent audit, the
 //! errors — is scanned for any secret or any 8-character piece of one.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sluice::output::LogFormat;
-use sluice_tests::{FakeVendor, Received, corpus_hit_query, hit_request, loopback_outbound, template};
+use sluice_tests::{Capture, FakeVendor, Received, corpus_hit_query, hit_request, loopback_outbound, template};
 
-/// Log output captured in memory (through the binary's own subscriber, masking included).
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
 
 const HOOK_PATH: &str = "/services/T0SEKRIT1/B0SEKRIT2/XyZsecretPathToken1234";
 const HOOK_TOKEN: &str = "tok-Zq8Wv3Lm9Rt2";
@@ -156,15 +136,14 @@ async fn run_once(format: LogFormat) -> (String, String, String, FakeVendor, Fak
     let parsed = sluice::ContainerConfig::parse(&text, std::path::Path::new("/test/container.toml"), &env(&vendor.origin(), closed))
         .unwrap_or_else(|e| panic!("{e}"));
 
-    let logs = Capture::default();
-    let _guard = tracing::subscriber::set_default(sluice::output::subscriber(format, "trace", logs.clone(), false));
+    let (logs, _guard) = Capture::start(format, "trace");
     let container = Arc::new(sluice::Container::load(&parsed).unwrap_or_else(|e| panic!("{e}")));
     let (_, trace) = container.handle(hit_request(&corpus_hit_query("ga4_03_add_to_cart_items.txt"))).await;
     trace.log();
     drop(_guard);
 
     let traces = format!("{trace:?}\n{}", trace.events.iter().flat_map(|e| e.tags.iter().map(|t| t.outcome.to_string())).collect::<Vec<_>>().join("\n"));
-    let written = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let written = logs.text();
     let audit = std::fs::read_to_string(&audit).unwrap_or_default();
     (written, traces, audit, vendor, other)
 }

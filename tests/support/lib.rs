@@ -262,3 +262,40 @@ impl TestServer {
         }
     }
 }
+
+/// Log output captured in memory, through the subscriber the binary installs (masking
+/// included): what an operator would see.
+#[derive(Clone, Default)]
+pub struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("capture").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+impl Capture {
+    /// Captures everything logged on this thread at `filter` (`SLUICE_LOG` syntax) in `format`,
+    /// until the guard is dropped.
+    pub fn start(format: sluice::output::LogFormat, filter: &str) -> (Capture, tracing::subscriber::DefaultGuard) {
+        let logs = Capture::default();
+        let subscriber = sluice::output::subscriber(format, filter, logs.clone(), false);
+        (logs.clone(), tracing::subscriber::set_default(subscriber))
+    }
+
+    /// What was written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("capture")).into_owned()
+    }
+}
