@@ -56,12 +56,10 @@ impl Consent {
     }
 
     /// Resolves one event's consent; a malformed signal is logged (and falls through).
-    pub fn resolve(&self, headers: &http::HeaderMap, event: &Value, request_id: &str) -> ConsentState {
-        let header = headers.get(self.policy.header_name()).and_then(|v| v.to_str().ok());
-        let cookie = self.policy.cookie_name().and_then(|name| sluice_policy::response::cookie_values(headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()), name).into_iter().next());
-        let resolution = self.policy.resolve(header, cookie.as_deref(), event);
+    pub fn resolve(&self, request: &crate::state::RequestData, event: &Value) -> ConsentState {
+        let resolution = self.policy.resolve(request, event);
         for why in &resolution.ignored {
-            tracing::warn!(request_id, "{why}; falling back to the next source or the default");
+            tracing::warn!(request_id = %request.id, "{why}; falling back to the next source or the default");
         }
         resolution.state
     }

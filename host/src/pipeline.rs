@@ -139,9 +139,7 @@ impl Container {
             let purposes = names.iter().filter_map(|name| Purpose::named(name)).collect();
             tags.push(Arc::new(TagEntry { template: Arc::new(template), pre, trigger: t.trigger.clone(), purposes }));
         }
-        crate::output::register_secrets(
-            clients.iter().map(|c| &c.template).chain(tags.iter().map(|t| &t.template)).flat_map(|t| t.secrets().map(str::to_string).collect::<Vec<_>>()),
-        );
+        crate::output::register_secrets(clients.iter().map(|c| &c.template).chain(tags.iter().map(|t| &t.template)).flat_map(|t| t.secrets()));
         clients.sort_by(|a, b| run_order(&a.template, &b.template));
         tags.sort_by(|a, b| run_order(&a.template, &b.template));
 
@@ -272,7 +270,7 @@ impl Container {
                 continue;
             }
             // Consent is decided here, per event, before any tag is instantiated.
-            let state = consent.resolve(&request.headers, &event, &request.id);
+            let state = consent.resolve(request, &event);
             let minimise = policy.minimises(&state);
             let (seen, removed) = if minimise {
                 let minimised = policy.minimiser().event(&event);

@@ -36,10 +36,22 @@ pub struct RequestData {
     pub remote_addr: Option<IpAddr>,
 }
 
-/// All values of the cookies named `name` in the request's `Cookie` headers, percent-decoded
-/// (the parser the mock host uses too).
-pub fn cookie_values(headers: &HeaderMap, name: &str) -> Vec<String> {
-    sluice_policy::response::cookie_values(headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()), name)
+impl sluice_policy::request::RequestSource for RequestData {
+    fn query(&self) -> &str {
+        &self.query
+    }
+
+    fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect()
+    }
+
+    fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    fn remote_address(&self) -> Option<String> {
+        self.remote_addr.map(|ip| ip.to_string())
+    }
 }
 
 /// The response being built by the claiming client (and tags' cookies and headers).
@@ -141,15 +153,14 @@ impl Invocation {
     pub(crate) fn deny(&mut self, denial: Denial) -> crate::bindings::types::Error {
         // A refused URL can carry secrets (a token in the query, a webhook path).
         let message = crate::output::mask(&denial.to_string());
-        let logged = message.clone();
-        if self.services.metrics.first_denial(&self.template.name, &logged) {
+        if self.services.metrics.first_denial(&self.template.name, &message) {
             tracing::warn!(request_id = %self.request.id, template = %self.template.name,
-                "permission denied: {logged} (logged once per template; later ones at debug level, all counted and traced)");
+                "permission denied: {message} (logged once per template; later ones at debug level, all counted and traced)");
         } else {
-            tracing::debug!(request_id = %self.request.id, template = %self.template.name, "permission denied: {logged}");
+            tracing::debug!(request_id = %self.request.id, template = %self.template.name, "permission denied: {message}");
         }
         self.services.metrics.denials.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.denials.push(logged);
+        self.denials.push(message.clone());
         crate::bindings::types::Error::PermissionDenied(message)
     }
 

@@ -193,29 +193,25 @@ impl ConsentPolicy {
         ConsentPolicy { config, minimiser }
     }
 
-    /// The configuration it was built from.
-    pub fn config(&self) -> &ConsentConfig {
-        &self.config
-    }
-
-    /// The request header the consent platform sets (lower case).
-    pub fn header_name(&self) -> &str {
-        &self.config.header
-    }
-
-    /// The consent cookie's name, if one is configured.
-    pub fn cookie_name(&self) -> Option<&str> {
-        self.config.cookie.as_deref()
-    }
-
     /// What removes personal data when `ad_user_data` is not granted.
     pub fn minimiser(&self) -> &crate::personal_data::Minimiser {
         &self.minimiser
     }
 
-    /// Resolves one event's consent from the consent header's value, the consent cookie's
-    /// value (see [`Self::header_name`], [`Self::cookie_name`]) and the event's own signals.
-    pub fn resolve(&self, header: Option<&str>, cookie: Option<&str>, event: &Value) -> Resolution {
+    /// Resolves one event's consent from the request's consent header and cookie (`header`,
+    /// `cookie` in `[consent]`) and the event's own signals.
+    pub fn resolve(&self, request: &dyn crate::request::RequestSource, event: &Value) -> Resolution {
+        let header = request.header_values(&self.config.header).first().copied();
+        let cookie = self
+            .config
+            .cookie
+            .as_deref()
+            .and_then(|name| crate::request::cookie_values(request.header_values("cookie"), name).into_iter().next());
+        self.resolve_signals(header, cookie.as_deref(), event)
+    }
+
+    /// [`Self::resolve`] from the consent header's and cookie's values directly.
+    pub fn resolve_signals(&self, header: Option<&str>, cookie: Option<&str>, event: &Value) -> Resolution {
         let mut state = ConsentState::default();
         let mut ignored = Vec::new();
         let mut apply = |state: &mut ConsentState, source: Source, decoded: PurposeMap| match decoded {
@@ -429,39 +425,39 @@ mod tests {
     fn sources_apply_in_the_operators_order_with_their_names() {
         let p = policy(ConsentConfig { cookie: Some("cmp".into()), ..Default::default() });
         let event = json!({"x-ga-gcs": "G100", "x-ga-gcd": "13p3p3p2p5l1"});
-        let s = p.resolve(Some("ad_storage=granted"), Some("analytics_storage=granted"), &event).state;
+        let s = p.resolve_signals(Some("ad_storage=granted"), Some("analytics_storage=granted"), &event).state;
         assert_eq!((s.status(Purpose::AdStorage), s.source(Purpose::AdStorage)), (G, Source::Header));
         assert_eq!((s.status(Purpose::AnalyticsStorage), s.source(Purpose::AnalyticsStorage)), (G, Source::Cookie));
         assert_eq!((s.status(Purpose::AdUserData), s.source(Purpose::AdUserData)), (D, Source::Gcd));
         assert_eq!((s.status(Purpose::SecurityStorage), s.source(Purpose::SecurityStorage)), (U, Source::Default));
 
         let hits_first = policy(ConsentConfig { sources: vec![Source::Gcs, Source::Header], ..Default::default() });
-        let s = hits_first.resolve(Some("ad_storage=granted"), None, &event).state;
+        let s = hits_first.resolve_signals(Some("ad_storage=granted"), None, &event).state;
         assert_eq!((s.status(Purpose::AdStorage), s.source(Purpose::AdStorage)), (D, Source::Gcs));
     }
 
     #[test]
     fn json_forms_mp_and_event_consent_state() {
         let p = policy(ConsentConfig::default());
-        let s = p.resolve(None, None, &json!({"x-ga-mp2-consent": {"ad_user_data": "GRANTED", "ad_personalization": "DENIED"}})).state;
+        let s = p.resolve_signals(None, None, &json!({"x-ga-mp2-consent": {"ad_user_data": "GRANTED", "ad_personalization": "DENIED"}})).state;
         assert_eq!((s.status(Purpose::AdUserData), s.source(Purpose::AdUserData)), (G, Source::Mp));
         assert_eq!(s.status(Purpose::AdPersonalization), D);
-        let s = p.resolve(None, None, &json!({"consent_state": {"ad_storage": true, "analytics_storage": "denied"}})).state;
+        let s = p.resolve_signals(None, None, &json!({"consent_state": {"ad_storage": true, "analytics_storage": "denied"}})).state;
         assert_eq!((s.status(Purpose::AdStorage), s.status(Purpose::AnalyticsStorage)), (G, D));
-        let s = p.resolve(Some(r#"{"ad_user_data": true}"#), None, &json!({})).state;
+        let s = p.resolve_signals(Some(r#"{"ad_user_data": true}"#), None, &json!({})).state;
         assert_eq!(s.status(Purpose::AdUserData), G);
     }
 
     #[test]
     fn malformed_signals_fall_back_never_to_granted() {
         let p = policy(ConsentConfig::default());
-        let r = p.resolve(Some("{not json"), None, &json!({"x-ga-gcs": "G1?1", "x-ga-gcd": "13z3z3z2z5l1", "consent_state": "yes"}));
+        let r = p.resolve_signals(Some("{not json"), None, &json!({"x-ga-gcs": "G1?1", "x-ga-gcd": "13z3z3z2z5l1", "consent_state": "yes"}));
         for purpose in Purpose::ALL {
             assert_eq!(r.state.status(purpose), U, "{purpose:?}");
             assert!(!r.state.allows(purpose, UnsetRule::Deny));
         }
         assert_eq!(r.ignored.len(), 4, "{:?}", r.ignored);
-        let r = p.resolve(Some("ad_storage=maybe,analytics_storage=granted"), None, &json!({}));
+        let r = p.resolve_signals(Some("ad_storage=maybe,analytics_storage=granted"), None, &json!({}));
         assert_eq!(r.state.status(Purpose::AdStorage), U);
         assert_eq!(r.state.status(Purpose::AnalyticsStorage), G, "the signal's readable entries still apply");
         assert_eq!(r.ignored.len(), 1, "{:?}", r.ignored);
@@ -471,13 +467,13 @@ mod tests {
     fn the_gate_names_what_is_missing_and_unset_follows_the_rule() {
         let needed = [Purpose::AdStorage, Purpose::AdUserData];
         let deny = policy(ConsentConfig::default());
-        let s = deny.resolve(Some("ad_storage=granted"), None, &json!({})).state;
+        let s = deny.resolve_signals(Some("ad_storage=granted"), None, &json!({})).state;
         assert_eq!(deny.missing(&s, &needed), [&Purpose::AdUserData]);
         assert!(deny.minimises(&s));
         let grant = policy(ConsentConfig { unset: UnsetRule::Grant, ..Default::default() });
         assert!(grant.missing(&s, &needed).is_empty());
         assert!(!grant.minimises(&s));
-        let s = grant.resolve(Some("ad_user_data=denied"), None, &json!({})).state;
+        let s = grant.resolve_signals(Some("ad_user_data=denied"), None, &json!({})).state;
         assert!(grant.minimises(&s));
     }
 }

@@ -10,7 +10,9 @@
 //!   and from every request accessor when `ad_user_data` is not granted;
 //! * [`secrets`]: the masker every line of output passes through;
 //! * [`egress`]: https only, no private addresses (the checks that need no network);
-//! * [`response`]: which response headers and cookies a template may set, and the cookie parser;
+//! * [`request`]: every request accessor's answer (joining, parsing, minimising), over either
+//!   host's request;
+//! * [`response`]: which response headers and cookies a template may set;
 //! * [`storage`]: per-template storage and its bounds;
 //! * [`params`]: parameter checks (declared, required, secrets given as secrets).
 //!
@@ -25,6 +27,7 @@ pub mod consent;
 pub mod egress;
 pub mod params;
 pub mod personal_data;
+pub mod request;
 pub mod response;
 pub mod secrets;
 pub mod storage;

@@ -141,44 +141,6 @@ pub fn encode_cookie_value(value: &str) -> String {
     out
 }
 
-/// The values of the cookies named `name` in a request's `Cookie` header values,
-/// percent-decoded. The one cookie parser: the cookie capability, the consent cookie source and
-/// the mock host use it.
-pub fn cookie_values<'a>(headers: impl IntoIterator<Item = &'a str>, name: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for header in headers {
-        for pair in header.split(';') {
-            let Some((k, v)) = pair.split_once('=') else { continue };
-            if k.trim() == name {
-                let v = v.trim();
-                let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
-                out.push(percent_decode(v));
-            }
-        }
-    }
-    out
-}
-
-fn percent_decode(s: &str) -> String {
-    // form_urlencoded would also turn '+' into a space, which cookies do not do.
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(h), Some(l)) = (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,14 +170,5 @@ mod tests {
         let ok = CookieSpec { domain: Some(".example.com"), max_age: Some(60), http_only: true, ..spec("a", "b") };
         assert_eq!(cookie_line(&ok).unwrap(), "a=b; Domain=.example.com; Path=/; Max-Age=60; Secure; HttpOnly; SameSite=Lax");
         assert!(cookie_line(&spec("bad=name", "b")).is_err());
-    }
-
-    #[test]
-    fn cookie_values_are_found_and_decoded() {
-        let headers = ["_ga=GA1.1.2; cmp=ad_storage%3Dgranted", "x=1; _ga=second"];
-        assert_eq!(cookie_values(headers, "_ga"), ["GA1.1.2", "second"]);
-        assert_eq!(cookie_values(headers, "cmp"), ["ad_storage=granted"]);
-        assert!(cookie_values(headers, "none").is_empty());
-        assert_eq!(cookie_values(["a=%E2%9C%93+x"], "a"), ["✓+x"]);
     }
 }

@@ -52,6 +52,7 @@ use sluice_policy::consent::{ConsentConfig, ConsentPolicy, ConsentState, Source}
 use sluice_policy::egress::EgressRules;
 use sluice_policy::params::Param;
 use sluice_policy::personal_data::Minimiser;
+use sluice_policy::request::{Reads, RequestSource};
 use sluice_policy::response::{self as rules, CookieSpec};
 use sluice_policy::secrets::Masker;
 use sluice_policy::storage::TemplateStorage;
@@ -109,6 +110,24 @@ struct State {
     denials: Vec<Denial>,
     blocked: Option<Vec<Purpose>>,
     removed: Vec<String>,
+}
+
+impl RequestSource for State {
+    fn query(&self) -> &str {
+        &self.query
+    }
+
+    fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    }
+
+    fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    fn remote_address(&self) -> Option<String> {
+        self.remote_address.clone()
+    }
 }
 
 /// What one run is allowed, decided before the template is called (as the host decides at
@@ -353,16 +372,12 @@ impl MockHost {
     fn gate(&mut self, decl: &Declaration) -> Option<Vec<Purpose>> {
         let state = &mut self.state;
         let policy = ConsentPolicy::new(state.consent_config.clone());
-        let header = state.headers.iter().find(|(n, _)| *n == policy.header_name()).map(|(_, v)| v.as_str());
-        let cookie = policy.cookie_name().and_then(|name| {
-            rules::cookie_values(state.headers.iter().filter(|(n, _)| n == "cookie").map(|(_, v)| v.as_str()), name).into_iter().next()
-        });
         let mut consent = ConsentState::default();
         // The test's explicit states first: the first source to speak wins.
         for (p, s) in &state.consent {
             consent.set_if_unset(*p, *s, Source::Default);
         }
-        let resolved = policy.resolve(header, cookie.as_deref(), &state.event).state;
+        let resolved = policy.resolve(&*state, &state.event).state;
         for p in Purpose::ALL {
             consent.set_if_unset(p, resolved.status(p), resolved.source(p));
         }
@@ -478,8 +493,8 @@ pub(crate) mod sys {
         }
     }
 
-    fn minimiser(state: &State) -> Option<&Minimiser> {
-        run(state).minimiser.as_ref()
+    fn reads(state: &State) -> Reads<'_> {
+        Reads { minimiser: run(state).minimiser.as_ref() }
     }
 
     pub(crate) fn method() -> String {
@@ -489,60 +504,22 @@ pub(crate) mod sys {
         with(|s| s.path.clone())
     }
     pub(crate) fn query_string() -> Result<String, Error> {
-        with(|s| {
-            allowed(s, |g| g.check_query())?;
-            Ok(match minimiser(s) {
-                Some(m) => m.query(&s.query),
-                None => s.query.clone(),
-            })
-        })
+        with(|s| allowed(s, |g| g.check_query()).map(|()| reads(s).query_string(s)))
     }
     pub(crate) fn query_param(name: &str) -> Result<Option<String>, Error> {
-        with(|s| {
-            allowed(s, |g| g.check_query())?;
-            let value = form_urlencoded::parse(s.query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
-            Ok(match minimiser(s) {
-                Some(m) => value.and_then(|v| m.query_param(name, &v)),
-                None => value,
-            })
-        })
+        with(|s| allowed(s, |g| g.check_query()).map(|()| reads(s).query_param(s, name)))
     }
     pub(crate) fn header(name: &str) -> Result<Option<String>, Error> {
-        with(|s| {
-            allowed(s, |g| g.check_request_header(name))?;
-            let values: Vec<&str> =
-                s.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect();
-            let value = (!values.is_empty()).then(|| values.join(", "));
-            Ok(match minimiser(s) {
-                Some(m) => value.and_then(|v| m.header(name, &v)),
-                None => value,
-            })
-        })
+        with(|s| allowed(s, |g| g.check_request_header(name)).map(|()| reads(s).header(s, name)))
     }
     pub(crate) fn cookie(name: &str) -> Result<Vec<String>, Error> {
-        with(|s| {
-            allowed(s, |g| g.check_cookie(name))?;
-            let values = rules::cookie_values(s.headers.iter().filter(|(n, _)| n == "cookie").map(|(_, v)| v.as_str()), name);
-            Ok(match minimiser(s) {
-                Some(m) => values.into_iter().filter_map(|v| m.cookie(name, &v)).collect(),
-                None => values,
-            })
-        })
+        with(|s| allowed(s, |g| g.check_cookie(name)).map(|()| reads(s).cookie(s, name)))
     }
     pub(crate) fn body() -> Result<Vec<u8>, Error> {
-        with(|s| {
-            allowed(s, |g| g.check_body())?;
-            Ok(match minimiser(s) {
-                Some(m) => m.body(&s.body),
-                None => s.body.clone(),
-            })
-        })
+        with(|s| allowed(s, |g| g.check_body()).map(|()| reads(s).body(s)))
     }
     pub(crate) fn remote_address() -> Result<Option<String>, Error> {
-        with(|s| {
-            allowed(s, |g| g.check_remote_address())?;
-            Ok(if minimiser(s).is_some() { None } else { s.remote_address.clone() })
-        })
+        with(|s| allowed(s, |g| g.check_remote_address()).map(|()| reads(s).remote_address(s)))
     }
 
     pub(crate) fn set_status(status: u16) -> Result<(), Error> {

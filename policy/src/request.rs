@@ -1,0 +1,164 @@
+//! Reading the incoming request, as a template's host calls do: the same answers from the host
+//! (over the HTTP request) and the mock host (over the test's request), with personal data
+//! removed when `ad_user_data` is not granted.
+//!
+//! Both sides implement [`RequestSource`] over what they hold; [`Reads`] is every accessor's
+//! rule (how repeated headers join, how cookies and query parameters are parsed, what the
+//! [`Minimiser`] hides). The permission check comes first, on each side, with the grant.
+
+use crate::personal_data::Minimiser;
+
+/// The raw request, as a host holds it.
+pub trait RequestSource {
+    /// The raw query string (no leading `?`).
+    fn query(&self) -> &str;
+    /// Every value of the header with this (case-insensitive) name, in order.
+    fn header_values(&self, name: &str) -> Vec<&str>;
+    /// The body.
+    fn body(&self) -> &[u8];
+    /// The visitor's IP address, as text.
+    fn remote_address(&self) -> Option<String>;
+}
+
+/// The request accessors' rules for one invocation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reads<'a> {
+    /// Set when `ad_user_data` is not granted: every answer goes through it.
+    pub minimiser: Option<&'a Minimiser>,
+}
+
+impl Reads<'_> {
+    /// The query string.
+    pub fn query_string(&self, src: &dyn RequestSource) -> String {
+        match self.minimiser {
+            Some(m) => m.query(src.query()),
+            None => src.query().to_string(),
+        }
+    }
+
+    /// The percent-decoded value of the first query parameter with this name.
+    pub fn query_param(&self, src: &dyn RequestSource, name: &str) -> Option<String> {
+        let value = form_urlencoded::parse(src.query().as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())?;
+        match self.minimiser {
+            Some(m) => m.query_param(name, &value),
+            None => Some(value),
+        }
+    }
+
+    /// A header; repeated headers are joined with `", "`.
+    pub fn header(&self, src: &dyn RequestSource, name: &str) -> Option<String> {
+        let values = src.header_values(name);
+        let value = (!values.is_empty()).then(|| values.join(", "))?;
+        match self.minimiser {
+            Some(m) => m.header(name, &value),
+            None => Some(value),
+        }
+    }
+
+    /// Every value of the cookies with this name, percent-decoded.
+    pub fn cookie(&self, src: &dyn RequestSource, name: &str) -> Vec<String> {
+        let values = cookie_values(src.header_values("cookie"), name);
+        match self.minimiser {
+            Some(m) => values.into_iter().filter_map(|v| m.cookie(name, &v)).collect(),
+            None => values,
+        }
+    }
+
+    /// The body.
+    pub fn body(&self, src: &dyn RequestSource) -> Vec<u8> {
+        match self.minimiser {
+            Some(m) => m.body(src.body()),
+            None => src.body().to_vec(),
+        }
+    }
+
+    /// The visitor's IP address: hidden when personal data is removed.
+    pub fn remote_address(&self, src: &dyn RequestSource) -> Option<String> {
+        if self.minimiser.is_some() { None } else { src.remote_address() }
+    }
+}
+
+/// The values of the cookies named `name` in a request's `Cookie` header values,
+/// percent-decoded: the one cookie parser.
+pub fn cookie_values<'a>(headers: impl IntoIterator<Item = &'a str>, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for header in headers {
+        for pair in header.split(';') {
+            let Some((k, v)) = pair.split_once('=') else { continue };
+            if k.trim() == name {
+                let v = v.trim();
+                let v = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+                out.push(percent_decode(v));
+            }
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    // form_urlencoded would also turn '+' into a space, which cookies do not do.
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Req(Vec<(&'static str, &'static str)>);
+
+    impl RequestSource for Req {
+        fn query(&self) -> &str {
+            "gclid=abc&v=2"
+        }
+        fn header_values(&self, name: &str) -> Vec<&str> {
+            self.0.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v).collect()
+        }
+        fn body(&self) -> &[u8] {
+            b""
+        }
+        fn remote_address(&self) -> Option<String> {
+            Some("203.0.113.7".into())
+        }
+    }
+
+    #[test]
+    fn reads_join_parse_and_minimise() {
+        let req = Req(vec![("Accept", "a"), ("accept", "b"), ("cookie", "_ga=1; _gcl_aw=x")]);
+        let plain = Reads::default();
+        assert_eq!(plain.header(&req, "accept").as_deref(), Some("a, b"));
+        assert_eq!(plain.cookie(&req, "_gcl_aw"), ["x"]);
+        assert_eq!(plain.query_param(&req, "gclid").as_deref(), Some("abc"));
+        assert_eq!(plain.remote_address(&req).as_deref(), Some("203.0.113.7"));
+        let m = Minimiser::default();
+        let minimised = Reads { minimiser: Some(&m) };
+        assert!(minimised.cookie(&req, "_gcl_aw").is_empty());
+        assert_eq!(minimised.cookie(&req, "_ga"), ["1"]);
+        assert_eq!(minimised.query_param(&req, "gclid"), None);
+        assert_eq!(minimised.query_string(&req), "v=2");
+        assert_eq!(minimised.remote_address(&req), None);
+    }
+
+    #[test]
+    fn cookie_values_are_found_and_decoded() {
+        let headers = ["_ga=GA1.1.2; cmp=ad_storage%3Dgranted", "x=1; _ga=second"];
+        assert_eq!(cookie_values(headers, "_ga"), ["GA1.1.2", "second"]);
+        assert_eq!(cookie_values(headers, "cmp"), ["ad_storage=granted"]);
+        assert!(cookie_values(headers, "none").is_empty());
+        assert_eq!(cookie_values(["a=%E2%9C%93+x"], "a"), ["✓+x"]);
+    }
+}
