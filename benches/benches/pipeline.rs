@@ -21,7 +21,7 @@ use std::time::Instant;
 use criterion::{Criterion, criterion_group, criterion_main};
 use sluice::Container;
 use sluice_benches::procfs::minor_faults;
-use sluice::trace::Phases;
+use sluice::Phases;
 use sluice_benches::{container, empty_tag_container, ga4_hit_query, noop_tag_container, request, webhook_container};
 
 /// Median and p99 of `samples` (µs), sorting them.

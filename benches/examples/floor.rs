@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use sluice::config::Limits;
-use sluice::engine::Runtime;
+use sluice::Runtime;
 use wasmtime::component::{Component, Linker, Val};
 use wasmtime::Store;
 

@@ -22,7 +22,7 @@ pub fn ga4_hit_query() -> String {
 }
 
 /// The request the pipeline benchmarks handle.
-pub fn request(query: &str) -> sluice::state::RequestData {
+pub fn request(query: &str) -> sluice::RequestData {
     let mut r = sluice_tests::hit_request(query);
     r.headers.insert("user-agent", http::HeaderValue::from_static("Mozilla/5.0 (bench)"));
     r

@@ -42,7 +42,9 @@ use sluice_policy::consent::ConsentConfig;
 pub use sluice_policy::params::Param;
 
 use crate::error::ConfigError;
-use crate::trigger::Trigger;
+pub use crate::limits::Limits;
+pub use crate::outbound::OutboundConfig;
+pub use crate::trigger::{Condition, Trigger};
 
 /// A parsed, validated container config.
 #[derive(Debug, Clone)]
@@ -63,54 +65,6 @@ pub struct ContainerConfig {
     pub clients: Vec<ClientConfig>,
     /// Tags, in file order.
     pub tags: Vec<TagConfig>,
-}
-
-/// Per-invocation sandbox limits.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Limits {
-    /// Guest CPU time per invocation, in milliseconds.
-    pub cpu_ms: u64,
-    /// Wall-clock time per invocation (outbound waits included), in milliseconds.
-    pub wall_ms: u64,
-    /// Linear memory per invocation, in MiB.
-    pub memory_mb: u64,
-    /// Invocations in flight at once (sizes the instance pool).
-    pub max_concurrent: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { cpu_ms: 50, wall_ms: 10_000, memory_mb: 64, max_concurrent: 256 }
-    }
-}
-
-/// Outbound network policy, applied to every template on top of its own grant.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct OutboundConfig {
-    /// Default (and maximum) per-request timeout, in milliseconds.
-    pub timeout_ms: u64,
-    /// Largest response body a template may receive.
-    pub max_response_bytes: usize,
-    /// Redirects followed per request (each hop re-checked).
-    pub max_redirects: u8,
-    /// Origins (`http://host[:port]`) that may be reached over plain http.
-    pub allow_http: Vec<String>,
-    /// CIDRs exempt from the private/loopback/link-local address guard.
-    pub allow_private: Vec<String>,
-}
-
-impl Default for OutboundConfig {
-    fn default() -> Self {
-        OutboundConfig {
-            timeout_ms: 5_000,
-            max_response_bytes: 1 << 20,
-            max_redirects: 5,
-            allow_http: Vec::new(),
-            allow_private: Vec::new(),
-        }
-    }
 }
 
 /// How incoming requests are read.
@@ -250,9 +204,9 @@ impl ContainerConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         let entry_err = |entry: String, message: String| ConfigError::Entry { file: file.clone(), entry, message };
 
-        if raw.limits.max_concurrent == 0 || raw.limits.cpu_ms == 0 || raw.limits.memory_mb == 0 {
-            return Err(entry_err("[limits]".into(), "cpu_ms, memory_mb and max_concurrent must be above 0".into()));
-        }
+        // Each capability validates its own section.
+        raw.limits.validate().map_err(|m| entry_err("[limits]".into(), m.to_string()))?;
+        raw.outbound.rules().map_err(|e| entry_err("[outbound]".into(), e.to_string()))?;
 
         let mut seen = std::collections::HashSet::new();
         let mut template = |kind: &str, name: String, wasm: PathBuf, priority, params: toml::Table, grants: PermissionSet| {

@@ -9,16 +9,9 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 use sluice_policy::consent::{AuditRecord, ConsentConfig, ConsentPolicy, ConsentState};
+use sluice_policy::request::RequestSource;
 
-/// The audit sink could not be opened.
-#[derive(Debug, thiserror::Error)]
-#[error("[consent] audit: cannot open the consent audit file {path}: {error} (fix the path, or set audit = \"stdout\" or \"off\")")]
-pub struct AuditOpenError {
-    /// The configured path.
-    pub path: String,
-    /// Why.
-    pub error: std::io::Error,
-}
+use crate::error::AuditOpenError;
 
 /// A container's consent rules and its audit sink.
 pub struct Consent {
@@ -56,10 +49,10 @@ impl Consent {
     }
 
     /// Resolves one event's consent; a malformed signal is logged (and falls through).
-    pub fn resolve(&self, request: &crate::state::RequestData, event: &Value) -> ConsentState {
+    pub fn resolve(&self, request: &dyn RequestSource, event: &Value, request_id: &str) -> ConsentState {
         let resolution = self.policy.resolve(request, event);
         for why in &resolution.ignored {
-            tracing::warn!(request_id = %request.id, "{why}; falling back to the next source or the default");
+            tracing::warn!(request_id, "{why}; falling back to the next source or the default");
         }
         resolution.state
     }

@@ -23,9 +23,8 @@ use wasmtime_wasi::cli::WasiCliView;
 use wasmtime_wasi::clocks::WasiClocksView;
 use wasmtime_wasi::{WasiCtxBuilder, cli, clocks, random};
 
-use crate::config::Limits;
 use crate::error::LoadError;
-use crate::limits::{CpuClock, MemoryLimiter};
+use crate::limits::{CpuClock, Limits, MemoryLimiter};
 use crate::state::Invocation;
 
 pub use crate::limits::{CpuLimitExceeded, TICK};

@@ -5,41 +5,54 @@
 //! matching *tag* templates, which deliver the events to vendors server to server. Every
 //! template can do only what it declared and the operator granted.
 //!
-//! Where things are:
-//! * [`config`]: the container file an operator writes;
-//! * [`pipeline`]: the request pipeline (claim → events → tags → response);
-//! * [`engine`]: the wasmtime sandbox (pooling, CPU and memory limits, minimal WASI);
-//! * [`template`]: loading and checking a template `.wasm`;
+//! The public API is small: load a [`ContainerConfig`] into a [`Container`], hand it requests
+//! ([`Container::handle`], or [`server::serve`] for HTTP), read what happened in the
+//! [`RequestTrace`]. [`output`] is the masked log subscriber the binary installs.
+//!
+//! Inside, the modules follow the request and the capabilities (none imports another in a
+//! circle):
+//! * `config` (the container file) and `template` (loading and checking a `.wasm`);
+//! * `pipeline`: the stages — load and validate, claim, consent gate and fan-out, invoke, respond;
+//! * `engine` (the wasmtime sandbox) and `limits` (CPU budget, our own `ResourceLimiter`);
+//! * `state` (what one invocation holds) and `services` (what all invocations share);
 //! * `capabilities/`: one module per host interface a template can call;
-//! * [`outbound`]: the single egress choke point; [`consent`], [`storage`]: those capabilities'
-//!   state; [`server`]: the hyper front end; [`trace`]: what happened to a request.
+//! * `consent` (signals from HTTP, audit sink), `outbound` (the single egress choke point),
+//!   `output` (the one masker), `server` (the hyper front end), `trace`.
+//!
+//! The rules shared with the SDK's mock host live in `sluice-policy` and `sluice-manifest`.
 
 // In tests a panic is the failure report; `unwrap_used` guards production code.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 #![deny(missing_docs)]
 
-pub mod bindings;
+mod bindings;
 mod capabilities;
 pub mod config;
-pub mod consent;
-pub mod engine;
+mod consent;
+mod engine;
 pub mod error;
-pub mod limits;
-pub mod outbound;
+mod limits;
+mod outbound;
 pub mod output;
-pub mod pipeline;
+mod pipeline;
 pub mod server;
-pub mod services;
-pub mod state;
-pub mod template;
+mod services;
+mod state;
+mod template;
 pub mod trace;
-pub mod trigger;
+mod trigger;
+
+#[cfg(test)]
+mod layout_test;
 
 pub use config::ContainerConfig;
-pub use error::{ConfigError, LoadError};
+pub use engine::Runtime;
+pub use error::{AuditOpenError, ConfigError, LoadError, TemplateError};
 pub use pipeline::Container;
-pub use trace::{Outcome, RequestTrace};
+pub use state::{RequestData, ResponseDraft};
+pub use template::{Template, read_declaration};
+pub use trace::{EventTrace, Outcome, Phases, RequestTrace, TagRun};
 
 /// A JSON value as text, for a template. `serde_json::to_string` writes straight into a buffer;
 /// `Value`'s `Display` goes through a formatter per fragment and is several times slower. A

@@ -5,8 +5,40 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
+
 /// How often the epoch advances (and a running guest yields).
 pub const TICK: Duration = Duration::from_millis(2);
+
+/// `[limits]`: per-invocation sandbox limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Guest CPU time per invocation, in milliseconds.
+    pub cpu_ms: u64,
+    /// Wall-clock time per invocation (outbound waits included), in milliseconds.
+    pub wall_ms: u64,
+    /// Linear memory per invocation, in MiB.
+    pub memory_mb: u64,
+    /// Invocations in flight at once (sizes the instance pool).
+    pub max_concurrent: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { cpu_ms: 50, wall_ms: 10_000, memory_mb: 64, max_concurrent: 256 }
+    }
+}
+
+impl Limits {
+    /// Load-time validation: every budget must be above zero.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.max_concurrent == 0 || self.cpu_ms == 0 || self.memory_mb == 0 {
+            return Err("cpu_ms, memory_mb and max_concurrent must be above 0");
+        }
+        Ok(())
+    }
+}
 
 /// The guest ran past its CPU budget.
 #[derive(Debug, thiserror::Error)]

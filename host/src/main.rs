@@ -143,7 +143,7 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
 
 fn inspect(path: PathBuf) -> anyhow::Result<()> {
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let d = sluice::template::read_declaration(&bytes).map_err(|m| anyhow::anyhow!("{}: {m}", path.display()))?;
+    let d = sluice::read_declaration(&path, &bytes)?;
     out!("{} template {:?} version {}", d.kind, d.name, d.version);
     if !d.description.is_empty() {
         out!("  {}", d.description);

@@ -22,9 +22,43 @@ use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use sluice_manifest::{Denial, EffectiveGrant, Url};
-use sluice_policy::egress::{EgressRefusal, EgressRules};
+use serde::Deserialize;
+use sluice_policy::egress::{EgressConfigError, EgressRefusal, EgressRules};
 
-use crate::config::OutboundConfig;
+/// `[outbound]`: the network policy, applied to every template on top of its own grant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Default (and maximum) per-request timeout, in milliseconds.
+    pub timeout_ms: u64,
+    /// Largest response body a template may receive.
+    pub max_response_bytes: usize,
+    /// Redirects followed per request (each hop re-checked).
+    pub max_redirects: u8,
+    /// Origins (`http://host[:port]`) that may be reached over plain http.
+    pub allow_http: Vec<String>,
+    /// CIDRs exempt from the private/loopback/link-local address guard.
+    pub allow_private: Vec<String>,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            timeout_ms: 5_000,
+            max_response_bytes: 1 << 20,
+            max_redirects: 5,
+            allow_http: Vec::new(),
+            allow_private: Vec::new(),
+        }
+    }
+}
+
+impl OutboundConfig {
+    /// The allow lists, parsed: load-time validation of this section.
+    pub fn rules(&self) -> Result<EgressRules, EgressConfigError> {
+        EgressRules::new(&self.allow_http, &self.allow_private)
+    }
+}
 
 /// A request a template asked to send.
 #[derive(Debug, Clone)]
@@ -116,8 +150,8 @@ const FORBIDDEN_HEADERS: &[&str] = &["host", "content-length", "transfer-encodin
 
 impl Outbound {
     /// Builds the shared client from the `[outbound]` section.
-    pub fn new(cfg: &OutboundConfig, policy: EgressRules) -> Result<Self, String> {
-        let policy = Arc::new(policy);
+    pub fn new(cfg: &OutboundConfig) -> Result<Self, String> {
+        let policy = Arc::new(cfg.rules().map_err(|e| format!("[outbound]: {e}"))?);
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() }))
@@ -264,7 +298,7 @@ mod tests {
         // Vendors take credentials in the query (Meta's access_token); failures are logged.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let cfg = OutboundConfig { allow_http: vec![format!("http://127.0.0.1:{port}")], allow_private: vec!["127.0.0.1/32".into()], ..Default::default() };
-        let outbound = Outbound::new(&cfg, EgressRules::new(&cfg.allow_http, &cfg.allow_private).unwrap()).unwrap();
+        let outbound = Outbound::new(&cfg).unwrap();
         let any = sluice_manifest::PermissionSet { outbound: vec!["*".into()], ..Default::default() };
         let grant = EffectiveGrant::new(sluice_manifest::Kind::Tag, &any, &any).unwrap();
         let request = |url: String| OutboundRequest { method: "POST".into(), url, headers: Vec::new(), body: Vec::new(), timeout: None };

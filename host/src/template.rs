@@ -7,6 +7,7 @@
 //! naming the entry, instead of surfacing on some request later.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use sluice_manifest::{Declaration, EffectiveGrant, Kind, MANIFEST_SECTION};
 use wasmtime::component::Component;
@@ -14,7 +15,7 @@ use wasmtime::component::Component;
 use sluice_policy::storage::TemplateStorage;
 
 use crate::config::{Param, TemplateConfig};
-use crate::error::LoadError;
+use crate::error::{LoadError, TemplateError};
 
 /// A loaded template instance: its declaration, effective grant and parameters.
 pub struct Template {
@@ -39,24 +40,28 @@ impl Template {
     }
 }
 
-/// Reads the manifest embedded in a template `.wasm` without compiling or running it.
-pub fn read_declaration(bytes: &[u8]) -> Result<Declaration, String> {
-    scan(bytes).map(|(declaration, _)| declaration)
+/// Reads the manifest embedded in a template `.wasm` without compiling or running it; `file`
+/// names it in errors.
+pub fn read_declaration(file: &Path, bytes: &[u8]) -> Result<Declaration, TemplateError> {
+    scan(file, bytes).map(|(declaration, _)| declaration)
 }
 
 /// One pass over a template's sections: its manifest, and the largest initial linear memory
 /// among its core modules in bytes.
-fn scan(bytes: &[u8]) -> Result<(Declaration, u64), String> {
+fn scan(file: &Path, bytes: &[u8]) -> Result<(Declaration, u64), TemplateError> {
+    let not_wasm = |reason: String| TemplateError::NotWasm { file: file.to_path_buf(), reason };
     let mut manifest = None;
     let mut largest = 0u64;
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        match payload.map_err(|e| format!("not a WebAssembly file: {e}"))? {
+        match payload.map_err(|e| not_wasm(e.to_string()))? {
             wasmparser::Payload::CustomSection(section) if section.name() == MANIFEST_SECTION && manifest.is_none() => {
-                manifest = Some(Declaration::from_json(section.data()).map_err(|e| e.to_string())?);
+                let declaration = Declaration::from_json(section.data())
+                    .map_err(|source| TemplateError::Manifest { file: file.to_path_buf(), source })?;
+                manifest = Some(declaration);
             }
             wasmparser::Payload::MemorySection(memories) => {
                 for memory in memories {
-                    let memory = memory.map_err(|e| format!("invalid memory section: {e}"))?;
+                    let memory = memory.map_err(|e| not_wasm(format!("invalid memory section: {e}")))?;
                     let page = 1u64 << memory.page_size_log2.unwrap_or(16);
                     largest = largest.max(memory.initial.saturating_mul(page));
                 }
@@ -64,8 +69,7 @@ fn scan(bytes: &[u8]) -> Result<(Declaration, u64), String> {
             _ => {}
         }
     }
-    let declaration = manifest
-        .ok_or("has no Sluice manifest: it was not built with sluice-sdk's export_client!/export_tag!")?;
+    let declaration = manifest.ok_or_else(|| TemplateError::NoManifest { file: file.to_path_buf() })?;
     Ok((declaration, largest))
 }
 
@@ -82,28 +86,18 @@ pub(crate) fn load(
         path: cfg.wasm.clone(),
         error,
     })?;
-    let fail = |message: String| LoadError::Template { entry: entry.clone(), message };
-    let (declaration, initial) = scan(&bytes).map_err(|m| fail(format!("{}: {m}", cfg.wasm.display())))?;
+    let fail = |error: TemplateError| LoadError::Template { entry: entry.clone(), error };
+    let (declaration, initial) = scan(&cfg.wasm, &bytes).map_err(fail)?;
     if declaration.kind != kind {
-        return Err(fail(format!(
-            "{} is a {} template ({:?}); move it to the [[{}]] section",
-            cfg.wasm.display(),
-            declaration.kind,
-            declaration.name,
-            declaration.kind
-        )));
+        return Err(fail(TemplateError::WrongKind { file: cfg.wasm.clone(), actual: declaration.kind, name: declaration.name }));
     }
     if initial > memory_mb.saturating_mul(1 << 20) {
-        return Err(fail(format!(
-            "starts with {:.1} MiB of linear memory, more than [limits] memory_mb = {memory_mb}: raise memory_mb to at least {}",
-            initial as f64 / f64::from(1 << 20),
-            initial.div_ceil(1 << 20)
-        )));
+        return Err(fail(TemplateError::InitialMemory { initial, memory_mb }));
     }
-    let params = sluice_policy::params::check(&declaration, &cfg.params).map_err(|e| fail(e.to_string()))?;
+    let params = sluice_policy::params::check(&declaration, &cfg.params).map_err(|e| fail(e.into()))?;
     let grant = EffectiveGrant::new(kind, &declaration.permissions, &cfg.grants)
-        .map_err(|e| fail(format!("template {:?} declares an invalid permission: {e}", declaration.name)))?;
-    let component = Component::new(engine, &bytes).map_err(|e| fail(format!("does not compile: {e}")))?;
+        .map_err(|source| fail(TemplateError::Grant { template: declaration.name.clone(), source }))?;
+    let component = Component::new(engine, &bytes).map_err(|e| fail(TemplateError::Compile(e.to_string())))?;
     let template = Template {
         name: cfg.name.clone(),
         priority: cfg.priority,

@@ -49,12 +49,12 @@ fn config_mistakes_stop_the_host_at_start_naming_entry_and_fix() {
 #[test]
 fn inspect_reads_the_declaration_without_running_the_template() {
     let bytes = std::fs::read(template("webhook-tag")).expect("built");
-    let d = sluice::template::read_declaration(&bytes).expect("has a manifest");
+    let d = sluice::read_declaration(&template("webhook-tag"), &bytes).expect("has a manifest");
     assert_eq!((d.kind, d.name.as_str()), (sluice_manifest::Kind::Tag, "webhook"));
     assert_eq!(d.permissions.outbound, ["*"]);
     let token = d.parameter("token").expect("token parameter");
     assert!(token.secret && !token.required);
-    assert!(sluice::template::read_declaration(b"\0asm\x01\0\0\0").unwrap_err().contains("no Sluice manifest"));
+    assert!(sluice::read_declaration(std::path::Path::new("x.wasm"), b"\0asm\x01\0\0\0").unwrap_err().to_string().contains("x.wasm: has no Sluice manifest"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

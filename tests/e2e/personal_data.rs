@@ -52,7 +52,7 @@ grants = {{ request_headers = ["*"], query = true, cookies = ["*"], body = true,
     )
 }
 
-fn hit() -> sluice::state::RequestData {
+fn hit() -> sluice::RequestData {
     let dl: String = form_urlencoded::byte_serialize(b"https://shop.example/p?gclid=GCLIDVALUE&e=jane.doe%40example.com&color=red").collect();
     let query = format!(
         "v=2&tid=G-TEST&cid=1.2&en=purchase&_uip=198.51.100.23&gclid=GCLIDVALUE&gbraid=GBRAIDVALUE\

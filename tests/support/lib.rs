@@ -193,8 +193,8 @@ pub fn parse_config(text: &str) -> Result<ContainerConfig, sluice::ConfigError> 
 }
 
 /// A request for [`Container::handle`], to read the trace of what happened.
-pub fn request(method: &str, path: &str, body: &[u8]) -> sluice::state::RequestData {
-    sluice::state::RequestData {
+pub fn request(method: &str, path: &str, body: &[u8]) -> sluice::RequestData {
+    sluice::RequestData {
         id: "test".into(),
         method: method.into(),
         path: path.into(),
@@ -206,7 +206,7 @@ pub fn request(method: &str, path: &str, body: &[u8]) -> sluice::state::RequestD
 }
 
 /// A GA4 hit (`POST /g/collect?{query}`) for [`Container::handle`].
-pub fn hit_request(query: &str) -> sluice::state::RequestData {
+pub fn hit_request(query: &str) -> sluice::RequestData {
     let mut r = request("POST", "/g/collect", b"");
     r.query = query.to_string();
     r

@@ -1,0 +1,123 @@
+//! Stage 3, the consent gate and fan-out: which tags each event runs, and what they may see.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice_manifest::Purpose;
+use sluice_policy::consent::{AuditRecord, ConsentState};
+
+use super::invoke::Invoked;
+use super::{Container, TagEntry};
+use crate::state::{RequestData, ResponseDraft, SharedEvent};
+use crate::trace::{EventTrace, Outcome, Phases, TagRun};
+
+impl Container {
+    /// Per event: resolve consent, block the tags it does not allow, minimise what the others
+    /// see, audit every decision, then start the allowed tags in priority order.
+    pub(super) async fn fan_out(&self, request: &Arc<RequestData>, response: &Arc<Mutex<ResponseDraft>>, events: Vec<Value>) -> Vec<EventTrace> {
+        let consent = &self.services.consent;
+        let policy = consent.policy();
+        let mut traces = Vec::with_capacity(events.len());
+        for event in events {
+            let event_name = event.get("event_name").and_then(Value::as_str).unwrap_or("").to_string();
+            let matching: Vec<&Arc<TagEntry>> = self.tags.iter().filter(|t| t.trigger.matches(&event)).collect();
+            if matching.is_empty() {
+                traces.push(EventTrace { event_name, tags: Vec::new() });
+                continue;
+            }
+            // Consent is decided here, per event, before any tag is instantiated.
+            let state = consent.resolve(&**request, &event, &request.id);
+            let minimise = policy.minimises(&state);
+            let (seen, removed) = if minimise {
+                let minimised = policy.minimiser().event(&event);
+                (minimised.value, minimised.removed)
+            } else {
+                (event, Vec::new())
+            };
+            let seen = Arc::new(SharedEvent::new(seen));
+            let decisions: Vec<(&Arc<TagEntry>, Vec<&Purpose>)> =
+                matching.into_iter().map(|tag| (tag, policy.missing(&state, &tag.purposes))).collect();
+            if consent.audits() {
+                let ts_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+                let state_json = state.to_json();
+                let records: Vec<AuditRecord> = decisions
+                    .iter()
+                    .map(|(tag, missing)| AuditRecord {
+                        ts_ms,
+                        request_id: &request.id,
+                        event_name: &event_name,
+                        tag: &tag.template.name,
+                        purposes_needed: &tag.purposes,
+                        state: &state_json,
+                        decision: if missing.is_empty() { "run" } else { "blocked" },
+                        missing,
+                        personal_data_removed: minimise && missing.is_empty(),
+                        removed: if missing.is_empty() { &removed } else { &[] },
+                    })
+                    .collect();
+                consent.audit(&records);
+            }
+            let mut runs = Vec::with_capacity(decisions.len());
+            let mut blocked = Vec::new();
+            for (tag, missing) in decisions {
+                if missing.is_empty() {
+                    runs.push(tag);
+                } else {
+                    blocked.push((tag.template.name.clone(), missing.iter().map(|p| p.name().to_string()).collect()));
+                }
+            }
+            // `join_all` polls in order, so tags start in priority order and then run concurrently.
+            let mut tags = futures::future::join_all(
+                runs.iter().map(|tag| self.run_tag(tag, request, response, &seen, state, minimise)),
+            )
+            .await;
+            for (tag, missing) in blocked {
+                tags.push(TagRun {
+                    tag,
+                    outcome: Outcome::BlockedByConsent(missing),
+                    denials: Vec::new(),
+                    duration: Duration::ZERO,
+                    phases: Phases::default(),
+                });
+            }
+            traces.push(EventTrace { event_name, tags });
+        }
+        traces
+    }
+
+    async fn run_tag(
+        &self,
+        tag: &TagEntry,
+        request: &Arc<RequestData>,
+        response: &Arc<Mutex<ResponseDraft>>,
+        event: &Arc<SharedEvent>,
+        consent: ConsentState,
+        personal_data_removed: bool,
+    ) -> TagRun {
+        let started = Instant::now();
+        let pre = tag.pre.clone();
+        let invoked = self
+            .invoke(
+                &tag.template,
+                (request, response),
+                Some(event.clone()),
+                (consent, personal_data_removed),
+                move |store| Box::pin(async move { pre.instantiate_async(store).await }),
+                |instance, store| Box::pin(async move { instance.call_fire(store).await }),
+            )
+            .await;
+        let outcome = match invoked.result {
+            Invoked::Returned(Ok(())) => Outcome::Ok,
+            Invoked::Returned(Err(e)) => Outcome::from_template_error(e),
+            other => Outcome::from_invocation(other.map_unit()),
+        };
+        TagRun {
+            tag: tag.template.name.clone(),
+            outcome: outcome.masked(),
+            denials: invoked.denials,
+            duration: started.elapsed(),
+            phases: invoked.phases,
+        }
+    }
+}

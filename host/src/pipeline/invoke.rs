@@ -1,0 +1,139 @@
+//! Stage 4, invoke: one template run in a fresh sandbox, and what it ended with.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use sluice_policy::consent::ConsentState;
+use wasmtime::Store;
+
+use super::Container;
+use crate::limits::{CpuLimitExceeded, MemoryLimitExceeded};
+use crate::state::{Invocation, RequestData, ResponseDraft, SharedEvent};
+use crate::template::Template;
+use crate::trace::{Outcome, Phases};
+
+/// What a template invocation ended with, before it is mapped to an [`Outcome`].
+pub(super) enum Invoked<T> {
+    Returned(T),
+    Trapped(wasmtime::Error),
+    TimedOut,
+}
+
+/// An invocation's result with what the host saw of it.
+pub(super) struct InvocationReport<T> {
+    pub(super) result: Invoked<T>,
+    /// Host calls refused along the way (secrets masked).
+    pub(super) denials: Vec<String>,
+    pub(super) phases: Phases,
+}
+
+impl Container {
+    /// One sandboxed invocation: a pool permit, a fresh store, `instantiate`, then `call` on
+    /// the instance, all inside the wall-clock deadline; then the store is dropped. Returns
+    /// what happened, the denials met and how long each phase took.
+    pub(super) async fn invoke<I: Send, T: Send + 'static>(
+        &self,
+        template: &Arc<Template>,
+        (request, response): (&Arc<RequestData>, &Arc<Mutex<ResponseDraft>>),
+        event: Option<Arc<SharedEvent>>,
+        (consent, personal_data_removed): (ConsentState, bool),
+        instantiate: impl for<'a> FnOnce(&'a mut Store<Invocation>) -> BoxFuture<'a, wasmtime::Result<I>> + Send,
+        call: impl for<'a> FnOnce(I, &'a mut Store<Invocation>) -> BoxFuture<'a, wasmtime::Result<T>> + Send,
+    ) -> InvocationReport<T> {
+        // The semaphore is never closed, so acquiring cannot fail; if it ever did, running
+        // without a permit would only risk a pool-exhaustion error, not unsoundness.
+        let _permit = self.runtime.permits.clone().acquire_owned().await.ok();
+        let started = Instant::now();
+        let mut store = self.runtime.store(|parts| Invocation {
+            wasi: parts.wasi,
+            table: Default::default(),
+            limits: parts.limits,
+            cpu: parts.cpu,
+            template: template.clone(),
+            services: self.services.clone(),
+            request: request.clone(),
+            response: response.clone(),
+            event,
+            consent,
+            personal_data_removed,
+            denials: Vec::new(),
+        });
+        let wall = Duration::from_millis(self.runtime.limits.wall_ms);
+        let mut instantiated = None;
+        let result = tokio::time::timeout(wall, async {
+            let instance = instantiate(&mut store).await?;
+            instantiated = Some(Instant::now());
+            call(instance, &mut store).await
+        })
+        .await;
+        let returned = Instant::now();
+        let denials = std::mem::take(&mut store.data_mut().denials);
+        drop(store);
+        let instantiated = instantiated.unwrap_or(returned);
+        let phases = Phases {
+            instantiate: instantiated - started,
+            call: returned - instantiated,
+            teardown: returned.elapsed(),
+        };
+        let result = match result {
+            Ok(Ok(value)) => Invoked::Returned(value),
+            Ok(Err(trap)) => Invoked::Trapped(trap),
+            Err(_) => Invoked::TimedOut,
+        };
+        InvocationReport { result, denials, phases }
+    }
+}
+
+impl<T> Invoked<T> {
+    pub(super) fn map_unit(self) -> Invoked<()> {
+        match self {
+            Invoked::Returned(_) => Invoked::Returned(()),
+            Invoked::Trapped(e) => Invoked::Trapped(e),
+            Invoked::TimedOut => Invoked::TimedOut,
+        }
+    }
+}
+
+impl Outcome {
+    /// The same outcome with every secret masked ([`crate::output`]): outcomes are logged and
+    /// traced, and a template's error message can quote what it was given or what a vendor
+    /// echoed.
+    pub(super) fn masked(self) -> Self {
+        match self {
+            Outcome::Failed(m) => Outcome::Failed(crate::output::mask(&m)),
+            Outcome::Trapped(m) => Outcome::Trapped(crate::output::mask(&m)),
+            other => other,
+        }
+    }
+
+    pub(super) fn from_template_error(e: crate::bindings::types::Error) -> Self {
+        use crate::bindings::types::Error;
+        Outcome::Failed(match e {
+            Error::PermissionDenied(m) => format!("permission denied: {m}"),
+            Error::Invalid(m) => format!("invalid: {m}"),
+            Error::Timeout => "timed out".into(),
+            Error::Failed(m) => m,
+        })
+    }
+
+    pub(super) fn from_invocation(invoked: Invoked<()>) -> Self {
+        match invoked {
+            Invoked::Returned(()) => Outcome::Ok,
+            Invoked::TimedOut => Outcome::TimedOut,
+            Invoked::Trapped(e) => {
+                if e.downcast_ref::<CpuLimitExceeded>().is_some() {
+                    Outcome::CpuLimit
+                } else if e.downcast_ref::<MemoryLimitExceeded>().is_some() {
+                    Outcome::MemoryLimit
+                } else {
+                    let mut message = e.to_string();
+                    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+                        message = format!("{message} ({trap})");
+                    }
+                    Outcome::Trapped(message)
+                }
+            }
+        }
+    }
+}

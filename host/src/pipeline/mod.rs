@@ -1,0 +1,168 @@
+//! The request pipeline, as its stages — sGTM's semantics, one module per stage:
+//!
+//! 1. **Load and validate** ([`Container::load`], `load.rs`): every template's manifest,
+//!    parameters and grant are checked and the components compiled before traffic arrives.
+//! 2. **Claim** (`claim.rs`): clients run highest priority first (ties by name). The first to
+//!    claim handles the request and no other client runs. A client that fails or traps is
+//!    recorded and treated as not claiming. Nobody claims → `400 no client claimed the
+//!    request`. The claiming client's events must be JSON objects (others are dropped and
+//!    recorded; tags never see a half-built event), at most `[server] max_events_per_request`.
+//! 3. **Consent gate and fan-out** (`fanout.rs`): for each event, consent is resolved
+//!    ([`sluice_policy::consent`]); a matching tag whose purposes are not all granted is blocked
+//!    without being instantiated, and with `ad_user_data` not granted the others see the event
+//!    and the request with personal data removed. Every decision is audited. The tags that may
+//!    run start highest priority first (ties by name) and run concurrently, as sGTM fires tags
+//!    asynchronously in priority order.
+//! 4. **Invoke** (`invoke.rs`): each template runs in its own fresh instance; a failure, trap,
+//!    CPU or memory overrun, or timeout is recorded and costs only that invocation.
+//! 5. **Respond** ([`Container::handle`]): the response goes out after the tags finish (tags
+//!    may set cookies), unless the client is configured to `respond_before_tags`, in which case
+//!    tags run in the background. Background work is bounded: at most half of `[limits]
+//!    max_concurrent` requests' tags at once, so background tags waiting on a slow vendor never
+//!    hold every instance slot the clients need. When it is full, the next request runs its
+//!    tags before answering: a slow vendor slows the senders down (backpressure) instead of
+//!    growing a queue in memory.
+//!
+//! Every step lands in a [`RequestTrace`], logged as one line per request.
+
+mod claim;
+mod fanout;
+mod invoke;
+mod load;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use sluice_manifest::Purpose;
+use tokio_util::task::TaskTracker;
+
+use crate::bindings::client::ClientPre;
+use crate::bindings::tag::TagPre;
+use crate::config::ServerConfig;
+use crate::engine::Runtime;
+use crate::services::Services;
+use crate::state::{Invocation, RequestData, ResponseDraft};
+use crate::template::Template;
+use crate::trace::RequestTrace;
+use crate::trigger::Trigger;
+
+struct ClientEntry {
+    template: Arc<Template>,
+    pre: ClientPre<Invocation>,
+    respond_before_tags: bool,
+}
+
+struct TagEntry {
+    template: Arc<Template>,
+    pre: TagPre<Invocation>,
+    trigger: Trigger,
+    /// Purposes that must be granted before it runs (config override, else its manifest's).
+    purposes: Vec<Purpose>,
+}
+
+/// A loaded container: the templates, in run order, and the runtime that executes them.
+pub struct Container {
+    runtime: Runtime,
+    services: Arc<Services>,
+    clients: Vec<ClientEntry>,
+    tags: Vec<Arc<TagEntry>>,
+    server: ServerConfig,
+    next_id: AtomicU64,
+    background: TaskTracker,
+    /// Requests whose tags may run in the background at once (see the module docs).
+    background_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Debug for Container {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Container")
+            .field("clients", &self.clients.iter().map(|c| &c.template.name).collect::<Vec<_>>())
+            .field("tags", &self.tags.iter().map(|t| &t.template.name).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Container {
+    /// The loaded templates, in run order: clients then tags.
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        self.clients.iter().map(|c| &*c.template).chain(self.tags.iter().map(|t| &*t.template))
+    }
+
+    /// Incoming-request settings.
+    pub fn server_config(&self) -> &ServerConfig {
+        &self.server
+    }
+
+    /// A new request id.
+    pub fn next_request_id(&self) -> String {
+        format!("{:08x}", self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Host calls refused so far.
+    pub fn denial_count(&self) -> u64 {
+        self.services.metrics.denials.load(Ordering::Relaxed)
+    }
+
+    /// Waits for tags still running in the background (respond-before-tags) to finish.
+    pub async fn drain(&self) {
+        self.background.close();
+        self.background.wait().await;
+    }
+
+    /// Runs the pipeline for one request. The trace is complete unless the claiming client
+    /// answers before tags, in which case the tags' part is logged when they finish.
+    pub async fn handle(self: &Arc<Self>, request: RequestData) -> (ResponseDraft, RequestTrace) {
+        let started = Instant::now();
+        let request = Arc::new(request);
+        let response = Arc::new(Mutex::new(ResponseDraft::default()));
+        let mut trace = RequestTrace::new(&request);
+
+        let Some((client, events)) = self.claim(&request, &response, &mut trace).await else {
+            let draft = ResponseDraft { status: 400, body: b"no client claimed the request".to_vec(), ..Default::default() };
+            trace.status = 400;
+            trace.duration = started.elapsed();
+            trace.log();
+            return (draft, trace);
+        };
+
+        let background_slot = if client.respond_before_tags {
+            // Full: answer after the tags, like a client without respond_before_tags.
+            self.background_slots.clone().try_acquire_owned().ok()
+        } else {
+            None
+        };
+        if let Some(slot) = background_slot {
+            let draft = {
+                let mut r = response.lock().unwrap_or_else(|p| p.into_inner());
+                r.sent = true;
+                r.clone()
+            };
+            trace.status = draft.status;
+            trace.tags_in_background = true;
+            let this = self.clone();
+            let mut bg_trace = trace.clone();
+            self.background.spawn(async move {
+                bg_trace.events = this.fan_out(&request, &response, events).await;
+                bg_trace.duration = started.elapsed();
+                bg_trace.log();
+                drop(slot);
+            });
+            trace.duration = started.elapsed();
+            return (draft, trace);
+        }
+
+        trace.events = self.fan_out(&request, &response, events).await;
+        let draft = response.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        trace.status = draft.status;
+        trace.duration = started.elapsed();
+        trace.log();
+        (draft, trace)
+    }
+}
+
+/// Highest priority first; equal priorities in name order, so runs are reproducible.
+fn run_order(a: &Template, b: &Template) -> std::cmp::Ordering {
+    b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name))
+}
+
