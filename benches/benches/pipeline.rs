@@ -19,9 +19,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sluice::Container;
+use sluice::{Container, Phases, RequestData};
 use sluice_benches::procfs::minor_faults;
-use sluice::Phases;
 use sluice_benches::{container, empty_tag_container, ga4_hit_query, noop_tag_container, request, webhook_container};
 
 /// Median and p99 of `samples` (µs), sorting them.
@@ -30,24 +29,47 @@ fn median_p99(samples: &mut [f64]) -> (f64, f64) {
     (samples[samples.len() / 2], samples[samples.len() * 99 / 100])
 }
 
+/// Which consent the benchmarked hit carries.
+#[derive(Clone, Copy)]
+enum Consent {
+    /// The hit's own signals: everything granted.
+    Hit,
+    /// Plus `x-consent: ad_user_data=denied`.
+    Denied,
+}
+
+impl Consent {
+    fn request(self, query: &str) -> RequestData {
+        let mut r = request(query);
+        if let Consent::Denied = self {
+            r.headers.insert("x-consent", http::HeaderValue::from_static("ad_user_data=denied"));
+        }
+        r
+    }
+}
+
 fn percentiles(c: &mut Criterion) {
     let _ = c;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let query = ga4_hit_query();
-    let configs: [(&str, Arc<Container>); 7] = [
-        ("GA4 client only", container(0)),
-        ("GA4 client + 1 vendor tag (Meta)", container(1)),
-        ("GA4 client + 3 vendor tags", container(3)),
-        ("GA4 client + webhook tag", webhook_container()),
-        ("GA4 client + no-op tag", noop_tag_container()),
-        ("GA4 client + empty tag (floor)", empty_tag_container()),
+    // The hit grants consent (gcs/gcd); `Denied` adds a CMP header denying ad_user_data, so Meta
+    // and TikTok are blocked before instantiation and the GA4 tag runs on the minimised event.
+    let configs: [(&str, Arc<Container>, Consent); 8] = [
+        ("GA4 client only", container(0), Consent::Hit),
+        ("GA4 client + 1 vendor tag (Meta)", container(1), Consent::Hit),
+        ("GA4 client + 3 vendor tags", container(3), Consent::Hit),
+        ("GA4 client + 3 vendor tags, ad_user_data denied (2 blocked, 1 minimised)", container(3), Consent::Denied),
+        ("GA4 client + webhook tag", webhook_container(), Consent::Hit),
+        ("GA4 client + no-op tag", noop_tag_container(), Consent::Hit),
+        ("GA4 client + empty tag (floor)", empty_tag_container(), Consent::Hit),
         // Repeated last, so a drift of the machine during the run shows.
-        ("GA4 client only (again)", container(0)),
+        ("GA4 client only (again)", container(0), Consent::Hit),
     ];
     println!("\n| pipeline (1 GA4 hit) | median µs | p99 µs | minor page faults / hit |");
     println!("|---|---|---|---|");
     let mut invocations: BTreeMap<String, Vec<(f64, Phases)>> = BTreeMap::new();
-    for (label, container) in configs {
+    for (label, container, consent) in configs {
+        let request = |query: &str| consent.request(query);
         for _ in 0..500 {
             rt.block_on(container.handle(request(&query)));
         }

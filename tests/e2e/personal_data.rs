@@ -17,10 +17,7 @@ fn config(origin: &str, audit: &std::path::Path) -> String {
 [consent]
 audit = "{audit}"
 
-[[client]]
-name = "ga4"
-wasm = "{client}"
-grants = {{ query = true, body = true, remote_address = true, request_headers = ["user-agent"] }}
+{client}
 
 [[tag]]
 name = "ga4-web"
@@ -45,7 +42,7 @@ grants = {{ request_headers = ["*"], query = true, cookies = ["*"], body = true,
 "#,
         outbound = loopback_outbound(),
         audit = audit.display(),
-        client = template("ga4-client").display(),
+        client = sluice_tests::ga4_client_entry(),
         ga4 = template("ga4-tag").display(),
         webhook = template("webhook-tag").display(),
         probe = template("probe-tag").display(),

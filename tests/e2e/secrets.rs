@@ -41,10 +41,7 @@ fn config(origin: &str, other: &str, audit: &std::path::Path) -> String {
 unset = "grant"
 audit = "{audit}"
 
-[[client]]
-name = "ga4"
-wasm = "{client}"
-grants = {{ query = true, body = true, remote_address = true, request_headers = ["user-agent"] }}
+{client}
 
 [[tag]]
 name = "slack"
@@ -76,7 +73,7 @@ grants = {{ event_data = ["*"], outbound = ["*"], logging = true }}
 "#,
         outbound = loopback_outbound(),
         audit = audit.display(),
-        client = template("ga4-client").display(),
+        client = sluice_tests::ga4_client_entry(),
         webhook = template("webhook-tag").display(),
         meta = template("meta-capi-tag").display(),
         probe = template("probe-tag").display(),

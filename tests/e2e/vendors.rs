@@ -23,10 +23,7 @@ pub(crate) fn config(origin: &str) -> String {
 [server]
 trust_forwarded_for = true
 
-[[client]]
-name = "ga4"
-wasm = "{client}"
-grants = {{ query = true, body = true, remote_address = true, request_headers = ["user-agent"] }}
+{client}
 
 [[tag]]
 name = "meta"
@@ -57,7 +54,7 @@ params = {{ endpoint = "{origin}", mode = "mp", api_secret = "${{TEST_SECRET}}" 
 grants = {{ event_data = ["*"], outbound = ["{origin}/mp/collect"] }}
 "#,
         outbound = loopback_outbound(),
-        client = template("ga4-client").display(),
+        client = sluice_tests::ga4_client_entry(),
         tag = template("meta-capi-tag").display(),
         tiktok = template("tiktok-events-tag").display(),
         ga4 = template("ga4-tag").display(),

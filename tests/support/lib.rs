@@ -185,6 +185,15 @@ pub fn loopback_outbound() -> String {
     "[outbound]\nallow_http = [\"http://127.0.0.1\"]\nallow_private = [\"127.0.0.1/32\"]\n".to_string()
 }
 
+/// The GA4 client as the end-to-end containers configure it (a `[[client]]` entry).
+pub fn ga4_client_entry() -> String {
+    format!(
+        "[[client]]\nname = \"ga4\"\nwasm = \"{}\"\n\
+         grants = {{ query = true, body = true, remote_address = true, request_headers = [\"user-agent\"] }}\n",
+        template("ga4-client").display()
+    )
+}
+
 /// Parses a container config (as if from `/test/container.toml`).
 pub fn parse_config(text: &str) -> Result<ContainerConfig, sluice::ConfigError> {
     ContainerConfig::parse(text, Path::new("/test/container.toml"), &|name| {
