@@ -73,8 +73,13 @@ pub struct ContainerConfig {
 pub struct ServerConfig {
     /// Largest request body accepted (GA4 itself caps hits at about 130 kB).
     pub max_body_bytes: usize,
-    /// Take the visitor's IP from `X-Forwarded-For` (only behind a proxy that sets it).
-    pub trust_forwarded_for: bool,
+    /// How many reverse proxies in front of Sluice append to `X-Forwarded-For`. 0: the
+    /// visitor's IP is the connection's peer. N: it is the entry N places from the right,
+    /// the address the outermost trusted proxy saw; entries left of it are what the visitor
+    /// (or an untrusted hop) wrote, so they are never used.
+    pub trusted_proxies: usize,
+    /// Replaced by `trusted_proxies`; kept only to say so when an old config sets it.
+    trust_forwarded_for: Option<bool>,
     /// Time to receive a request's headers, and then its body, in milliseconds. A client that
     /// trickles bytes slower is cut off (408 for a body), so idle connections cannot pile up.
     pub read_timeout_ms: u64,
@@ -83,9 +88,40 @@ pub struct ServerConfig {
     /// short lines would become tens of thousands of events, each running every matching tag
     /// and calling vendors: an amplifier for anyone on the internet.
     pub max_events_per_request: usize,
+    /// Most bytes of event JSON the claiming client may return for one request, all events
+    /// together. The host parses them outside the client's sandbox, and parsed JSON takes up
+    /// to [`EVENT_PARSE_FACTOR`] times its text, so this must stay within `[limits] memory_mb`
+    /// divided by that factor: parsing is charged to the client's memory budget. Unset: 1 MiB,
+    /// or that bound if it is lower ([`Self::event_bytes`]).
+    pub max_event_bytes: Option<usize>,
 }
 
+/// How much larger parsed event JSON can be than its text (serde_json values of short numbers
+/// and strings, measured: `policy` bench notes in BENCHMARKS.md).
+pub const EVENT_PARSE_FACTOR: usize = 20;
+
 impl ServerConfig {
+    /// Load-time validation, against the limits the events are charged to.
+    pub fn validate(&self, limits: &Limits) -> Result<(), String> {
+        if let Some(trust) = self.trust_forwarded_for {
+            let hint = if trust { "trusted_proxies = 1 behind one proxy that appends to X-Forwarded-For (2 behind two, ...)" } else { "trusted_proxies = 0, the default" };
+            return Err(format!("trust_forwarded_for was replaced by trusted_proxies: write {hint}"));
+        }
+        let most = limits.memory_bytes() / EVENT_PARSE_FACTOR;
+        if self.max_event_bytes.is_some_and(|n| n == 0 || n > most) {
+            return Err(format!(
+                "max_event_bytes must be between 1 and {most} ([limits] memory_mb / {EVENT_PARSE_FACTOR}: parsed events are charged to the client's memory); raise memory_mb or lower max_event_bytes"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The cap on one request's event JSON, in bytes: `max_event_bytes`, or by default 1 MiB
+    /// within the client's memory budget.
+    pub fn event_bytes(&self, limits: &Limits) -> usize {
+        self.max_event_bytes.unwrap_or((1 << 20).min(limits.memory_bytes() / EVENT_PARSE_FACTOR))
+    }
+
     /// [`Self::read_timeout_ms`] as a duration.
     pub fn read_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.read_timeout_ms)
@@ -94,7 +130,14 @@ impl ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { max_body_bytes: 256 * 1024, trust_forwarded_for: false, read_timeout_ms: 10_000, max_events_per_request: 100 }
+        ServerConfig {
+            max_body_bytes: 256 * 1024,
+            trusted_proxies: 0,
+            trust_forwarded_for: None,
+            read_timeout_ms: 10_000,
+            max_events_per_request: 100,
+            max_event_bytes: None,
+        }
     }
 }
 
@@ -206,6 +249,7 @@ impl ContainerConfig {
 
         // Each capability validates its own section.
         raw.limits.validate().map_err(|m| entry_err("[limits]".into(), m.to_string()))?;
+        raw.server.validate(&raw.limits).map_err(|m| entry_err("[server]".into(), m))?;
         raw.outbound.rules().map_err(|e| entry_err("[outbound]".into(), e.to_string()))?;
 
         let mut seen = std::collections::HashSet::new();

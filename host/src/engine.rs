@@ -7,8 +7,9 @@
 //!   instead of failing).
 //! * **Epoch interruption** for CPU limits. A ticker thread advances the epoch every
 //!   [`TICK`]; at each tick of guest execution the host counts against the CPU budget
-//!   ([`crate::state::CpuClock`]) and the guest yields to tokio, so one busy template cannot
-//!   starve the server. Over budget → trap.
+//!   ([`CpuClock`]) and the guest yields to tokio, so one busy template cannot
+//!   starve the server. A call hook charges each host call's measured time to the same
+//!   budget. Over budget → trap.
 //! * **Our own `ResourceLimiter`** for memory ([`crate::limits`]): growing past `memory_mb`
 //!   traps with a typed error.
 //! * **Minimal WASI**: only what a plain Rust `wasm32-wasip2` guest imports (io, clocks, random,
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
+use wasmtime::{CallHook, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 use wasmtime_wasi::cli::WasiCliView;
 use wasmtime_wasi::clocks::WasiClocksView;
 use wasmtime_wasi::{WasiCtxBuilder, cli, clocks, random};
@@ -50,7 +51,7 @@ impl Runtime {
     /// Builds the engine and linkers for these limits.
     pub fn new(limits: &Limits) -> Result<Self, LoadError> {
         let engine_err = |e: wasmtime::Error| LoadError::Engine(e.to_string());
-        let memory_bytes = usize::try_from(limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let memory_bytes = limits.memory_bytes();
         let n = limits.max_concurrent;
 
         let mut config = Config::new();
@@ -111,10 +112,9 @@ impl Runtime {
 
     /// A fresh store for one invocation, with its CPU clock, memory cap and epoch callback.
     pub(crate) fn store(&self, data: impl FnOnce(InvocationParts) -> Invocation) -> Store<Invocation> {
-        let memory = usize::try_from(self.limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let parts = InvocationParts {
             wasi: WasiCtxBuilder::new().build(),
-            limits: MemoryLimiter::new(memory),
+            limits: MemoryLimiter::new(self.limits.memory_bytes()),
             cpu: CpuClock::new(Duration::from_millis(self.limits.cpu_ms)),
         };
         let mut store = Store::new(&self.engine, data(parts));
@@ -126,6 +126,18 @@ impl Runtime {
             } else {
                 Ok(UpdateDeadline::Yield(1))
             }
+        });
+        // Host calls are charged by their measured time ([`CpuClock`]).
+        store.call_hook(|mut ctx, hook| {
+            let cpu = &mut ctx.data_mut().cpu;
+            match hook {
+                CallHook::CallingHost => cpu.enter_host(),
+                CallHook::ReturningFromHost if !cpu.leave_host() => return Err(wasmtime::Error::new(CpuLimitExceeded)),
+                CallHook::ReturningFromHost => {}
+                CallHook::CallingWasm => cpu.enter_guest(),
+                CallHook::ReturningFromWasm => cpu.leave_guest(),
+            }
+            Ok(())
         });
         store
     }

@@ -134,6 +134,9 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
         out!("\n{} {:?} (template {} {}, priority {})", d.kind, t.name, d.name, d.version, t.priority);
         print_set("  asks for", &d.permissions);
         print_set("  gets    ", &t.grant.summary());
+        for note in t.grant.notes() {
+            out!("  note: {note}");
+        }
         for (name, p) in &t.params {
             out!("  param {name} = {p:?}");
         }

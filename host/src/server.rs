@@ -90,7 +90,7 @@ pub async fn handle(container: &Arc<Container>, req: Request<Incoming>, peer: So
             };
         }
     };
-    let remote_addr = remote_address(&parts.headers, peer, container.server_config().trust_forwarded_for);
+    let remote_addr = remote_address(&parts.headers, peer, container.server_config().trusted_proxies);
     let request = RequestData {
         id: container.next_request_id(),
         method: parts.method.as_str().to_ascii_uppercase(),
@@ -104,18 +104,72 @@ pub async fn handle(container: &Arc<Container>, req: Request<Incoming>, peer: So
     to_response(draft)
 }
 
-/// The visitor's IP: the first valid `X-Forwarded-For` entry when trusted, else the peer.
-fn remote_address(headers: &http::HeaderMap, peer: SocketAddr, trust_forwarded_for: bool) -> Option<IpAddr> {
-    if trust_forwarded_for
-        && let Some(ip) = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|first| first.trim().parse().ok())
-    {
-        return Some(ip);
+/// The visitor's IP, as reverse proxies find it: with no trusted proxy, the peer. Behind
+/// `trusted_proxies` = N proxies that each append the address they saw to `X-Forwarded-For`
+/// (all such headers read as one list, in order), the entry N places from the right — what the
+/// outermost trusted proxy saw. Everything left of it came from the visitor, who can write
+/// anything there, so it is never used. A list shorter than N holds only proxies' entries: its
+/// leftmost is taken. An entry that is not an address (`unknown`, a name) means the peer.
+fn remote_address(headers: &http::HeaderMap, peer: SocketAddr, trusted_proxies: usize) -> Option<IpAddr> {
+    if trusted_proxies == 0 {
+        return Some(peer.ip());
     }
-    Some(peer.ip())
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    let chosen = entries.len().checked_sub(trusted_proxies).and_then(|i| entries.get(i)).or(entries.first());
+    chosen.and_then(|entry| forwarded_address(entry)).or(Some(peer.ip()))
+}
+
+/// An `X-Forwarded-For` entry as an address: `203.0.113.7`, `2001:db8::1`, or with a port
+/// (`203.0.113.7:4711`, `[2001:db8::1]:4711`), as some proxies write it.
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remote_address;
+
+    fn with_xff(values: &[&str]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().expect("value"));
+        }
+        h
+    }
+
+    #[test]
+    fn the_visitor_is_the_entry_the_trusted_hops_away() {
+        let peer = "10.0.0.9:5000".parse().expect("peer");
+        let ip = |xff: &[&str], hops: usize| remote_address(&with_xff(xff), peer, hops).map(|a| a.to_string());
+        // (X-Forwarded-For headers, trusted proxies, the visitor's address)
+        for (xff, hops, visitor) in [
+            (&["203.0.113.7"][..], 0, "10.0.0.9"),
+            (&["203.0.113.7"], 1, "203.0.113.7"),
+            // The visitor wrote a fake entry; one proxy appended the real address.
+            (&["1.1.1.1, 203.0.113.7"], 1, "203.0.113.7"),
+            (&["1.1.1.1", "203.0.113.7"], 1, "203.0.113.7"),
+            // Two proxies: a CDN appended the visitor, the load balancer appended the CDN.
+            (&["1.1.1.1, 203.0.113.7, 198.51.100.2"], 2, "203.0.113.7"),
+            (&["1.1.1.1, 203.0.113.7", "198.51.100.2"], 2, "203.0.113.7"),
+            (&["203.0.113.7"], 2, "203.0.113.7"),
+            (&[], 1, "10.0.0.9"),
+            (&["unknown"], 1, "10.0.0.9"),
+            (&["1.1.1.1, not-an-ip"], 1, "10.0.0.9"),
+            (&["203.0.113.7:4711"], 1, "203.0.113.7"),
+            (&["[2001:db8::1]:4711"], 1, "2001:db8::1"),
+            (&["2001:db8::1"], 1, "2001:db8::1"),
+            (&["1.1.1.1,,203.0.113.7 , "], 1, "203.0.113.7"),
+        ] {
+            assert_eq!(ip(xff, hops).as_deref(), Some(visitor), "X-Forwarded-For {xff:?}, trusted_proxies = {hops}");
+        }
+    }
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {

@@ -23,7 +23,9 @@ struct Warned {
 }
 
 /// How many distinct (template, denial) pairs are remembered for [`Metrics::first_denial`];
-/// beyond that (a template probing many names) every denial is logged at debug level.
+/// beyond that (a template probing many names) every denial is logged at debug level. A
+/// denial's text is bounded (the names in it are cut at [`sluice_manifest::MAX_NAME_SHOWN`]
+/// characters), so this holds well under a megabyte, whatever templates ask for.
 const WARNED_DENIALS_MAX: usize = 1024;
 
 impl Metrics {

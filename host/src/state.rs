@@ -124,7 +124,38 @@ pub struct Invocation {
     /// `ad_user_data` is not granted: request reads hide the IP and click ids too.
     pub(crate) personal_data_removed: bool,
     /// Refused host calls, as logged and traced (the template's secrets masked).
-    pub(crate) denials: Vec<String>,
+    pub(crate) denials: Denials,
+}
+
+/// The denials one invocation keeps for its trace: the first [`Denials::KEPT`], then a count.
+/// Each is bounded ([`sluice_manifest::MAX_NAME_SHOWN`]), and so is their number: a template
+/// looping over refused calls costs CPU (its budget) but no memory that outlives it.
+#[derive(Debug, Default)]
+pub(crate) struct Denials {
+    kept: Vec<String>,
+    more: usize,
+}
+
+impl Denials {
+    /// How many are kept word for word.
+    pub(crate) const KEPT: usize = 32;
+
+    fn keep(&mut self, message: &str) {
+        if self.kept.len() < Self::KEPT {
+            self.kept.push(message.to_string());
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// For the trace: the kept ones, and a line counting the rest.
+    pub(crate) fn into_trace(self) -> Vec<String> {
+        let mut out = self.kept;
+        if self.more > 0 {
+            out.push(format!("… and {} more denials in this invocation (the first {} are listed)", self.more, Self::KEPT));
+        }
+        out
+    }
 }
 
 impl WasiView for Invocation {
@@ -160,7 +191,7 @@ impl Invocation {
             tracing::debug!(request_id = %self.request.id, template = %self.template.name, "permission denied: {message}");
         }
         self.services.metrics.denials.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.denials.push(message.clone());
+        self.denials.keep(&message);
         crate::bindings::types::Error::PermissionDenied(message)
     }
 

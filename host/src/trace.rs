@@ -20,6 +20,8 @@ pub enum Outcome {
     MemoryLimit,
     /// It did not finish within the wall-clock limit.
     TimedOut,
+    /// The request's deadline passed before it finished, or before it could start.
+    DeadlinePassed,
     /// It was not run: these purposes it needs were not granted.
     BlockedByConsent(Vec<String>),
 }
@@ -40,6 +42,7 @@ impl std::fmt::Display for Outcome {
             Outcome::CpuLimit => f.write_str("stopped: CPU time limit exceeded ([limits] cpu_ms)"),
             Outcome::MemoryLimit => f.write_str("stopped: memory limit exceeded ([limits] memory_mb)"),
             Outcome::TimedOut => f.write_str("stopped: wall-clock limit exceeded ([limits] wall_ms)"),
+            Outcome::DeadlinePassed => f.write_str("stopped or not started: the request's deadline passed ([limits] request_ms)"),
             Outcome::BlockedByConsent(missing) => write!(f, "blocked by consent: {} not granted", missing.join(", ")),
         }
     }

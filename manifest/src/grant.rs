@@ -9,7 +9,29 @@ use url::Url;
 
 use crate::{DeclarationError, Kind, PermissionSet, UrlPattern};
 
-/// One thing a template can ask for; what a [`Denial`] names.
+/// Request headers that carry the visitor's credentials. A `"*"` in `request_headers` does not
+/// cover them, on either side: a template that reads them must name them in its manifest and
+/// the operator must name them in the grant, so granting "any header" never hands over a
+/// session cookie or a bearer token by accident.
+pub const CREDENTIAL_HEADERS: &[&str] = &["cookie", "authorization", "proxy-authorization"];
+
+/// How much of a name chosen by the template a [`Scope`] keeps (characters). A denial is
+/// logged, traced and remembered for the once-per-template warning, so what it holds must not
+/// grow with what the template asked for: a 20 MiB header name is kept as its first 128
+/// characters and a count.
+pub const MAX_NAME_SHOWN: usize = 128;
+
+/// `name`, cut to [`MAX_NAME_SHOWN`] characters (never inside a character), saying how long
+/// it was when cut.
+fn bounded(name: &str) -> String {
+    match name.char_indices().nth(MAX_NAME_SHOWN) {
+        None => name.to_string(),
+        Some((cut, _)) => format!("{}… ({} bytes in all)", &name[..cut], name.len()),
+    }
+}
+
+/// One thing a template can ask for; what a [`Denial`] names. Names the template chose are
+/// kept to [`MAX_NAME_SHOWN`] characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Scope {
@@ -119,15 +141,19 @@ pub struct Denial {
 impl std::fmt::Display for Denial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (key, value) = self.scope.grant_hint();
+        let credential = match &self.scope {
+            Scope::RequestHeader(n) if CREDENTIAL_HEADERS.contains(&n.as_str()) => " by name (\"*\" does not cover credential headers)",
+            _ => "",
+        };
         match self.cause {
             DenialCause::NotGranted => write!(
                 f,
-                "{} is not granted: add {value} to `{key}` in this template's grants in the container config",
+                "{} is not granted: add {value} to `{key}`{credential} in this template's grants in the container config",
                 self.scope
             ),
             DenialCause::NotDeclared => write!(
                 f,
-                "{} is not declared by the template (its manifest must list {value} under `{key}`)",
+                "{} is not declared by the template (its manifest must list {value} under `{key}`{credential})",
                 self.scope
             ),
             DenialCause::ClientOnly => {
@@ -214,6 +240,11 @@ fn has(list: &[String], name: &str) -> bool {
     list.iter().any(|n| n == "*" || n == name)
 }
 
+/// [`has`] for request headers: credential headers only by name.
+fn has_header(list: &[String], name: &str) -> bool {
+    if CREDENTIAL_HEADERS.contains(&name) { list.iter().any(|n| n == name) } else { has(list, name) }
+}
+
 /// Declared ∩ granted, with one `check_*` per host capability.
 #[derive(Debug, Clone)]
 pub struct EffectiveGrant {
@@ -251,86 +282,107 @@ impl EffectiveGrant {
         self.client_only(Scope::ResponseBody)
     }
 
-    fn check(&self, scope: Scope, allows: impl Fn(&Side) -> bool) -> Result<(), Denial> {
+    /// `scope` is built only for a denial: an allowed call allocates nothing.
+    fn check(&self, scope: impl FnOnce() -> Scope, allows: impl Fn(&Side) -> bool) -> Result<(), Denial> {
         if !allows(&self.declared) {
-            Err(Denial { scope, cause: DenialCause::NotDeclared })
+            Err(Denial { scope: scope(), cause: DenialCause::NotDeclared })
         } else if !allows(&self.granted) {
-            Err(Denial { scope, cause: DenialCause::NotGranted })
+            Err(Denial { scope: scope(), cause: DenialCause::NotGranted })
         } else {
             Ok(())
         }
     }
 
-    /// Reading a request header.
+    /// Reading a request header. [`CREDENTIAL_HEADERS`] must be named on both sides.
     pub fn check_request_header(&self, name: &str) -> Result<(), Denial> {
         let name = name.to_ascii_lowercase();
-        self.check(Scope::RequestHeader(name.clone()), |s| has(&s.set.request_headers, &name))
+        self.check(|| Scope::RequestHeader(bounded(&name)), |s| has_header(&s.set.request_headers, &name))
     }
 
     /// Reading the query string.
     pub fn check_query(&self) -> Result<(), Denial> {
-        self.check(Scope::Query, |s| s.set.query)
+        self.check(|| Scope::Query, |s| s.set.query)
     }
 
     /// Reading a request cookie.
     pub fn check_cookie(&self, name: &str) -> Result<(), Denial> {
-        self.check(Scope::Cookie(name.to_string()), |s| has(&s.set.cookies, name))
+        self.check(|| Scope::Cookie(bounded(name)), |s| has(&s.set.cookies, name))
     }
 
     /// Reading the request body.
     pub fn check_body(&self) -> Result<(), Denial> {
-        self.check(Scope::Body, |s| s.set.body)
+        self.check(|| Scope::Body, |s| s.set.body)
     }
 
     /// Reading the visitor's IP address.
     pub fn check_remote_address(&self) -> Result<(), Denial> {
-        self.check(Scope::RemoteAddress, |s| s.set.remote_address)
+        self.check(|| Scope::RemoteAddress, |s| s.set.remote_address)
     }
 
     /// Reading the consent state.
     pub fn check_consent(&self) -> Result<(), Denial> {
-        self.check(Scope::Consent, |s| s.set.consent)
+        self.check(|| Scope::Consent, |s| s.set.consent)
     }
 
     /// Reading one event-data key path.
     pub fn check_event_key(&self, path: &str) -> Result<(), Denial> {
-        self.check(Scope::EventData(path.to_string()), |s| s.keys.iter().any(|k| k.covers(path)))
+        self.check(|| Scope::EventData(bounded(path)), |s| s.keys.iter().any(|k| k.covers(path)))
     }
 
     /// Reading the whole event.
     pub fn check_all_event_data(&self) -> Result<(), Denial> {
-        self.check(Scope::AllEventData, |s| s.keys.iter().any(KeyPattern::is_everything))
+        self.check(|| Scope::AllEventData, |s| s.keys.iter().any(KeyPattern::is_everything))
     }
 
     /// Setting a response header.
     pub fn check_response_header(&self, name: &str) -> Result<(), Denial> {
         let name = name.to_ascii_lowercase();
-        self.check(Scope::ResponseHeader(name.clone()), |s| has(&s.set.response_headers, &name))
+        self.check(|| Scope::ResponseHeader(bounded(&name)), |s| has(&s.set.response_headers, &name))
     }
 
     /// Setting a response cookie.
     pub fn check_response_cookie(&self, name: &str) -> Result<(), Denial> {
-        self.check(Scope::ResponseCookie(name.to_string()), |s| has(&s.set.response_cookies, name))
+        self.check(|| Scope::ResponseCookie(bounded(name)), |s| has(&s.set.response_cookies, name))
     }
 
     /// Sending a request to `url`.
     pub fn check_outbound(&self, url: &Url) -> Result<(), Denial> {
-        let mut shown = url.clone();
-        shown.set_query(None);
-        shown.set_fragment(None);
-        let _ = shown.set_username("");
-        let _ = shown.set_password(None);
-        self.check(Scope::Outbound(shown.to_string()), |s| s.outbound.iter().any(|p| p.matches(url)))
+        let shown = || {
+            let mut shown = url.clone();
+            shown.set_query(None);
+            shown.set_fragment(None);
+            let _ = shown.set_username("");
+            let _ = shown.set_password(None);
+            Scope::Outbound(bounded(shown.as_str()))
+        };
+        self.check(shown, |s| s.outbound.iter().any(|p| p.matches(url)))
     }
 
     /// Using template storage.
     pub fn check_storage(&self) -> Result<(), Denial> {
-        self.check(Scope::Storage, |s| s.set.storage)
+        self.check(|| Scope::Storage, |s| s.set.storage)
     }
 
     /// Writing log lines.
     pub fn check_logging(&self) -> Result<(), Denial> {
-        self.check(Scope::Logging, |s| s.set.logging)
+        self.check(|| Scope::Logging, |s| s.set.logging)
+    }
+
+    /// What `sluice check` should point out about this grant: a `"*"` of request headers that
+    /// leaves out the credential headers.
+    pub fn notes(&self) -> Vec<String> {
+        let (d, g) = (&self.declared.set.request_headers, &self.granted.set.request_headers);
+        if !(has(d, "*") && has(g, "*")) {
+            return Vec::new();
+        }
+        let left_out: Vec<&str> = CREDENTIAL_HEADERS.iter().copied().filter(|h| !(has_header(d, h) && has_header(g, h))).collect();
+        if left_out.is_empty() {
+            return Vec::new();
+        }
+        vec![format!(
+            "request_headers \"*\" does not include {}: a template reads credential headers only when its manifest and the grant name them",
+            left_out.join(", ")
+        )]
     }
 
     /// What the template effectively gets, for display (`sluice check`). Booleans and names are
@@ -338,7 +390,7 @@ impl EffectiveGrant {
     /// pattern-against-pattern containment is decided per call.
     pub fn summary(&self) -> PermissionSet {
         let (d, g) = (&self.declared.set, &self.granted.set);
-        let names = |a: &[String], b: &[String]| -> Vec<String> {
+        let names_by = |a: &[String], b: &[String], has: fn(&[String], &str) -> bool| -> Vec<String> {
             let mut out: Vec<String> = a.iter().filter(|n| has(b, n)).cloned().collect();
             for n in b {
                 if has(a, n) && !out.contains(n) {
@@ -348,6 +400,7 @@ impl EffectiveGrant {
             out.retain(|n| n != "*" || (has(a, "*") && has(b, "*")));
             out
         };
+        let names = |a: &[String], b: &[String]| names_by(a, b, has);
         let keys = |a: &Side, b: &Side| -> Vec<String> {
             let mut out: Vec<String> = a
                 .set
@@ -373,7 +426,7 @@ impl EffectiveGrant {
             d.outbound.iter().filter(|p| g.outbound.contains(p)).cloned().collect()
         };
         PermissionSet {
-            request_headers: names(&d.request_headers, &g.request_headers),
+            request_headers: names_by(&d.request_headers, &g.request_headers, has_header),
             query: d.query && g.query,
             cookies: names(&d.cookies, &g.cookies),
             body: d.body && g.body,
@@ -399,6 +452,50 @@ mod tests {
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_wildcard_of_request_headers_leaves_out_the_credential_headers() {
+        let any = PermissionSet { request_headers: strings(&["*"]), ..Default::default() };
+        let g = grant(any.clone(), any.clone());
+        assert!(g.check_request_header("user-agent").is_ok());
+        for credential in ["cookie", "Authorization", "proxy-authorization"] {
+            let d = g.check_request_header(credential).expect_err(credential);
+            assert_eq!(d.cause, DenialCause::NotDeclared, "{credential}");
+            assert!(d.to_string().contains("by name (\"*\" does not cover credential headers)"), "{d}");
+        }
+        let notes = g.notes();
+        assert!(notes.len() == 1 && notes[0].contains("cookie, authorization, proxy-authorization"), "{notes:?}");
+        assert!(g.summary().request_headers == ["*"], "the summary does not claim cookie");
+
+        // Named on both sides, it is granted; named on one side only, it is not.
+        let named = PermissionSet { request_headers: strings(&["*", "cookie"]), ..Default::default() };
+        assert!(grant(named.clone(), named.clone()).check_request_header("cookie").is_ok());
+        let d = grant(named.clone(), any.clone()).check_request_header("cookie").expect_err("grant is only *");
+        assert_eq!(d.cause, DenialCause::NotGranted);
+        assert!(d.to_string().contains("add \"cookie\" to `request_headers` by name"), "{d}");
+        assert_eq!(grant(named.clone(), named.clone()).notes()[0].contains("cookie"), false);
+        assert_eq!(grant(named.clone(), named).summary().request_headers, ["*", "cookie"]);
+    }
+
+    #[test]
+    fn a_denial_keeps_a_bounded_part_of_the_name_the_template_chose() {
+        let g = grant(PermissionSet::default(), PermissionSet::default());
+        let huge = "é".repeat(10 << 20);
+        for denial in [
+            g.check_request_header(&huge).expect_err("header"),
+            g.check_cookie(&huge).expect_err("cookie"),
+            g.check_event_key(&huge).expect_err("event key"),
+            g.check_response_header(&huge).expect_err("response header"),
+            g.check_response_cookie(&huge).expect_err("response cookie"),
+            g.check_outbound(&Url::parse(&format!("https://example.com/{huge}")).expect("url")).expect_err("url"),
+        ] {
+            let text = denial.to_string();
+            assert!(text.len() < 1024, "{} bytes: {}", text.len(), &text[..200]);
+            assert!(text.contains("bytes in all"), "it says the name was cut: {text}");
+        }
+        let short = g.check_request_header("x-custom").expect_err("header").to_string();
+        assert!(short.starts_with("request header \"x-custom\" is not declared"), "{short}");
     }
 
     #[test]

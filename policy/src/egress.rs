@@ -8,6 +8,11 @@
 //! IPv4 addresses embedded in IPv6 are judged as the IPv4 address they reach: IPv4-mapped
 //! `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::/96` (and the local-use
 //! `64:ff9b:1::/48`), 6to4 `2002::/16`; deprecated site-local `fec0::/10` is private.
+//!
+//! An `allow_http` origin is exact: scheme, host and *effective* port, as browsers compare
+//! origins. `http://127.0.0.1` and `http://127.0.0.1:80` are the same origin (port 80 only);
+//! any port of a host must be asked for in so many words, `http://127.0.0.1:*` (a test set-up
+//! whose fake vendors listen on ephemeral ports).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -17,15 +22,48 @@ use sluice_manifest::Url;
 /// `[outbound]`'s allow lists, parsed.
 #[derive(Debug, Clone, Default)]
 pub struct EgressRules {
-    allow_http: Vec<(String, Option<u16>)>,
+    allow_http: Vec<HttpOrigin>,
     allow_private: Vec<IpNet>,
+}
+
+/// One `allow_http` entry: a host and the port it may be reached on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HttpOrigin {
+    /// As the `url` crate serialises hosts (lower case, IPv6 in brackets).
+    host: String,
+    /// `None` for `:*`, any port.
+    port: Option<u16>,
+}
+
+impl HttpOrigin {
+    fn parse(origin: &str) -> Result<Self, EgressConfigError> {
+        let invalid = || EgressConfigError::HttpOrigin(origin.to_string());
+        let (text, any_port) = match origin.strip_suffix(":*") {
+            Some(rest) => (rest, true),
+            None => (origin, false),
+        };
+        let url = Url::parse(text).map_err(|_| invalid())?;
+        let host = url.host_str().filter(|_| url.scheme() == "http" && url.path() == "/").ok_or_else(invalid)?;
+        // `:80:*` names a port and any port at once (the url crate reads `:80` as no port).
+        let names_port = text.rsplit_once(':').is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        if any_port && names_port {
+            return Err(invalid());
+        }
+        // Url::port_or_known_default: an explicit :80 and no port are one origin.
+        let port = if any_port { None } else { url.port_or_known_default() };
+        Ok(HttpOrigin { host: host.to_string(), port })
+    }
+
+    fn covers(&self, url: &Url) -> bool {
+        url.host_str() == Some(self.host.as_str()) && self.port.is_none_or(|p| url.port_or_known_default() == Some(p))
+    }
 }
 
 /// An allow-list entry that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EgressConfigError {
     /// Not an `http://host[:port]` origin.
-    #[error("allow_http entry {0:?} must be an origin like \"http://127.0.0.1:8081\"")]
+    #[error("allow_http entry {0:?} must be an origin like \"http://127.0.0.1:8081\" (port 80 when none is given; \"http://127.0.0.1:*\" for any port)")]
     HttpOrigin(String),
     /// Not a CIDR or an address.
     #[error("allow_private entry {0:?} is not a CIDR like \"127.0.0.1/32\"")]
@@ -52,16 +90,7 @@ pub enum EgressRefusal {
 impl EgressRules {
     /// Parses `allow_http` origins and `allow_private` CIDRs (a bare address is a /32 or /128).
     pub fn new(allow_http: &[String], allow_private: &[String]) -> Result<Self, EgressConfigError> {
-        let allow_http = allow_http
-            .iter()
-            .map(|origin| {
-                let url = Url::parse(origin)
-                    .ok()
-                    .filter(|u| u.scheme() == "http" && u.host_str().is_some() && u.path() == "/")
-                    .ok_or_else(|| EgressConfigError::HttpOrigin(origin.clone()))?;
-                Ok((url.host_str().unwrap_or_default().to_string(), url.port()))
-            })
-            .collect::<Result<_, _>>()?;
+        let allow_http = allow_http.iter().map(|origin| HttpOrigin::parse(origin)).collect::<Result<_, _>>()?;
         let allow_private = allow_private
             .iter()
             .map(|cidr| {
@@ -83,9 +112,7 @@ impl EgressRules {
         match url.scheme() {
             "https" => {}
             "http" => {
-                let host = url.host_str().unwrap_or_default();
-                let listed = self.allow_http.iter().any(|(h, port)| h == host && port.is_none_or(|p| Some(p) == url.port()));
-                if !listed {
+                if !self.allow_http.iter().any(|origin| origin.covers(url)) {
                     return Err(EgressRefusal::PlainHttp(url.origin().ascii_serialization()));
                 }
             }
@@ -186,5 +213,60 @@ mod tests {
         assert!(none.check_url(&Url::parse("https://[::ffff:127.0.0.1]/").expect("url")).is_err());
         let err = EgressRules::new(&[], &["localhost".into()]).unwrap_err().to_string();
         assert!(err.contains("allow_private") && err.contains("localhost"), "{err}");
+    }
+
+    #[test]
+    fn an_http_origin_is_scheme_host_and_effective_port() {
+        let url = |u: &str| Url::parse(u).expect("url");
+        let allows = |origins: &[&str], u: &str| {
+            let origins: Vec<String> = origins.iter().map(|o| o.to_string()).collect();
+            EgressRules::new(&origins, &["127.0.0.0/8".into(), "::1/128".into()]).expect("valid").check_url(&url(u)).is_ok()
+        };
+        // (allow_http entries, URL, allowed)
+        for (origins, target, allowed) in [
+            (&["http://127.0.0.1:80"][..], "http://127.0.0.1/x", true),
+            (&["http://127.0.0.1:80"], "http://127.0.0.1:80/x", true),
+            (&["http://127.0.0.1:80"], "http://127.0.0.1:8080/x", false),
+            (&["http://127.0.0.1:80"], "http://127.0.0.1:6379/", false),
+            (&["http://127.0.0.1"], "http://127.0.0.1:80/x", true),
+            (&["http://127.0.0.1"], "http://127.0.0.1:9000/x", false),
+            (&["http://127.0.0.1:9000"], "http://127.0.0.1:9000/x", true),
+            (&["http://127.0.0.1:9000"], "http://127.0.0.1/x", false),
+            (&["http://127.0.0.1:9000"], "http://127.0.0.2:9000/x", false),
+            (&["http://127.0.0.1:9000"], "http://localhost:9000/x", false),
+            (&["http://LOCALHOST:9000"], "http://localhost:9000/x", true),
+            (&["http://127.0.0.1:*"], "http://127.0.0.1:1/x", true),
+            (&["http://127.0.0.1:*"], "http://127.0.0.1/x", true),
+            (&["http://127.0.0.1:*"], "http://127.0.0.2:1/x", false),
+            (&["http://[::1]:8080"], "http://[::1]:8080/", true),
+            (&["http://[::1]:8080"], "http://[::1]:8081/", false),
+            (&["http://[::1]:*"], "http://[::1]:8081/", true),
+        ] {
+            assert_eq!(allows(origins, target), allowed, "allow_http = {origins:?}, {target}");
+        }
+        for bad in ["http://127.0.0.1:80:*", "https://127.0.0.1", "http://127.0.0.1/path", "127.0.0.1:80", "http://:*", "http://x:99999"] {
+            let err = EgressRules::new(&[bad.to_string()], &[]).expect_err(bad).to_string();
+            assert!(err.contains(bad) && err.contains("http://127.0.0.1:*"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_table_of_embedded_ipv4_forms() {
+        // Every form that reaches 169.254.169.254 (cloud metadata) or 10.0.0.1 is refused, in
+        // each spelling the url crate accepts; the same forms around a public address pass.
+        let rules = EgressRules::default();
+        for host in [
+            "[::ffff:169.254.169.254]", "[::ffff:a9fe:a9fe]", "[0:0:0:0:0:ffff:a9fe:a9fe]", "[::169.254.169.254]",
+            "[64:ff9b::169.254.169.254]", "[64:ff9b::a9fe:a9fe]", "[64:ff9b:1::a9fe:a9fe]", "[2002:a9fe:a9fe::]",
+            "[2002:0a00:0001:1234::1]", "[fec0::1]", "[feff::1]", "[::ffff:10.0.0.1]", "[64:ff9b::10.0.0.1]",
+            "169.254.169.254", "0xa9fea9fe", "2852039166", "0251.0376.0251.0376", "10.1", "127.1",
+        ] {
+            let target = format!("https://{host}/latest/meta-data/");
+            assert!(matches!(rules.check_url(&url::Url::parse(&target).expect("url")), Err(EgressRefusal::PrivateAddress(_))), "{target}");
+        }
+        for host in ["[::ffff:8.8.8.8]", "[64:ff9b::8.8.8.8]", "[2002:808:808::]", "8.8.8.8", "[2a00:1450:4001::200e]"] {
+            let target = format!("https://{host}/");
+            assert!(rules.check_url(&url::Url::parse(&target).expect("url")).is_ok(), "{target}");
+        }
     }
 }

@@ -534,6 +534,7 @@ pub(crate) mod sys {
         with(|s| {
             allowed(s, |g| g.check_response_header(name))?;
             let name = rules::check_header(name, value).map_err(|e| Error::Invalid(e.to_string()))?;
+            rules::check_header_room(s.response.headers.iter().map(|(n, _)| n.as_str()), &name).map_err(|e| Error::Invalid(e.to_string()))?;
             s.response.headers.retain(|(n, _)| *n != name);
             s.response.headers.push((name, value.into()));
             Ok(())
@@ -542,6 +543,7 @@ pub(crate) mod sys {
     pub(crate) fn set_body(body: &[u8]) -> Result<(), Error> {
         with(|s| {
             allowed(s, |g| g.check_response_body())?;
+            rules::check_body(body.len()).map_err(|e| Error::Invalid(e.to_string()))?;
             s.response.body = Some(body.to_vec());
             Ok(())
         })
@@ -565,6 +567,7 @@ pub(crate) mod sys {
                 same_site,
             };
             rules::cookie_line(&spec).map_err(|e| Error::Invalid(e.to_string()))?;
+            rules::check_cookie_room(s.response.cookies.len()).map_err(|e| Error::Invalid(e.to_string()))?;
             s.response.cookies.push(cookie.clone());
             Ok(())
         })

@@ -16,7 +16,7 @@ fn config(vendor: &FakeVendor, consent_section: &str) -> String {
         )
     };
     format!(
-        "{outbound}\n{consent_section}\n[server]\ntrust_forwarded_for = true\n\n[[client]]\nname = \"ga4\"\nwasm = \"{client}\"\n\
+        "{outbound}\n{consent_section}\n[server]\ntrusted_proxies = 1\n\n[[client]]\nname = \"ga4\"\nwasm = \"{client}\"\n\
          grants = {{ query = true, body = true, remote_address = true }}\n{ads}{analytics}{plain}",
         outbound = loopback_outbound(),
         client = template("ga4-client").display(),

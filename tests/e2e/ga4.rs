@@ -7,7 +7,7 @@ fn config(vendor: &FakeVendor) -> String {
     format!(
         r#"{outbound}
 [server]
-trust_forwarded_for = true
+trusted_proxies = 2   # a CDN, then a load balancer at 10.0.0.1
 
 [[client]]
 name = "ga4"
@@ -42,7 +42,7 @@ async fn corpus_hits_reach_tags_as_event_data() {
     // A single-event hit, query only (as gtag sends it to a server container).
     let query = corpus_hit_query("ga4_03_add_to_cart_items.txt");
     let res = server
-        .post_hit(&query, &[("origin", "https://shop.example"), ("user-agent", "Mozilla/5.0 (corpus)"), ("x-forwarded-for", "203.0.113.50, 10.0.0.1")])
+        .post_hit(&query, &[("origin", "https://shop.example"), ("user-agent", "Mozilla/5.0 (corpus)"), ("x-forwarded-for", "6.6.6.6, 203.0.113.50, 10.0.0.1")])
         .await;
     assert_eq!(res.status(), 204);
     assert_eq!(res.headers()["access-control-allow-origin"], "https://shop.example");
@@ -65,7 +65,7 @@ async fn corpus_hits_reach_tags_as_event_data() {
     assert_eq!(add["items"][0]["quantity"], 3);
     assert_eq!(add["value"], 30.03);
     assert_eq!(add["x-ga-gcs"], "G111");
-    assert_eq!(add["ip_override"], "203.0.113.50", "from X-Forwarded-For, which the operator trusts");
+    assert_eq!(add["ip_override"], "203.0.113.50", "from X-Forwarded-For, two trusted hops from the right");
     assert_eq!(add["user_agent"], "Mozilla/5.0 (corpus)");
     let page_view = events.iter().find(|e| e["event_name"] == "page_view").expect("page_view");
     assert_eq!(page_view["page_referrer"], "https://factors.directory/en");

@@ -6,6 +6,7 @@
 mod config;
 mod consent;
 mod front;
+mod hardening;
 mod ga4;
 mod logs;
 mod parity;

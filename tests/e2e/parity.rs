@@ -84,7 +84,7 @@ async fn through_host(s: &Scenario, vendor: &FakeVendor) -> Observed {
          grants = {{ body = true, request_headers = [\"user-agent\"], remote_address = true }}\n\n\
          [[tag]]\nname = \"probe\"\nwasm = \"{tag}\"\ntrigger = {{ events = [\"purchase\"] }}\nconsent = {purposes}\n\
          params = {params}\n\
-         grants = {{ request_headers = [\"*\"], query = true, cookies = [\"*\"], body = true, remote_address = true, \
+         grants = {{ request_headers = [\"*\", \"cookie\", \"authorization\"], query = true, cookies = [\"*\"], body = true, remote_address = true, \
            event_data = [\"*\"], outbound = [\"*\"], response_headers = [\"*\"], response_cookies = [\"probe_tag\"], \
            consent = true, storage = true, logging = true }}\n",
         outbound = loopback_outbound(),

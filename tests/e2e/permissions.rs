@@ -10,7 +10,7 @@ async fn an_ungranted_header_read_is_refused_with_a_typed_error() {
 [[client]]
 name = "c"
 wasm = "{client}"
-params = {{ path = "/hit", label = "c", read_header = "authorization" }}
+params = {{ path = "/hit", label = "c", read_header = "x-session" }}
 grants = {{ request_headers = ["user-agent"] }}
 
 [[tag]]
@@ -29,7 +29,7 @@ grants = {{ event_data = ["*"], outbound = ["{origin}/"], request_headers = ["us
     let res = server
         .http
         .get(server.url("/hit"))
-        .header("authorization", "Bearer visitor-secret")
+        .header("x-session", "visitor-secret")
         .header("user-agent", "test-agent/1.0")
         .send()
         .await
@@ -37,11 +37,11 @@ grants = {{ event_data = ["*"], outbound = ["{origin}/"], request_headers = ["us
     assert_eq!(res.status(), 200, "the client handled the refusal and carried on");
     let report = vendor.received_at("/sink")[0].json();
     let refused = report["event"]["header_result"]["error"].as_str().expect("client saw an error");
-    assert!(refused.starts_with("permission denied: request header \"authorization\" is not granted"), "{refused}");
+    assert!(refused.starts_with("permission denied: request header \"x-session\" is not granted"), "{refused}");
     assert!(refused.contains("request_headers"), "the message says how to grant it: {refused}");
     assert_eq!(report["header_result"]["ok"], "test-agent/1.0", "a granted header reads fine");
     assert!(!report.to_string().contains("visitor-secret"));
-    // authorization, plus the query string and response header the probe tries without grants.
+    // x-session, plus the query string and response header the probe tries without grants.
     assert_eq!(server.container.denial_count(), 3);
     server.stop().await;
 }
@@ -50,7 +50,7 @@ fn overreaching_tag(vendor: &FakeVendor, extra_url: &str, allow_private: bool) -
     let outbound = if allow_private {
         loopback_outbound()
     } else {
-        "[outbound]\nallow_http = [\"http://127.0.0.1\", \"http://localhost\"]\n".to_string()
+        "[outbound]\nallow_http = [\"http://127.0.0.1:*\", \"http://localhost:*\"]\n".to_string()
     };
     extra_url_config(vendor, extra_url, &outbound, &format!("\"{0}/sink\", \"{0}/redirect\"", vendor.origin()))
 }
@@ -123,6 +123,30 @@ async fn private_addresses_are_refused_unless_the_operator_allows_them() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allow_http_origin_is_exact_to_the_port() {
+    // The grant covers the vendor, but `allow_http` names the host on another port: the
+    // default port (or any other) never stands for "every port".
+    let vendor = FakeVendor::start().await;
+    let port = vendor.addr.port();
+    for listed in ["http://127.0.0.1", "http://127.0.0.1:80", &format!("http://127.0.0.1:{}", port.wrapping_add(1))] {
+        let outbound = format!("[outbound]\nallow_http = [\"{listed}\"]\nallow_private = [\"127.0.0.1/32\"]\n");
+        let config = extra_url_config(&vendor, "", &outbound, &format!("\"{}/\"", vendor.origin()));
+        let server = TestServer::start(&config).await;
+        let (_, trace) = server.container.handle(request("GET", "/hit", b"")).await;
+        let outcome = trace.tag_run(0, "t").expect("ran").outcome.to_string();
+        assert!(outcome.contains("plain http to http://127.0.0.1:") && outcome.contains("allow_http"), "{listed}: {outcome}");
+        server.stop().await;
+    }
+    assert!(vendor.received().is_empty(), "nothing reached the vendor's port");
+    // Listing the exact port lets it through.
+    let outbound = format!("[outbound]\nallow_http = [\"{}\"]\nallow_private = [\"127.0.0.1/32\"]\n", vendor.origin());
+    let server = TestServer::start(&extra_url_config(&vendor, "", &outbound, &format!("\"{}/\"", vendor.origin()))).await;
+    server.http.get(server.url("/hit")).send().await.expect("request");
+    server.stop().await;
+    assert_eq!(vendor.received_at("/sink").len(), 1);
+}
+
 fn collect_and_probe(vendor: &FakeVendor, tags: &[(&str, &str)]) -> String {
     let mut config = format!(
         "{}\n[[client]]\nname = \"collect\"\nwasm = \"{}\"\ngrants = {{ body = true }}\n",
@@ -175,7 +199,7 @@ async fn consent_and_storage_are_readable_only_with_their_grants() {
 
 /// A tag whose `extra_url` hits `path` on the vendor, under a tight outbound policy.
 fn limited_outbound(vendor: &FakeVendor, path: &str) -> String {
-    let outbound = "[outbound]\nallow_http = [\"http://127.0.0.1\"]\nallow_private = [\"127.0.0.1/32\"]\ntimeout_ms = 300\nmax_response_bytes = 1024\n";
+    let outbound = "[outbound]\nallow_http = [\"http://127.0.0.1:*\"]\nallow_private = [\"127.0.0.1/32\"]\ntimeout_ms = 300\nmax_response_bytes = 1024\n";
     let origin = vendor.origin();
     extra_url_config(vendor, &format!("{origin}{path}"), outbound, &format!("\"{origin}/\""))
 }

@@ -38,7 +38,7 @@ name = "probe"
 wasm = "{probe}"
 trigger = {{ events = ["*"] }}
 params = {{ sink = "{origin}/sink", label = "p", read_request = true, headers = ["x-forwarded-for", "x-real-ip", "forwarded", "cookie", "authorization", "referer", "x-note", "user-agent"], cookies = ["_gcl_aw", "_fbc", "crm", "_ga"], query_params = ["gclid", "_uip", "ep.contact", "dl", "tid"] }}
-grants = {{ request_headers = ["*"], query = true, cookies = ["*"], body = true, remote_address = true, event_data = ["*"], outbound = ["{origin}/sink"] }}
+grants = {{ request_headers = ["*", "cookie", "authorization"], query = true, cookies = ["*"], body = true, remote_address = true, event_data = ["*"], outbound = ["{origin}/sink"] }}
 "#,
         outbound = loopback_outbound(),
         audit = audit.display(),

@@ -21,7 +21,7 @@ pub(crate) fn config(origin: &str) -> String {
     format!(
         r#"{outbound}
 [server]
-trust_forwarded_for = true
+trusted_proxies = 1
 
 {client}
 

@@ -182,7 +182,7 @@ impl FakeVendor {
 
 /// Network policy letting templates reach fake vendors on loopback (plain http, 127.0.0.1).
 pub fn loopback_outbound() -> String {
-    "[outbound]\nallow_http = [\"http://127.0.0.1\"]\nallow_private = [\"127.0.0.1/32\"]\n".to_string()
+    "[outbound]\nallow_http = [\"http://127.0.0.1:*\"]\nallow_private = [\"127.0.0.1/32\"]\n".to_string()
 }
 
 /// The GA4 client as the end-to-end containers configure it (a `[[client]]` entry).

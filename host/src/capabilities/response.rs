@@ -9,6 +9,10 @@ use crate::bindings::response::{Cookie, Host, SameSite};
 use crate::bindings::types::Error;
 use crate::state::Invocation;
 
+fn invalid(e: rules::ResponseRuleError) -> Error {
+    Error::Invalid(e.to_string())
+}
+
 fn not_sent(sent: bool) -> Result<(), Error> {
     if sent {
         Err(Error::Failed("the response was already sent (the client answers before tags run)".into()))
@@ -20,7 +24,7 @@ fn not_sent(sent: bool) -> Result<(), Error> {
 impl Host for Invocation {
     async fn set_status(&mut self, status: u16) -> Result<(), Error> {
         self.allow(|g| g.check_response_status())?;
-        rules::check_status(status).map_err(|e| Error::Invalid(e.to_string()))?;
+        rules::check_status(status).map_err(invalid)?;
         let mut r = self.response();
         not_sent(r.sent)?;
         r.status = status;
@@ -29,9 +33,10 @@ impl Host for Invocation {
 
     async fn set_header(&mut self, name: String, value: String) -> Result<(), Error> {
         self.allow(|g| g.check_response_header(&name))?;
-        let name = rules::check_header(&name, &value).map_err(|e| Error::Invalid(e.to_string()))?;
+        let name = rules::check_header(&name, &value).map_err(invalid)?;
         let mut r = self.response();
         not_sent(r.sent)?;
+        rules::check_header_room(r.headers.iter().map(|(n, _)| n.as_str()), &name).map_err(invalid)?;
         r.headers.retain(|(n, _)| *n != name);
         r.headers.push((name, value));
         Ok(())
@@ -39,6 +44,7 @@ impl Host for Invocation {
 
     async fn set_body(&mut self, body: Vec<u8>) -> Result<(), Error> {
         self.allow(|g| g.check_response_body())?;
+        rules::check_body(body.len()).map_err(invalid)?;
         let mut r = self.response();
         not_sent(r.sent)?;
         r.body = body;
@@ -62,9 +68,10 @@ impl Host for Invocation {
             http_only: c.http_only,
             same_site,
         };
-        let line = rules::cookie_line(&spec).map_err(|e| Error::Invalid(e.to_string()))?;
+        let line = rules::cookie_line(&spec).map_err(invalid)?;
         let mut r = self.response();
         not_sent(r.sent)?;
+        rules::check_cookie_room(r.cookies.len()).map_err(invalid)?;
         r.cookies.push(line);
         Ok(())
     }

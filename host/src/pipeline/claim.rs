@@ -1,6 +1,7 @@
 //! Stage 2, claim: the clients, in run order, until one claims the request.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde_json::Value;
 use sluice_policy::consent::ConsentState;
@@ -17,13 +18,12 @@ impl Container {
     /// and dropped events go into the trace.
     pub(super) async fn claim(
         &self,
-        request: &Arc<RequestData>,
-        response: &Arc<Mutex<ResponseDraft>>,
+        (request, response, deadline): (&Arc<RequestData>, &Arc<Mutex<ResponseDraft>>, Instant),
         trace: &mut RequestTrace,
     ) -> Option<(&ClientEntry, Vec<Value>)> {
         let mut claimed = None;
         for client in &self.clients {
-            match self.run_client(client, request, response).await {
+            match self.run_client(client, (request, response, deadline)).await {
                 (Outcome::Ok, Some(events)) => {
                     claimed = Some((client, events));
                     break;
@@ -42,8 +42,20 @@ impl Container {
                 format!("{} events in one request; only the first {max_events} run tags ([server] max_events_per_request)", events.len()),
             ));
         }
+        // Parsed here, outside the client's sandbox: the text is capped so that what parsing
+        // allocates stays within the client's memory budget ([server] max_event_bytes).
+        let max_bytes = self.server.event_bytes(&self.runtime.limits);
         let mut parsed = Vec::new();
+        let mut total = 0usize;
         for (i, text) in events.iter().take(max_events).enumerate() {
+            total = total.saturating_add(text.len());
+            if total > max_bytes {
+                trace.client_errors.push((
+                    client.template.name.clone(),
+                    format!("event {i} ({} bytes) and the rest pass {max_bytes} bytes of event JSON in one request ([server] max_event_bytes); dropped", text.len()),
+                ));
+                break;
+            }
             match serde_json::from_str::<Value>(text) {
                 Ok(event @ Value::Object(_)) => parsed.push(event),
                 _ => trace.client_errors.push((client.template.name.clone(), format!("event {i} is not a JSON object; dropped"))),
@@ -56,14 +68,13 @@ impl Container {
     async fn run_client(
         &self,
         client: &ClientEntry,
-        request: &Arc<RequestData>,
-        response: &Arc<Mutex<ResponseDraft>>,
+        request: (&Arc<RequestData>, &Arc<Mutex<ResponseDraft>>, Instant),
     ) -> (Outcome, Option<Vec<String>>) {
         let pre = client.pre.clone();
         let invoked = self
             .invoke(
                 &client.template,
-                (request, response),
+                request,
                 None,
                 (ConsentState::default(), false),
                 move |store| Box::pin(async move { pre.instantiate_async(store).await }),

@@ -15,7 +15,11 @@ use crate::trace::{EventTrace, Outcome, Phases, TagRun};
 impl Container {
     /// Per event: resolve consent, block the tags it does not allow, minimise what the others
     /// see, audit every decision, then start the allowed tags in priority order.
-    pub(super) async fn fan_out(&self, request: &Arc<RequestData>, response: &Arc<Mutex<ResponseDraft>>, events: Vec<Value>) -> Vec<EventTrace> {
+    pub(super) async fn fan_out(
+        &self,
+        (request, response, deadline): (&Arc<RequestData>, &Arc<Mutex<ResponseDraft>>, Instant),
+        events: Vec<Value>,
+    ) -> Vec<EventTrace> {
         let consent = &self.services.consent;
         let policy = consent.policy();
         let mut traces = Vec::with_capacity(events.len());
@@ -69,7 +73,7 @@ impl Container {
             }
             // `join_all` polls in order, so tags start in priority order and then run concurrently.
             let mut tags = futures::future::join_all(
-                runs.iter().map(|tag| self.run_tag(tag, request, response, &seen, state, minimise)),
+                runs.iter().map(|tag| self.run_tag(tag, (request, response, deadline), &seen, state, minimise)),
             )
             .await;
             for (tag, missing) in blocked {
@@ -89,8 +93,7 @@ impl Container {
     async fn run_tag(
         &self,
         tag: &TagEntry,
-        request: &Arc<RequestData>,
-        response: &Arc<Mutex<ResponseDraft>>,
+        request: (&Arc<RequestData>, &Arc<Mutex<ResponseDraft>>, Instant),
         event: &Arc<SharedEvent>,
         consent: ConsentState,
         personal_data_removed: bool,
@@ -100,7 +103,7 @@ impl Container {
         let invoked = self
             .invoke(
                 &tag.template,
-                (request, response),
+                request,
                 Some(event.clone()),
                 (consent, personal_data_removed),
                 move |store| Box::pin(async move { pre.instantiate_async(store).await }),

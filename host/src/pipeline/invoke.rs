@@ -18,6 +18,8 @@ pub(super) enum Invoked<T> {
     Returned(T),
     Trapped(wasmtime::Error),
     TimedOut,
+    /// The request's deadline came first (or had passed before the invocation could start).
+    DeadlinePassed,
 }
 
 /// An invocation's result with what the host saw of it.
@@ -30,21 +32,32 @@ pub(super) struct InvocationReport<T> {
 
 impl Container {
     /// One sandboxed invocation: a pool permit, a fresh store, `instantiate`, then `call` on
-    /// the instance, all inside the wall-clock deadline; then the store is dropped. Returns
-    /// what happened, the denials met and how long each phase took.
+    /// the instance, all inside `wall_ms` and the request's `deadline`, whichever comes first;
+    /// then the store is dropped. Returns what happened, the denials met and how long each
+    /// phase took.
     pub(super) async fn invoke<I: Send, T: Send + 'static>(
         &self,
         template: &Arc<Template>,
-        (request, response): (&Arc<RequestData>, &Arc<Mutex<ResponseDraft>>),
+        (request, response, deadline): (&Arc<RequestData>, &Arc<Mutex<ResponseDraft>>, Instant),
         event: Option<Arc<SharedEvent>>,
         (consent, personal_data_removed): (ConsentState, bool),
         instantiate: impl for<'a> FnOnce(&'a mut Store<Invocation>) -> BoxFuture<'a, wasmtime::Result<I>> + Send,
         call: impl for<'a> FnOnce(I, &'a mut Store<Invocation>) -> BoxFuture<'a, wasmtime::Result<T>> + Send,
     ) -> InvocationReport<T> {
+        let not_started = || InvocationReport { result: Invoked::DeadlinePassed, denials: Vec::new(), phases: Phases::default() };
         // The semaphore is never closed, so acquiring cannot fail; if it ever did, running
-        // without a permit would only risk a pool-exhaustion error, not unsoundness.
-        let _permit = self.runtime.permits.clone().acquire_owned().await.ok();
+        // without a permit would only risk a pool-exhaustion error, not unsoundness. Waiting
+        // for a slot counts against the request's deadline.
+        let Ok(permit) = tokio::time::timeout_at(deadline.into(), self.runtime.permits.clone().acquire_owned()).await else {
+            return not_started();
+        };
+        let _permit = permit.ok();
         let started = Instant::now();
+        let wall_end = started + Duration::from_millis(self.runtime.limits.wall_ms);
+        let (end, cut_by_request) = if deadline < wall_end { (deadline, true) } else { (wall_end, false) };
+        if started >= deadline {
+            return not_started();
+        }
         let mut store = self.runtime.store(|parts| Invocation {
             wasi: parts.wasi,
             table: Default::default(),
@@ -57,18 +70,17 @@ impl Container {
             event,
             consent,
             personal_data_removed,
-            denials: Vec::new(),
+            denials: Default::default(),
         });
-        let wall = Duration::from_millis(self.runtime.limits.wall_ms);
         let mut instantiated = None;
-        let result = tokio::time::timeout(wall, async {
+        let result = tokio::time::timeout_at(end.into(), async {
             let instance = instantiate(&mut store).await?;
             instantiated = Some(Instant::now());
             call(instance, &mut store).await
         })
         .await;
         let returned = Instant::now();
-        let denials = std::mem::take(&mut store.data_mut().denials);
+        let denials = std::mem::take(&mut store.data_mut().denials).into_trace();
         drop(store);
         let instantiated = instantiated.unwrap_or(returned);
         let phases = Phases {
@@ -79,6 +91,7 @@ impl Container {
         let result = match result {
             Ok(Ok(value)) => Invoked::Returned(value),
             Ok(Err(trap)) => Invoked::Trapped(trap),
+            Err(_) if cut_by_request => Invoked::DeadlinePassed,
             Err(_) => Invoked::TimedOut,
         };
         InvocationReport { result, denials, phases }
@@ -91,6 +104,7 @@ impl<T> Invoked<T> {
             Invoked::Returned(_) => Invoked::Returned(()),
             Invoked::Trapped(e) => Invoked::Trapped(e),
             Invoked::TimedOut => Invoked::TimedOut,
+            Invoked::DeadlinePassed => Invoked::DeadlinePassed,
         }
     }
 }
@@ -121,6 +135,7 @@ impl Outcome {
         match invoked {
             Invoked::Returned(()) => Outcome::Ok,
             Invoked::TimedOut => Outcome::TimedOut,
+            Invoked::DeadlinePassed => Outcome::DeadlinePassed,
             Invoked::Trapped(e) => {
                 if e.downcast_ref::<CpuLimitExceeded>().is_some() {
                     Outcome::CpuLimit

@@ -117,8 +117,9 @@ impl Container {
         let request = Arc::new(request);
         let response = Arc::new(Mutex::new(ResponseDraft::default()));
         let mut trace = RequestTrace::new(&request);
+        let deadline = started + std::time::Duration::from_millis(self.runtime.limits.request_ms);
 
-        let Some((client, events)) = self.claim(&request, &response, &mut trace).await else {
+        let Some((client, events)) = self.claim((&request, &response, deadline), &mut trace).await else {
             let draft = ResponseDraft { status: 400, body: b"no client claimed the request".to_vec(), ..Default::default() };
             trace.status = 400;
             trace.duration = started.elapsed();
@@ -143,7 +144,7 @@ impl Container {
             let this = self.clone();
             let mut bg_trace = trace.clone();
             self.background.spawn(async move {
-                bg_trace.events = this.fan_out(&request, &response, events).await;
+                bg_trace.events = this.fan_out((&request, &response, deadline), events).await;
                 bg_trace.duration = started.elapsed();
                 bg_trace.log();
                 drop(slot);
@@ -152,7 +153,7 @@ impl Container {
             return (draft, trace);
         }
 
-        trace.events = self.fan_out(&request, &response, events).await;
+        trace.events = self.fan_out((&request, &response, deadline), events).await;
         let draft = response.lock().unwrap_or_else(|p| p.into_inner()).clone();
         trace.status = draft.status;
         trace.duration = started.elapsed();
