@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 use sluice_manifest::{PermissionSet, Purpose};
+use sluice_policy::claim::{EventCaps, PARSE_FACTOR};
 use sluice_policy::consent::ConsentConfig;
 pub use sluice_policy::params::Param;
 
@@ -90,15 +91,11 @@ pub struct ServerConfig {
     pub max_events_per_request: usize,
     /// Most bytes of event JSON the claiming client may return for one request, all events
     /// together. The host parses them outside the client's sandbox, and parsed JSON takes up
-    /// to [`EVENT_PARSE_FACTOR`] times its text, so this must stay within `[limits] memory_mb`
+    /// to [`PARSE_FACTOR`] times its text, so this must stay within `[limits] memory_mb`
     /// divided by that factor: parsing is charged to the client's memory budget. Unset: 1 MiB,
     /// or that bound if it is lower ([`Self::event_bytes`]).
     pub max_event_bytes: Option<usize>,
 }
-
-/// How much larger parsed event JSON can be than its text (serde_json values of short numbers
-/// and strings, measured: `policy` bench notes in BENCHMARKS.md).
-pub const EVENT_PARSE_FACTOR: usize = 20;
 
 impl ServerConfig {
     /// Load-time validation, against the limits the events are charged to.
@@ -107,10 +104,10 @@ impl ServerConfig {
             let hint = if trust { "trusted_proxies = 1 behind one proxy that appends to X-Forwarded-For (2 behind two, ...)" } else { "trusted_proxies = 0, the default" };
             return Err(format!("trust_forwarded_for was replaced by trusted_proxies: write {hint}"));
         }
-        let most = limits.memory_bytes() / EVENT_PARSE_FACTOR;
+        let most = limits.memory_bytes() / PARSE_FACTOR;
         if self.max_event_bytes.is_some_and(|n| n == 0 || n > most) {
             return Err(format!(
-                "max_event_bytes must be between 1 and {most} ([limits] memory_mb / {EVENT_PARSE_FACTOR}: parsed events are charged to the client's memory); raise memory_mb or lower max_event_bytes"
+                "max_event_bytes must be between 1 and {most} ([limits] memory_mb / {PARSE_FACTOR}: parsed events are charged to the client's memory); raise memory_mb or lower max_event_bytes"
             ));
         }
         Ok(())
@@ -119,7 +116,7 @@ impl ServerConfig {
     /// The cap on one request's event JSON, in bytes: `max_event_bytes`, or by default 1 MiB
     /// within the client's memory budget.
     pub fn event_bytes(&self, limits: &Limits) -> usize {
-        self.max_event_bytes.unwrap_or((1 << 20).min(limits.memory_bytes() / EVENT_PARSE_FACTOR))
+        self.max_event_bytes.unwrap_or(EventCaps::default().max_bytes.min(limits.memory_bytes() / PARSE_FACTOR))
     }
 
     /// [`Self::read_timeout_ms`] as a duration.
@@ -135,7 +132,7 @@ impl Default for ServerConfig {
             trusted_proxies: 0,
             trust_forwarded_for: None,
             read_timeout_ms: 10_000,
-            max_events_per_request: 100,
+            max_events_per_request: EventCaps::default().max_events,
             max_event_bytes: None,
         }
     }

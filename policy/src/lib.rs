@@ -12,7 +12,8 @@
 //! * [`egress`]: https only, no private addresses (the checks that need no network);
 //! * [`request`]: every request accessor's answer (joining, parsing, minimising), over either
 //!   host's request;
-//! * [`response`]: which response headers and cookies a template may set;
+//! * [`claim`]: which of a claiming client's events reach the tags (count, size, shape);
+//! * [`response`]: which response headers and cookies a template may set, and how many;
 //! * [`storage`]: per-template storage and its bounds;
 //! * [`params`]: parameter checks (declared, required, secrets given as secrets).
 //!
@@ -23,6 +24,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
+pub mod claim;
 pub mod consent;
 pub mod egress;
 pub mod params;

@@ -20,7 +20,11 @@
 //!   event and the request with personal data removed, as in production;
 //! * **egress**: https only and no private addresses unless [`MockHost::allow_http`] /
 //!   [`MockHost::allow_private`] say otherwise, as `[outbound]` does;
-//! * **response**: the host-owned headers, statuses and cookie attributes are refused;
+//! * **response**: the host-owned headers, statuses and cookie attributes are refused, and the
+//!   number and size of headers, cookies and the body are capped;
+//! * **claims**: a client's events past the host's default caps (100 events, 1 MiB of JSON) or
+//!   that are not JSON objects are dropped, as the host drops them
+//!   ([`MockHost::dropped_events`]);
 //! * **storage**: the same store with the same bounds;
 //! * **secrets**: log lines and denial messages are masked as the host masks its output.
 //!
@@ -110,6 +114,7 @@ struct State {
     denials: Vec<Denial>,
     blocked: Option<Vec<Purpose>>,
     removed: Vec<String>,
+    dropped_events: Vec<String>,
 }
 
 impl RequestSource for State {
@@ -328,7 +333,17 @@ impl MockHost {
     /// mistakes in the test or the template, not outcomes to assert on.
     pub fn run_client<C: Client>(&mut self) -> Result<Claim, Error> {
         self.prepare(&C::MANIFEST, Kind::Client)?;
-        self.with_current(|| C::run(&crate::Host::new()))
+        self.state.dropped_events.clear();
+        match self.with_current(|| C::run(&crate::Host::new()))? {
+            Claim::Pass => Ok(Claim::Pass),
+            Claim::Claimed(events) => {
+                // As the host receives them: JSON text, admitted within its default caps.
+                let texts: Vec<String> = events.iter().map(Value::to_string).collect();
+                let admitted = sluice_policy::claim::admit(&texts, sluice_policy::claim::EventCaps::default());
+                self.state.dropped_events = admitted.dropped;
+                Ok(Claim::Claimed(admitted.events))
+            }
+        }
     }
 
     /// Runs a tag template against the event, if consent lets it run.
@@ -441,6 +456,13 @@ impl MockHost {
     /// Template storage after the run.
     pub fn storage(&self, key: &str) -> Option<Vec<u8>> {
         self.state.storage.get(key)
+    }
+
+    /// Why events of the last [`MockHost::run_client`]'s claim were dropped (the host's caps
+    /// on a request's events, or an event that is not a JSON object), one line each. The
+    /// returned [`Claim`] holds only the events the host would pass to tags.
+    pub fn dropped_events(&self) -> &[String] {
+        &self.state.dropped_events
     }
 
     /// The purposes that were not granted, when the last [`MockHost::run_tag`] was blocked by

@@ -216,3 +216,29 @@ async fn a_wildcard_header_grant_does_not_hand_over_credentials() {
         assert!(trace.client_errors.is_empty());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mock_host_drops_the_events_the_host_drops() {
+    // Three 400 kB events against the default 1 MiB cap: both hosts pass the first two on.
+    let vendor = FakeVendor::start().await;
+    let server = TestServer::start(&container(&vendor, "", ", pad_bytes = 400000, events = [\"e1\", \"e2\", \"e3\"]", "")).await;
+    let (_, trace) = server.container.handle(request("GET", "/hit", b"")).await;
+    server.stop().await;
+    let host_events: Vec<String> = trace.events.iter().map(|e| e.event_name.clone()).collect();
+    let host_dropped: Vec<String> = trace.client_errors.iter().map(|(_, why)| why.clone()).collect();
+
+    let mut mock = sluice_sdk::mock::MockHost::new()
+        .method("GET")
+        .path("/hit")
+        .param("path", "/hit")
+        .param("label", "c")
+        .param("pad_bytes", 400_000)
+        .param("events", serde_json::json!(["e1", "e2", "e3"]));
+    let sluice_sdk::Claim::Claimed(events) = mock.run_client::<probe_client::ProbeClient>().expect("claims") else {
+        panic!("the probe client claims /hit");
+    };
+    let mock_events: Vec<String> = events.iter().map(|e| e["event_name"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(host_events, ["e1", "e2"]);
+    assert_eq!(mock_events, host_events);
+    assert_eq!(mock.dropped_events(), host_dropped);
+}

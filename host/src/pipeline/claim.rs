@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::Value;
+use sluice_policy::claim::EventCaps;
 use sluice_policy::consent::ConsentState;
 
 use super::invoke::Invoked;
@@ -35,33 +36,11 @@ impl Container {
         let (client, events) = claimed?;
         trace.claimed_by = Some(client.template.name.clone());
 
-        let max_events = self.server.max_events_per_request;
-        if events.len() > max_events {
-            trace.client_errors.push((
-                client.template.name.clone(),
-                format!("{} events in one request; only the first {max_events} run tags ([server] max_events_per_request)", events.len()),
-            ));
-        }
-        // Parsed here, outside the client's sandbox: the text is capped so that what parsing
-        // allocates stays within the client's memory budget ([server] max_event_bytes).
-        let max_bytes = self.server.event_bytes(&self.runtime.limits);
-        let mut parsed = Vec::new();
-        let mut total = 0usize;
-        for (i, text) in events.iter().take(max_events).enumerate() {
-            total = total.saturating_add(text.len());
-            if total > max_bytes {
-                trace.client_errors.push((
-                    client.template.name.clone(),
-                    format!("event {i} ({} bytes) and the rest pass {max_bytes} bytes of event JSON in one request ([server] max_event_bytes); dropped", text.len()),
-                ));
-                break;
-            }
-            match serde_json::from_str::<Value>(text) {
-                Ok(event @ Value::Object(_)) => parsed.push(event),
-                _ => trace.client_errors.push((client.template.name.clone(), format!("event {i} is not a JSON object; dropped"))),
-            }
-        }
-        Some((client, parsed))
+        // Parsed here, outside the client's sandbox, within the caps (sluice_policy::claim).
+        let caps = EventCaps { max_events: self.server.max_events_per_request, max_bytes: self.server.event_bytes(&self.runtime.limits) };
+        let admitted = sluice_policy::claim::admit(&events, caps);
+        trace.client_errors.extend(admitted.dropped.into_iter().map(|why| (client.template.name.clone(), why)));
+        Some((client, admitted.events))
     }
 
     /// Runs a client; `Some(events)` when it claimed.
