@@ -36,6 +36,20 @@ pub fn mask(text: &str) -> String {
     masker().mask(text).into_owned()
 }
 
+/// `text` masked and cut to at most `max` bytes (at a character boundary, `…` marking the
+/// cut): for messages a template chose, which are traced and logged and must not grow with
+/// what it wrote. Masked over a window a little longer than what is kept, so a secret the cut
+/// goes through is masked, not halved.
+pub fn bounded(text: &str, max: usize) -> String {
+    let window = text.floor_char_boundary(max.saturating_add(64));
+    let mut masked = mask(&text[..window]);
+    if masked.len() > max || window < text.len() {
+        masked.truncate(masked.floor_char_boundary(max));
+        masked.push('…');
+    }
+    masked
+}
+
 /// Bytes with every known secret masked.
 pub fn mask_bytes(bytes: &[u8]) -> Vec<u8> {
     masker().mask_bytes(bytes).into_owned()
@@ -93,5 +107,21 @@ where
     match format {
         LogFormat::Text => Box::new(builder.finish()),
         LogFormat::Json => Box::new(builder.json().finish()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_bounded_message_is_cut_at_a_character_and_masks_a_secret_the_cut_goes_through() {
+        super::register_secrets(["cut-through-secret-0123456789"]);
+        let text = format!("{}cut-through-secret-0123456789 and more", "é".repeat(40));
+        // 80 bytes of é, then the secret: a cut at 90 bytes lands inside it.
+        let cut = super::bounded(&text, 90);
+        assert!(cut.len() <= 90 + '…'.len_utf8() && cut.ends_with('…'), "{cut}");
+        assert!(!cut.contains("cut-thr"), "no piece of the secret survives the cut: {cut}");
+        assert_eq!(super::bounded("short", 90), "short");
+        let huge = "x".repeat(10 << 20);
+        assert_eq!(super::bounded(&huge, 2048).len(), 2048 + '…'.len_utf8());
     }
 }

@@ -78,6 +78,16 @@ async fn refused_calls_with_huge_names_leave_the_host_holding_a_bounded_trace() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_templates_error_message_is_traced_and_logged_in_bounded_form() {
+    let vendor = FakeVendor::start().await;
+    let server = TestServer::start(&container(&vendor, "", "", ", mode = \"fail_long\"")).await;
+    let (_, trace) = server.container.handle(request("GET", "/hit", b"")).await;
+    let outcome = trace.tag_run(0, "bad").expect("ran").outcome.to_string();
+    assert!(outcome.starts_with("failed: eee") && outcome.ends_with('…') && outcome.len() < 4096, "{} bytes", outcome.len());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cannot_hand_the_host_more_event_json_than_its_memory_budget_parses() {
     let vendor = FakeVendor::start().await;
     // One 8 MB event: over the default cap (1 MiB with memory_mb = 64), so it is never parsed.

@@ -13,6 +13,9 @@ use crate::state::{Invocation, RequestData, ResponseDraft, SharedEvent};
 use crate::template::Template;
 use crate::trace::{Outcome, Phases};
 
+/// Longest failure or trap message kept in a trace, in bytes.
+pub(super) const MAX_MESSAGE: usize = 2048;
+
 /// What a template invocation ended with, before it is mapped to an [`Outcome`].
 pub(super) enum Invoked<T> {
     Returned(T),
@@ -110,13 +113,13 @@ impl<T> Invoked<T> {
 }
 
 impl Outcome {
-    /// The same outcome with every secret masked ([`crate::output`]): outcomes are logged and
-    /// traced, and a template's error message can quote what it was given or what a vendor
-    /// echoed.
+    /// The same outcome with every secret masked ([`crate::output`]) and its message cut to
+    /// [`MAX_MESSAGE`] bytes: outcomes are logged and traced, and a template's error message
+    /// can quote what it was given or what a vendor echoed, at any length.
     pub(super) fn masked(self) -> Self {
         match self {
-            Outcome::Failed(m) => Outcome::Failed(crate::output::mask(&m)),
-            Outcome::Trapped(m) => Outcome::Trapped(crate::output::mask(&m)),
+            Outcome::Failed(m) => Outcome::Failed(crate::output::bounded(&m, MAX_MESSAGE)),
+            Outcome::Trapped(m) => Outcome::Trapped(crate::output::bounded(&m, MAX_MESSAGE)),
             other => other,
         }
     }
