@@ -132,6 +132,31 @@ fn forwarded_address(entry: &str) -> Option<IpAddr> {
     entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }
 
+fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(text.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn to_response(draft: ResponseDraft) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(draft.body)));
+    *r.status_mut() = StatusCode::from_u16(draft.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = r.headers_mut();
+    // Names and values were validated when the template set them.
+    for (name, value) in draft.headers {
+        if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(&value)) {
+            headers.insert(n, v);
+        }
+    }
+    for cookie in draft.cookies {
+        if let Ok(v) = http::HeaderValue::from_str(&cookie) {
+            headers.append(http::header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::remote_address;
@@ -170,29 +195,4 @@ mod tests {
             assert_eq!(ip(xff, hops).as_deref(), Some(visitor), "X-Forwarded-For {xff:?}, trusted_proxies = {hops}");
         }
     }
-}
-
-fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(text.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
-    r
-}
-
-fn to_response(draft: ResponseDraft) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(draft.body)));
-    *r.status_mut() = StatusCode::from_u16(draft.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let headers = r.headers_mut();
-    // Names and values were validated when the template set them.
-    for (name, value) in draft.headers {
-        if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name.as_bytes()), http::HeaderValue::from_str(&value)) {
-            headers.insert(n, v);
-        }
-    }
-    for cookie in draft.cookies {
-        if let Ok(v) = http::HeaderValue::from_str(&cookie) {
-            headers.append(http::header::SET_COOKIE, v);
-        }
-    }
-    r
 }
