@@ -25,7 +25,7 @@ use wasmtime_wasi::clocks::WasiClocksView;
 use wasmtime_wasi::{WasiCtxBuilder, cli, clocks, random};
 
 use crate::error::LoadError;
-use crate::limits::{CpuClock, Limits, MemoryLimiter};
+use crate::limits::{CpuClock, Epoch, Limits, MemoryLimiter};
 use crate::state::Invocation;
 
 pub use crate::limits::{CpuLimitExceeded, TICK};
@@ -44,6 +44,7 @@ pub struct Runtime {
     pub(crate) tag_linker: Linker<Invocation>,
     pub(crate) limits: Limits,
     pub(crate) permits: Arc<tokio::sync::Semaphore>,
+    epoch: Epoch,
     _ticker: Ticker,
 }
 
@@ -84,6 +85,7 @@ impl Runtime {
         }
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(engine_err)?;
+        let epoch = Epoch::default();
 
         let client_linker = linker(&engine, |l| {
             crate::bindings::client::Client::add_to_linker::<_, HasSelf<_>>(l, |s| s)
@@ -95,7 +97,8 @@ impl Runtime {
         .map_err(engine_err)?;
 
         Ok(Runtime {
-            _ticker: Ticker::start(engine.clone()),
+            _ticker: Ticker::start(engine.clone(), epoch.clone()),
+            epoch,
             engine,
             client_linker,
             tag_linker,
@@ -115,7 +118,7 @@ impl Runtime {
         let parts = InvocationParts {
             wasi: WasiCtxBuilder::new().build(),
             limits: MemoryLimiter::new(self.limits.memory_bytes()),
-            cpu: CpuClock::new(Duration::from_millis(self.limits.cpu_ms)),
+            cpu: CpuClock::new(Duration::from_millis(self.limits.cpu_ms), self.epoch.clone()),
         };
         let mut store = Store::new(&self.engine, data(parts));
         store.limiter(|s| &mut s.limits);
@@ -183,7 +186,7 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn start(engine: Engine) -> Self {
+    fn start(engine: Engine, epoch: Epoch) -> Self {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         std::thread::Builder::new()
@@ -192,6 +195,7 @@ impl Ticker {
                 while !flag.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(TICK);
                     engine.increment_epoch();
+                    epoch.advance();
                 }
             })
             .ok();

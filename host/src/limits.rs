@@ -4,7 +4,9 @@
 //! invocation with a typed error ([`CpuLimitExceeded`], [`MemoryLimitExceeded`]), so the
 //! pipeline recognises them by type, not by matching wasmtime's message text.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -70,104 +72,120 @@ pub struct MemoryLimitExceeded {
     pub cap: usize,
 }
 
-/// The CPU budget of one invocation: epoch ticks of guest execution plus the measured time of
-/// every host call the guest made.
+/// The engine's epoch as the host reads it: the ticker thread advances it every [`TICK`]
+/// together with wasmtime's own, so host code can tell how many ticks passed without a clock
+/// read (an atomic load; host calls are frequent — a vendor tag makes dozens).
+#[derive(Debug, Clone, Default)]
+pub struct Epoch(Arc<AtomicU64>);
+
+impl Epoch {
+    /// The current epoch.
+    pub fn now(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Advances it by one tick.
+    pub fn advance(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The CPU budget of one invocation, in [`TICK`]s: ticks of guest execution, plus the ticks
+/// long host calls spanned.
 ///
-/// The epoch callback fires once per [`TICK`] of guest execution; wasmtime re-arms the
-/// deadline only after the guest resumes from its yield, so time spent queued behind other work
-/// is not counted. That is what makes this a CPU budget rather than a wall-clock one (which
-/// `[limits] wall_ms` is).
+/// Ticks count wall time while the store runs, host calls included: the epoch callback fires
+/// when the guest next checks the epoch after a tick, and wasmtime re-arms the deadline only
+/// after the guest resumes from its yield, so time spent queued behind other work is not
+/// counted. That is what makes this a CPU budget rather than a wall-clock one (which
+/// `[limits] wall_ms` is). Short host calls are paid for by the ticks they fall in.
 ///
-/// Ticks count wall time while the store runs, host calls included, in [`TICK`] steps: short
-/// host calls are paid for by the ticks they span. But the callback runs only when the guest
-/// checks the epoch, so one long host call is charged one tick however long it ran: a guest
-/// that passes a 16 MiB string to a host call in a loop makes the host copy and check it each
-/// time while its budget barely moves. So the store's call hook times every host call (the
-/// lifting and lowering of its arguments and results included) and charges what it took
-/// beyond the one tick, minus what it spent waiting on the network ([`CpuClock::waited`]:
-/// outbound HTTP is paid for by `wall_ms`). Over budget, the call's return traps with
-/// [`CpuLimitExceeded`].
+/// But one long host call is charged one tick however long it ran, since the guest checks
+/// the epoch only when it runs again: a guest that passes a 16 MiB string to a host call in a
+/// loop makes the host copy and check it each time while its budget barely moves. So the
+/// store's call hook notes the [`Epoch`] when a host call starts and charges, when it returns,
+/// the ticks it spanned beyond the one the callback counts — minus those it spent waiting on
+/// the network ([`CpuClock::waited_since`]: outbound HTTP is paid for by `wall_ms`) and those
+/// spent in guest code nested in the call (a result lowered through the guest's allocator,
+/// which may yield). Over budget, the call's return traps with [`CpuLimitExceeded`].
 #[derive(Debug)]
 pub struct CpuClock {
+    epoch: Epoch,
+    /// Ticks charged so far (guest ticks and host-call ticks).
     ticks: u64,
-    limit: Duration,
-    /// Host-call time charged so far.
-    host: Duration,
+    limit: u64,
     /// Host calls in progress: lowering a result into the guest calls its allocator (guest
     /// code, which may call the host again); the outermost call is what is charged.
     depth: u32,
-    /// Running while host code runs, paused while guest code nested in a host call runs
-    /// (that is counted in ticks, and may yield to other tasks for any length of time).
-    timer: Option<Instant>,
-    /// Host time of the outermost call in progress, and what it waited on the network.
-    call: Duration,
-    waited: Duration,
+    /// The epoch host code (re)started at; `None` while guest code runs.
+    running: Option<u64>,
+    /// Ticks of host code in the outermost call in progress, and of network waits in it.
+    call: u64,
+    waited: u64,
 }
 
 impl CpuClock {
     /// A clock allowing `limit` of guest execution and host work (at least one tick).
-    pub fn new(limit: Duration) -> Self {
-        CpuClock {
-            ticks: 0,
-            limit: limit.max(TICK),
-            host: Duration::ZERO,
-            depth: 0,
-            timer: None,
-            call: Duration::ZERO,
-            waited: Duration::ZERO,
-        }
+    pub fn new(limit: Duration, epoch: Epoch) -> Self {
+        let limit = (limit.as_micros() / TICK.as_micros().max(1)).max(1) as u64;
+        CpuClock { epoch, ticks: 0, limit, depth: 0, running: None, call: 0, waited: 0 }
     }
 
     /// What has been charged so far.
     pub fn spent(&self) -> Duration {
-        TICK.saturating_mul(u32::try_from(self.ticks).unwrap_or(u32::MAX)).saturating_add(self.host)
+        TICK.saturating_mul(u32::try_from(self.ticks).unwrap_or(u32::MAX))
     }
 
     /// Counts one tick of guest execution; `false` once the budget is spent.
     pub fn tick(&mut self) -> bool {
         self.ticks += 1;
-        self.spent() <= self.limit
+        self.ticks <= self.limit
+    }
+
+    /// The epoch now, to pass to [`CpuClock::waited_since`] after a network wait.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.now()
+    }
+
+    /// The host call in progress waited on the network since `epoch`; that part is not
+    /// charged.
+    pub fn waited_since(&mut self, epoch: u64) {
+        self.waited += self.epoch.now().saturating_sub(epoch);
     }
 
     /// The guest called into the host.
     pub fn enter_host(&mut self) {
         self.depth += 1;
         if self.depth == 1 {
-            self.call = Duration::ZERO;
-            self.waited = Duration::ZERO;
+            self.call = 0;
+            self.waited = 0;
         }
-        self.timer = Some(Instant::now());
-    }
-
-    /// The host call in progress waited `d` on the network; that part is not charged.
-    pub fn waited(&mut self, d: Duration) {
-        self.waited += d;
+        self.running = Some(self.epoch.now());
     }
 
     /// Host code calls into the guest (its allocator, while lowering a result).
     pub fn enter_guest(&mut self) {
-        if let Some(started) = self.timer.take() {
-            self.call += started.elapsed();
+        if let Some(started) = self.running.take() {
+            self.call += self.epoch.now().saturating_sub(started);
         }
     }
 
     /// Guest code returns to the host.
     pub fn leave_guest(&mut self) {
         if self.depth > 0 {
-            self.timer = Some(Instant::now());
+            self.running = Some(self.epoch.now());
         }
     }
 
-    /// A host call returns to the guest; the outermost one's time is charged. `false` once
+    /// A host call returns to the guest; the outermost one's ticks are charged. `false` once
     /// the budget is spent.
     pub fn leave_host(&mut self) -> bool {
         self.enter_guest();
         self.depth = self.depth.saturating_sub(1);
         if self.depth == 0 {
-            // The epoch counts the first tick of the call when the guest resumes.
-            self.host += self.call.saturating_sub(self.waited).saturating_sub(TICK);
+            // The epoch callback counts the call's first tick when the guest resumes.
+            self.ticks += self.call.saturating_sub(self.waited).saturating_sub(1);
         }
-        self.spent() <= self.limit
+        self.ticks <= self.limit
     }
 }
 
@@ -175,38 +193,48 @@ impl CpuClock {
 mod cpu_clock_tests {
     use super::*;
 
-    fn busy(d: Duration) {
-        let end = Instant::now() + d;
-        while Instant::now() < end {
-            std::hint::spin_loop();
-        }
+    fn clock(ms: u64) -> (CpuClock, Epoch) {
+        let epoch = Epoch::default();
+        (CpuClock::new(Duration::from_millis(ms), epoch.clone()), epoch)
+    }
+
+    fn ticks(epoch: &Epoch, n: u64) {
+        (0..n).for_each(|_| epoch.advance());
     }
 
     #[test]
-    fn a_long_host_call_is_charged_what_it_took_beyond_its_first_tick() {
-        let mut clock = CpuClock::new(Duration::from_millis(20));
+    fn a_long_host_call_is_charged_the_ticks_it_spanned() {
+        let (mut clock, epoch) = clock(20); // 10 ticks
         clock.enter_host();
-        busy(Duration::from_millis(8));
-        assert!(clock.leave_host(), "8 ms of a 20 ms budget");
-        assert!(clock.spent() >= Duration::from_millis(6), "{:?}", clock.spent());
+        ticks(&epoch, 4);
+        assert!(clock.leave_host());
+        assert!(clock.tick(), "the callback's tick on resuming");
+        assert_eq!(clock.spent(), TICK * 4);
         clock.enter_host();
-        busy(Duration::from_millis(18));
+        ticks(&epoch, 6);
+        assert!(clock.leave_host(), "4 + 5 of 10 ticks");
+        clock.enter_host();
+        ticks(&epoch, 3);
         assert!(!clock.leave_host(), "past the budget: the call's return traps");
     }
 
     #[test]
-    fn network_waits_and_guest_code_nested_in_a_host_call_are_not_host_time() {
-        let mut clock = CpuClock::new(Duration::from_millis(50));
+    fn short_calls_network_waits_and_nested_guest_code_are_not_charged_as_host_work() {
+        let (mut clock, epoch) = clock(50);
+        for _ in 0..100 {
+            clock.enter_host();
+            assert!(clock.leave_host(), "a call within one tick is the ticks' to count");
+        }
         clock.enter_host();
-        let network = Instant::now();
-        std::thread::sleep(Duration::from_millis(30));
-        clock.waited(network.elapsed());
+        let sent = clock.epoch();
+        ticks(&epoch, 10);
+        clock.waited_since(sent);
         // Lowering the result runs the guest's allocator, which may yield for a long time.
         clock.enter_guest();
-        std::thread::sleep(Duration::from_millis(30));
+        ticks(&epoch, 10);
         clock.leave_guest();
         assert!(clock.leave_host());
-        assert_eq!(clock.spent(), Duration::ZERO, "only the host's own microseconds, within the first tick");
+        assert_eq!(clock.spent(), Duration::ZERO);
     }
 }
 

@@ -107,8 +107,11 @@ impl UrlPattern {
 
     /// Whether `url` is covered by this pattern. URLs with credentials never are.
     pub fn matches(&self, url: &Url) -> bool {
+        if !url.username().is_empty() || url.password().is_some() {
+            return false;
+        }
         let Some(p) = &self.inner else { return true };
-        if url.scheme() != p.scheme || !url.username().is_empty() || url.password().is_some() {
+        if url.scheme() != p.scheme {
             return false;
         }
         let Some(host) = url.host_str() else { return false };
@@ -223,6 +226,7 @@ mod tests {
         assert!(allows("https://Example.COM/", "https://example.com/x"));
         assert!(!allows("https://example.com/", "https://user:pw@example.com/"));
         assert!(allows("*", "https://anything.example/"));
+        assert!(!allows("*", "https://user:pw@evil.example/"), "not even `*` covers a URL with credentials");
     }
 
     #[test]

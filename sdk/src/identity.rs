@@ -186,10 +186,13 @@ fn country(text: &str) -> Option<String> {
 }
 
 /// `YYYYMMDD` from `YYYY-MM-DD`, `YYYYMMDD`, `M/D/YYYY` (US) or `D.M.YYYY`.
+///
+/// Visitor text: never sliced by byte index without `get` (`"199é216"` is eight bytes too, and
+/// `[..4]` would cut `é` in half and panic).
 fn date_of_birth(text: &str) -> Option<String> {
     let parts: Vec<&str> = text.split(['-', '/', '.', ' ']).filter(|p| !p.is_empty()).collect();
     let (y, m, d) = match parts.as_slice() {
-        [one] if one.len() == 8 => (&one[..4], &one[4..6], &one[6..]),
+        [one] if one.len() == 8 => (one.get(..4)?, one.get(4..6)?, one.get(6..)?),
         [y, m, d] if y.len() == 4 => (*y, *m, *d),
         [m, d, y] if y.len() == 4 && text.contains('/') => (*y, *m, *d),
         [d, m, y] if y.len() == 4 => (*y, *m, *d),
@@ -284,6 +287,16 @@ mod tests {
         }
         for (input, out) in [("1997-02-16", "19970216"), ("19970216", "19970216"), ("16.02.1997", "19970216")] {
             assert_eq!(normalize(Meta, DateOfBirth, input).as_deref(), Some(out), "{input}");
+        }
+    }
+
+    /// Visitor text is never cut inside a character: eight bytes that are not eight ASCII digits
+    /// (`é` across byte 4, `𝟘` across bytes 4 and 6) are dropped, not a panic.
+    #[test]
+    fn multibyte_dates_of_birth_are_dropped_not_a_panic() {
+        for input in ["199é216", "19970é1", "19𝟘21", "١٩٩٧0216", "𝟘𝟘"] {
+            assert_eq!(normalize(Meta, DateOfBirth, input), None, "{input:?}");
+            assert_eq!(hash(TikTok, DateOfBirth, input), None, "{input:?}");
         }
     }
 }

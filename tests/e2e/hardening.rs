@@ -119,13 +119,14 @@ async fn host_work_done_for_a_template_is_charged_to_its_cpu_budget() {
     // The tag asks for a header with a 16 MiB name in a loop: almost no guest instructions,
     // much host work per call (copying the argument in, checking and lower-casing it). Each
     // call used to be charged one epoch tick, so the tag ran until the wall-clock limit
-    // (20 x cpu_ms here); charged by its measured time, it stops at its CPU budget.
+    // (10 x cpu_ms here); charged by the ticks it spans, it stops at its CPU budget. (The
+    // budget is roomy so the good tag finishes on a loaded test machine too.)
     let vendor = FakeVendor::start().await;
-    let sections = "[limits]\ncpu_ms = 100\nwall_ms = 2000\nmemory_mb = 256\n";
+    let sections = "[limits]\ncpu_ms = 400\nwall_ms = 4000\nmemory_mb = 256\n";
     let server = TestServer::start(&container(&vendor, sections, "", ", mode = \"host_flood\"")).await;
     let (_, trace) = server.container.handle(request("GET", "/hit", b"")).await;
     assert_eq!(trace.tag_run(0, "bad").expect("ran").outcome, Outcome::CpuLimit);
-    assert_eq!(trace.tag_run(0, "good").expect("ran").outcome, Outcome::Ok);
+    assert_eq!(trace.tag_run(0, "good").expect("ran").outcome, Outcome::Ok, "{:?}", trace.events[0].tags);
     assert_eq!(labels(&vendor), [("good".to_string(), "probe".to_string())]);
     server.stop().await;
 }

@@ -1,7 +1,7 @@
 //! `sluice:template/http`: outbound requests, through the one choke point in
 //! [`crate::outbound`].
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::bindings::http::{Host, IncomingResponse, OutgoingRequest};
 use crate::bindings::types::Error;
@@ -19,9 +19,9 @@ impl Host for Invocation {
             timeout: request.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))),
         };
         // Waiting on the vendor is paid for by wall_ms, not the CPU budget.
-        let started = Instant::now();
+        let sent = self.cpu.epoch();
         let result = self.services.outbound.send(&self.template.grant, outbound).await;
-        self.cpu.waited(started.elapsed());
+        self.cpu.waited_since(sent);
         let (id, name) = (&self.request.id, &self.template.name);
         match result {
             Ok(r) => {

@@ -72,9 +72,12 @@ fn decode(bytes: &[u8]) -> Vec<Param<'_>> {
     form_urlencoded::parse(bytes).collect()
 }
 
-/// Builds one event from its parameters (later duplicates win).
+/// Builds one event from its parameters (later duplicates win). The protocol's own parameters
+/// win over custom ones: `ep.event_name=` cannot rename or blank the event, nor `ep.client_id`
+/// replace the client id.
 fn event(params: &[Param]) -> Map<String, Value> {
     let mut ev = Map::new();
+    let mut custom = Map::new();
     let mut items: Vec<(u32, Map<String, Value>)> = Vec::new();
     let mut hints = Map::new();
     for (key, value) in params {
@@ -114,9 +117,9 @@ fn event(params: &[Param]) -> Map<String, Value> {
             "uaw" => set(&mut hints, "wow64", Value::Bool(value == "1")),
             _ => {
                 if let Some(name) = key.strip_prefix("ep.") {
-                    set_path(&mut ev, name, text(value));
+                    set_path(&mut custom, name, text(value));
                 } else if let Some(name) = key.strip_prefix("epn.") {
-                    set_path(&mut ev, name, number(value).unwrap_or_else(|| text(value)));
+                    set_path(&mut custom, name, number(value).unwrap_or_else(|| text(value)));
                 } else if let Some(name) = key.strip_prefix("up.") {
                     user_property(&mut ev, name, text(value));
                 } else if let Some(name) = key.strip_prefix("upn.") {
@@ -136,6 +139,9 @@ fn event(params: &[Param]) -> Map<String, Value> {
     }
     if !hints.is_empty() {
         ev.insert("client_hints".into(), Value::Object(hints));
+    }
+    for (key, value) in custom {
+        ev.entry(key).or_insert(value);
     }
     if !items.is_empty() {
         items.sort_by_key(|(n, _)| *n);

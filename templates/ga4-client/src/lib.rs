@@ -229,6 +229,14 @@ mod tests {
 
     const HIT: &str = "v=2&tid=G-TEST1&cid=111.222&en=page_view&dl=https%3A%2F%2Fshop.example%2F&_et=12";
 
+    #[test]
+    fn custom_parameters_cannot_rename_the_event_or_replace_protocol_fields() {
+        let events = hit::parse("v=2&tid=G-1&ep.event_name=&en=purchase&cid=1.2&epn.client_id=5&ep.x-ga-measurement_id=G-2&ep.coupon=X", b"").unwrap();
+        let ev = &events[0];
+        assert_eq!((&ev["event_name"], &ev["client_id"], &ev["x-ga-measurement_id"]), (&json!("purchase"), &json!("1.2"), &json!("G-1")));
+        assert_eq!(ev["coupon"], "X", "other custom parameters are kept");
+    }
+
     fn hit(method: &str) -> MockHost {
         MockHost::new()
             .method(method)
