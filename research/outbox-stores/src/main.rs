@@ -1,4 +1,5 @@
-//! The outbox's access pattern on three embedded stores (redb, fjall, SQLite through rusqlite):
+//! The outbox's access pattern on three embedded stores (redb, fjall, SQLite through rusqlite)
+//! and a home-made segment log:
 //! events appended in order by one writer with a durable group commit every `GROUP` items, then
 //! drained oldest first in batches of `BATCH` (read, delete, durable commit), as a delivery
 //! worker would. Prints per store: append rate, commit latency (median, p99), bytes on disk per
@@ -156,6 +157,85 @@ impl Store for Sqlite {
     }
 }
 
+/// A home-made segment log: records (`len`, CRC-32, payload) appended to numbered segment files
+/// of at most [`SEGMENT_BYTES`], `fdatasync` per commit; the drain reads them in order, records
+/// how far it got in an `acked` file (written and synced per batch), and deletes a segment
+/// whole once it is past it. What "queue files deleted once delivered" asks for, directly.
+struct SegmentLog {
+    dir: PathBuf,
+    writing: (u64, std::io::BufWriter<std::fs::File>, u64),
+    reading: (u64, u64),
+    reader: Option<std::io::BufReader<std::fs::File>>,
+}
+
+const SEGMENT_BYTES: u64 = 8 << 20;
+
+impl SegmentLog {
+    fn open(dir: &Path) -> Self {
+        let file = std::fs::File::create(dir.join("0.seg")).expect("segment");
+        SegmentLog { dir: dir.to_path_buf(), writing: (0, std::io::BufWriter::with_capacity(1 << 20, file), 0), reading: (0, 0), reader: None }
+    }
+}
+
+impl Store for SegmentLog {
+    fn name(&self) -> &'static str {
+        "segment log (own format, CRC-32)"
+    }
+    fn append(&mut self, _first: u64, items: &[Vec<u8>]) {
+        use std::io::Write;
+        for v in items {
+            if self.writing.2 + v.len() as u64 + 8 > SEGMENT_BYTES {
+                self.writing.1.flush().expect("flush");
+                self.writing.1.get_ref().sync_data().expect("sync");
+                let next = self.writing.0 + 1;
+                let file = std::fs::File::create(self.dir.join(format!("{next}.seg"))).expect("segment");
+                self.writing = (next, std::io::BufWriter::with_capacity(1 << 20, file), 0);
+            }
+            let w = &mut self.writing.1;
+            w.write_all(&(v.len() as u32).to_le_bytes()).expect("write");
+            w.write_all(&crc32fast::hash(v).to_le_bytes()).expect("write");
+            w.write_all(v).expect("write");
+            self.writing.2 += v.len() as u64 + 8;
+        }
+        self.writing.1.flush().expect("flush");
+        self.writing.1.get_ref().sync_data().expect("sync");
+    }
+    fn drain(&mut self, n: usize) -> usize {
+        use std::io::{Read, Seek};
+        let mut taken = 0;
+        while taken < n {
+            let (segment, offset) = self.reading;
+            if self.reader.is_none() {
+                let Ok(mut file) = std::fs::File::open(self.dir.join(format!("{segment}.seg"))) else { break };
+                file.seek(std::io::SeekFrom::Start(offset)).expect("seek");
+                self.reader = Some(std::io::BufReader::with_capacity(1 << 20, file));
+            }
+            let Some(reader) = self.reader.as_mut() else { break };
+            let mut head = [0u8; 8];
+            if reader.read_exact(&mut head).is_err() {
+                if segment == self.writing.0 {
+                    break; // caught up with the writer
+                }
+                self.reader = None;
+                std::fs::remove_file(self.dir.join(format!("{segment}.seg"))).expect("delete");
+                self.reading = (segment + 1, 0);
+                continue;
+            }
+            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+            let mut body = vec![0u8; len];
+            reader.read_exact(&mut body).expect("record");
+            assert_eq!(crc32fast::hash(&body), crc, "corrupt record");
+            self.reading.1 += 8 + len as u64;
+            taken += 1;
+        }
+        let acked = self.dir.join("acked");
+        std::fs::write(&acked, format!("{} {}", self.reading.0, self.reading.1)).expect("ack");
+        std::fs::File::open(&acked).and_then(|f| f.sync_data()).expect("sync ack");
+        taken
+    }
+}
+
 fn dir_bytes(path: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else { return std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) };
     entries
@@ -245,4 +325,9 @@ fn main() {
     .expect("schema");
     let mut sqlite = Sqlite(conn);
     run(&mut sqlite, &dir, &items);
+    drop(sqlite);
+
+    let dir = fresh(&root, "segments");
+    let mut log = SegmentLog::open(&dir);
+    run(&mut log, &dir, &items);
 }
