@@ -160,7 +160,10 @@ async fn a_request_has_one_deadline_however_many_events_it_carries() {
     assert!(trace.duration < std::time::Duration::from_millis(2500), "took {:?}", trace.duration);
     assert_eq!(trace.events.len(), 10);
     let outcomes: Vec<Outcome> = trace.events.iter().map(|e| trace_outcome(e, "bad")).collect();
-    assert_eq!(outcomes[..2], [Outcome::TimedOut, Outcome::TimedOut], "{outcomes:?}");
+    // At most two 400 ms waits fit in 1,000 ms (fewer on a slow machine); the rest are cut or
+    // never start.
+    assert_eq!(outcomes[0], Outcome::TimedOut, "{outcomes:?}");
+    assert!(outcomes.iter().filter(|o| **o == Outcome::TimedOut).count() <= 2, "{outcomes:?}");
     assert!(outcomes[2..].iter().all(|o| *o == Outcome::DeadlinePassed), "{outcomes:?}");
     let not_run = trace.events.iter().filter(|e| e.tags.iter().all(|t| t.outcome == Outcome::DeadlinePassed)).count();
     assert!(not_run >= 7, "events past the deadline run no tag, and say so: {not_run}");

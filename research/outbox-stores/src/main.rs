@@ -252,7 +252,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn run(store: &mut dyn Store, dir: &Path, items: &[Vec<u8>]) {
-    let payload: usize = items.iter().map(Vec::len).sum();
     let started = Instant::now();
     let mut commits = Vec::new();
     for (g, group) in items.chunks(GROUP).enumerate() {
@@ -285,7 +284,6 @@ fn run(store: &mut dyn Store, dir: &Path, items: &[Vec<u8>]) {
         drained as f64 / drain.as_secs_f64(),
         left as f64 / 1024.0 / 1024.0,
     );
-    let _ = payload;
 }
 
 fn fresh(root: &Path, name: &str) -> PathBuf {
