@@ -48,7 +48,9 @@ pub struct ParameterSpec {
 /// A set of permissions: what a template declares, or what an operator grants.
 ///
 /// The operator writes the same keys under `[client.grants]` / `[tag.grants]` in the container
-/// config, so one vocabulary covers both sides. Name lists accept `"*"` for "any".
+/// config, so one vocabulary covers both sides. Name lists accept `"*"` for "any" (for
+/// `request_headers`, any but the credential headers, [`crate::CREDENTIAL_HEADERS`], which both
+/// sides must name).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PermissionSet {

@@ -77,7 +77,9 @@ pub struct Manifest {
 /// template uses: the operator sees this list in `sluice inspect` and `sluice check`.
 #[derive(Debug, Clone, Copy)]
 pub struct Permissions {
-    /// Request headers it reads, by name (case-insensitive).
+    /// Request headers it reads, by name (case-insensitive). `"*"` covers every header but the
+    /// credential ones ([`crate::CREDENTIAL_HEADERS`]: `cookie`, `authorization`,
+    /// `proxy-authorization`), which must be named, here and in the operator's grant.
     pub request_headers: &'static [&'static str],
     /// Whether it reads the query string.
     pub query: bool,

@@ -110,7 +110,9 @@ impl Request {
         sys::query_param(name)
     }
 
-    /// A header by case-insensitive name. Needs the name in `request_headers`.
+    /// A header by case-insensitive name. Needs the name in `request_headers` (`"*"` covers
+    /// every header but `cookie`, `authorization` and `proxy-authorization`, which must be
+    /// named).
     pub fn header(&self, name: &str) -> Result<Option<String>, Error> {
         sys::header(name)
     }
@@ -148,17 +150,19 @@ impl Response {
         sys::set_status(status)
     }
 
-    /// Sets a header. Needs the name in `response_headers`.
+    /// Sets a header. Needs the name in `response_headers`. A response takes at most 32
+    /// template-set headers of 8 KiB each (`sluice_policy::response`); past that, `Invalid`.
     pub fn set_header(&self, name: &str, value: &str) -> Result<(), Error> {
         sys::set_header(name, value)
     }
 
-    /// Sets the body (claiming client only).
+    /// Sets the body (claiming client only; at most 4 MiB).
     pub fn set_body(&self, body: &[u8]) -> Result<(), Error> {
         sys::set_body(body)
     }
 
-    /// Adds a cookie. Needs the name in `response_cookies`.
+    /// Adds a cookie. Needs the name in `response_cookies`. At most 32 cookies of 4 KiB (name
+    /// and encoded value) per response; past that, `Invalid`.
     pub fn set_cookie(&self, cookie: &Cookie) -> Result<(), Error> {
         sys::set_cookie(cookie)
     }

@@ -278,7 +278,8 @@ impl MockHost {
     }
 
     /// Lets the template reach this origin over plain http, as `[outbound] allow_http` does
-    /// (a test server: `"http://127.0.0.1:9000"`). Private addresses also need
+    /// (a test server: `"http://127.0.0.1:9000"`; exact to the port, `"http://127.0.0.1:*"`
+    /// for any). Private addresses also need
     /// [`MockHost::allow_private`].
     pub fn allow_http(mut self, origin: &str) -> Self {
         self.state.allow_http.push(origin.into());
