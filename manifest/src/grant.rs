@@ -21,13 +21,18 @@ pub const CREDENTIAL_HEADERS: &[&str] = &["cookie", "authorization", "proxy-auth
 /// characters and a count.
 pub const MAX_NAME_SHOWN: usize = 128;
 
-/// `name`, cut to [`MAX_NAME_SHOWN`] characters (never inside a character), saying how long
-/// it was when cut.
-fn bounded(name: &str) -> String {
-    match name.char_indices().nth(MAX_NAME_SHOWN) {
+/// A name a template chose, as a message shows it: cut to `max_chars` characters (never
+/// inside a character), saying how long it was when cut. Denials use [`MAX_NAME_SHOWN`]; the
+/// response rules' errors use it too, so no message grows with what a template asked for.
+pub fn shorten(name: &str, max_chars: usize) -> String {
+    match name.char_indices().nth(max_chars) {
         None => name.to_string(),
-        Some((cut, _)) => format!("{}… ({} bytes in all)", &name[..cut], name.len()),
+        Some((cut, _)) => format!("{}… ({} bytes in all)", name.get(..cut).unwrap_or_default(), name.len()),
     }
+}
+
+fn bounded(name: &str) -> String {
+    shorten(name, MAX_NAME_SHOWN)
 }
 
 /// One thing a template can ask for; what a [`Denial`] names. Names the template chose are

@@ -24,7 +24,7 @@ mod purpose;
 mod url_pattern;
 
 pub use declaration::{Declaration, DeclarationError, ParameterSpec, PermissionSet};
-pub use grant::{CREDENTIAL_HEADERS, Denial, DenialCause, EffectiveGrant, KeyPattern, MAX_NAME_SHOWN, Scope};
+pub use grant::{CREDENTIAL_HEADERS, Denial, DenialCause, EffectiveGrant, KeyPattern, MAX_NAME_SHOWN, Scope, shorten};
 pub use manifest::{JsonBuf, Kind, MANIFEST_SECTION, Manifest, Parameter, Permissions};
 pub use purpose::{ConsentStatus, Purpose};
 pub use url_pattern::{UrlPattern, UrlPatternError};

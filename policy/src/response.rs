@@ -137,10 +137,7 @@ pub fn check_body(len: usize) -> Result<(), ResponseRuleError> {
 
 /// A name chosen by a template, as an error quotes it: at most 64 characters.
 fn quoted(name: &str) -> String {
-    match name.char_indices().nth(64) {
-        None => format!("{name:?}"),
-        Some((cut, _)) => format!("{:?}…", name.get(..cut).unwrap_or_default()),
-    }
+    format!("{:?}", sluice_manifest::shorten(name, 64))
 }
 
 /// Checks a header a template sets; returns the name lower-cased, as it is stored.

@@ -14,8 +14,7 @@ impl Host for Invocation {
         self.allow(|g| g.check_logging())?;
         let mut line = message;
         if line.len() > MAX_LINE {
-            let cut = (0..=MAX_LINE).rev().find(|i| line.is_char_boundary(*i)).unwrap_or(0);
-            line.truncate(cut);
+            line.truncate(line.floor_char_boundary(MAX_LINE));
             line.push('…');
         }
         let (id, name) = (&self.request.id, &self.template.name);

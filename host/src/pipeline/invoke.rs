@@ -50,11 +50,14 @@ impl Container {
         let not_started = || InvocationReport { result: Invoked::DeadlinePassed, denials: Vec::new(), phases: Phases::default() };
         // The semaphore is never closed, so acquiring cannot fail; if it ever did, running
         // without a permit would only risk a pool-exhaustion error, not unsoundness. Waiting
-        // for a slot counts against the request's deadline.
-        let Ok(permit) = tokio::time::timeout_at(deadline.into(), self.runtime.permits.clone().acquire_owned()).await else {
-            return not_started();
+        // for a slot counts against the request's deadline; a free slot needs no timer.
+        let _permit = match self.runtime.permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => match tokio::time::timeout_at(deadline.into(), self.runtime.permits.clone().acquire_owned()).await {
+                Ok(permit) => permit.ok(),
+                Err(_) => return not_started(),
+            },
         };
-        let _permit = permit.ok();
         let started = Instant::now();
         let wall_end = started + Duration::from_millis(self.runtime.limits.wall_ms);
         let (end, cut_by_request) = if deadline < wall_end { (deadline, true) } else { (wall_end, false) };
