@@ -27,6 +27,7 @@ pub mod tag {
             "sluice:template/request": super::client::sluice::template::request,
             "sluice:template/response": super::client::sluice::template::response,
             "sluice:template/http": super::client::sluice::template::http,
+            "sluice:template/outbox": super::client::sluice::template::outbox,
             "sluice:template/storage": super::client::sluice::template::storage,
             "sluice:template/log": super::client::sluice::template::log,
             "sluice:template/config": super::client::sluice::template::config,
@@ -34,5 +35,5 @@ pub mod tag {
     });
 }
 
-pub use client::sluice::template::{config, http, log, request, response, storage, types};
-pub use tag::sluice::template::{consent, event};
+pub use client::sluice::template::{config, http, log, outbox, request, response, storage, types};
+pub use tag::sluice::template::{consent, delivery, event};

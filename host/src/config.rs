@@ -9,6 +9,10 @@
 //! memory_mb = 64
 //! max_concurrent = 256  # invocations in flight; beyond that requests wait
 //!
+//! [outbox]             # durable delivery queues, one per tag (see crate::delivery)
+//! commit_ms = 5         # group commit window: at most this much is lost on SIGKILL
+//! quota_mb = 256        # per tag
+//!
 //! [outbound]
 //! timeout_ms = 5000
 //! max_response_bytes = 1048576
@@ -27,6 +31,7 @@
 //! trigger = { events = ["purchase"], conditions = [{ key = "currency", equals = "EUR" }] }
 //! params = { url = "https://hooks.example.com/in", token = "${HOOK_TOKEN}" }
 //! grants = { event_data = ["*"], outbound = ["https://hooks.example.com/"] }
+//! delivery = { max_items = 100, max_wait_ms = 1000, concurrency = 2 }
 //! ```
 //!
 //! Unknown keys are errors (a misspelt grant must not silently grant nothing), and every error
@@ -43,6 +48,7 @@ use sluice_policy::consent::ConsentConfig;
 pub use sluice_policy::params::Param;
 
 use crate::error::ConfigError;
+pub use crate::delivery::{OutboxConfig, TagDeliveryConfig};
 pub use crate::limits::Limits;
 pub use crate::outbound::OutboundConfig;
 pub use crate::trigger::{Condition, Trigger};
@@ -62,6 +68,10 @@ pub struct ContainerConfig {
     pub server: ServerConfig,
     /// Consent sources, defaults, stripping and the audit sink.
     pub consent: ConsentConfig,
+    /// The delivery queues.
+    pub outbox: OutboxConfig,
+    /// Where the queues live (`[outbox] dir`, or beside the config file).
+    pub outbox_dir: PathBuf,
     /// Clients, in file order.
     pub clients: Vec<ClientConfig>,
     /// Tags, in file order.
@@ -172,6 +182,8 @@ pub struct TagConfig {
     pub trigger: Trigger,
     /// Consent purposes it needs; `None` takes the template's declared default.
     pub consent: Option<Vec<String>>,
+    /// The operator's narrowing of its batch limits.
+    pub delivery: TagDeliveryConfig,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +199,8 @@ struct RawFile {
     server: ServerConfig,
     #[serde(default)]
     consent: ConsentConfig,
+    #[serde(default)]
+    outbox: OutboxConfig,
     #[serde(default, rename = "client")]
     clients: Vec<RawClient>,
     #[serde(default, rename = "tag")]
@@ -225,6 +239,8 @@ struct RawTag {
     params: toml::Table,
     #[serde(default)]
     grants: PermissionSet,
+    #[serde(default)]
+    delivery: TagDeliveryConfig,
 }
 
 impl ContainerConfig {
@@ -248,6 +264,7 @@ impl ContainerConfig {
         raw.limits.validate().map_err(|m| entry_err("[limits]".into(), m.to_string()))?;
         raw.server.validate(&raw.limits).map_err(|m| entry_err("[server]".into(), m))?;
         raw.outbound.rules().map_err(|e| entry_err("[outbound]".into(), e.to_string()))?;
+        raw.outbox.validate().map_err(|m| entry_err("[outbox]".into(), m))?;
 
         let mut seen = std::collections::HashSet::new();
         let mut template = |kind: &str, name: String, wasm: PathBuf, priority, params: toml::Table, grants: PermissionSet| {
@@ -290,6 +307,7 @@ impl ContainerConfig {
                     template: template("tag", t.name, t.wasm, t.priority, t.params, t.grants)?,
                     trigger: t.trigger,
                     consent: t.consent,
+                    delivery: t.delivery,
                 })
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
@@ -297,7 +315,10 @@ impl ContainerConfig {
             return Err(entry_err("[[client]]".into(), "no client is configured, so every request would get 400: add at least one [[client]]".into()));
         }
 
+        let outbox_dir = base.join(raw.outbox.dir_for(&file));
         Ok(ContainerConfig {
+            outbox_dir,
+            outbox: raw.outbox,
             path: file,
             listen: raw.listen,
             limits: raw.limits,

@@ -128,6 +128,9 @@ pub enum TemplateError {
     /// The component imports something the host does not provide.
     #[error("cannot be linked: {0}. Templates may import only the Sluice world and the WASI clocks, random, io and cli interfaces (no filesystem, no sockets)")]
     Link(String),
+    /// Its delivery settings, or its outbox, are not usable.
+    #[error("delivery: {0}")]
+    Delivery(String),
 }
 
 /// The audit sink could not be opened.

@@ -30,6 +30,7 @@ mod bindings;
 mod capabilities;
 pub mod config;
 mod consent;
+mod delivery;
 mod engine;
 pub mod error;
 mod limits;

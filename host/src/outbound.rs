@@ -217,6 +217,14 @@ impl Outbound {
         Err(OutboundError::Failed(format!("more than {} redirects", self.max_redirects)))
     }
 
+    /// The checks `send` makes before connecting (grant, scheme, literal addresses), for a
+    /// request queued to be sent later: a mistake is reported to the template at once, not
+    /// found by the delivery worker hours later. `send` checks again.
+    pub fn check_url(&self, grant: &EffectiveGrant, url: &str) -> Result<(), OutboundError> {
+        let url = Url::parse(url).map_err(|e| OutboundError::Invalid(format!("URL {:?}: {e}", without_query(url))))?;
+        self.check(grant, &url)
+    }
+
     fn check(&self, grant: &EffectiveGrant, url: &Url) -> Result<(), OutboundError> {
         grant.check_outbound(url).map_err(OutboundError::Denied)?;
         Ok(self.policy.check_url(url)?)

@@ -125,6 +125,22 @@ pub struct Invocation {
     pub(crate) personal_data_removed: bool,
     /// Refused host calls, as logged and traced (the template's secrets masked).
     pub(crate) denials: Denials,
+    /// Which of the template's exports is running.
+    pub(crate) phase: Phase,
+    /// The template's outbox, when it has one (a declared batch, or an outbound grant).
+    pub(crate) outbox: Option<Arc<crate::delivery::TagOutbox>>,
+    /// Items this invocation queued.
+    pub(crate) queued: usize,
+}
+
+/// Which export an invocation runs: inside the visitor's request (a client's `run`, a tag's
+/// `fire`) or outside any (a tag's `deliver`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// `run` or `fire`.
+    InRequest,
+    /// `deliver`: request, response, event and consent calls are refused.
+    Deliver,
 }
 
 /// The denials one invocation keeps for its trace: the first [`Denials::KEPT`], then a count.
@@ -193,6 +209,15 @@ impl Invocation {
         self.services.metrics.denials.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.denials.keep(&message);
         crate::bindings::types::Error::PermissionDenied(message)
+    }
+
+    /// Refuses request, response, event and consent calls while delivering a batch: there is
+    /// no visitor then, and what the vendor needs from the request belongs in the item.
+    pub(crate) fn in_request(&self, what: &str) -> Result<(), crate::bindings::types::Error> {
+        match self.phase {
+            Phase::InRequest => Ok(()),
+            Phase::Deliver => Err(crate::bindings::types::Error::Invalid(sluice_policy::delivery::not_in_deliver(what))),
+        }
     }
 
     /// The shared response, tolerating a poisoned lock (writes are single assignments).

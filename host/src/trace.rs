@@ -24,12 +24,17 @@ pub enum Outcome {
     DeadlinePassed,
     /// It was not run: these purposes it needs were not granted.
     BlockedByConsent(Vec<String>),
+    /// No sandbox ran: the event was written to the tag's outbox for its `deliver` phase.
+    Queued,
+    /// The event should have been queued and was not (the outbox is full or failing): it is
+    /// lost for this tag, and counted.
+    NotQueued(String),
 }
 
 impl Outcome {
     /// Whether the invocation succeeded.
     pub fn is_ok(&self) -> bool {
-        *self == Outcome::Ok
+        matches!(self, Outcome::Ok | Outcome::Queued)
     }
 }
 
@@ -44,6 +49,8 @@ impl std::fmt::Display for Outcome {
             Outcome::TimedOut => f.write_str("stopped: wall-clock limit exceeded ([limits] wall_ms)"),
             Outcome::DeadlinePassed => f.write_str("stopped or not started: the request's deadline passed ([limits] request_ms)"),
             Outcome::BlockedByConsent(missing) => write!(f, "blocked by consent: {} not granted", missing.join(", ")),
+            Outcome::Queued => f.write_str("queued"),
+            Outcome::NotQueued(why) => write!(f, "not queued: {why}"),
         }
     }
 }
@@ -61,6 +68,9 @@ pub struct TagRun {
     pub duration: Duration,
     /// Where that time went (zero for a tag that did not run).
     pub phases: Phases,
+    /// Items it put in its outbox (by `enqueue` or `send-later`, or the event itself for a tag
+    /// without `fire`).
+    pub queued: usize,
 }
 
 /// The phases of one sandboxed invocation. Every invocation gets a fresh instance, so the

@@ -26,6 +26,9 @@ pub struct Declaration {
     /// The parameters the operator configures.
     #[serde(default)]
     pub parameters: Vec<ParameterSpec>,
+    /// A tag's phases and batch limits.
+    #[serde(default)]
+    pub delivery: crate::DeliverySpec,
 }
 
 /// A declared parameter (see [`crate::Parameter`]).
@@ -109,6 +112,9 @@ pub enum DeclarationError {
         /// The name as written.
         name: String,
     },
+    /// The declared phases cannot work.
+    #[error("delivery: {0}")]
+    Delivery(&'static str),
     /// An empty or malformed name / key pattern.
     #[error("{list} entry {name:?} is not valid: {why}")]
     Entry {
@@ -129,6 +135,7 @@ impl Declaration {
         if let Some(name) = decl.consent.iter().find(|n| crate::Purpose::named(n).is_none()) {
             return Err(DeclarationError::Purpose { name: name.clone() });
         }
+        decl.delivery.validate().map_err(DeclarationError::Delivery)?;
         Ok(decl)
     }
 

@@ -18,11 +18,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod declaration;
+mod delivery;
 mod grant;
 mod manifest;
 mod purpose;
 mod url_pattern;
 
+pub use delivery::{Batch, Delivery, DeliverySpec, event_id};
 pub use declaration::{Declaration, DeclarationError, ParameterSpec, PermissionSet};
 pub use grant::{CREDENTIAL_HEADERS, Denial, DenialCause, EffectiveGrant, KeyPattern, MAX_NAME_SHOWN, Scope, shorten};
 pub use manifest::{JsonBuf, Kind, MANIFEST_SECTION, Manifest, Parameter, Permissions};

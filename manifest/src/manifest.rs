@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::Delivery;
+
 /// Name of the custom section that carries a template's manifest (JSON, see [`Manifest`]).
 pub const MANIFEST_SECTION: &str = "sluice-manifest";
 
@@ -40,7 +42,7 @@ impl std::fmt::Display for Kind {
 /// A template's self-description, written by its author as a `const`.
 ///
 /// ```
-/// use sluice_manifest::{Kind, Manifest, Parameter, Permissions};
+/// use sluice_manifest::{Delivery, Kind, Manifest, Parameter, Permissions};
 /// const MANIFEST: Manifest = Manifest {
 ///     kind: Kind::Tag,
 ///     name: "webhook",
@@ -49,6 +51,7 @@ impl std::fmt::Display for Kind {
 ///     permissions: Permissions { event_data: &["*"], outbound: &["*"], ..Permissions::NONE },
 ///     consent: &[],
 ///     parameters: &[Parameter::required("url", "Where to send events.")],
+///     delivery: Delivery::IN_REQUEST,
 /// };
 /// ```
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +72,9 @@ pub struct Manifest {
     pub consent: &'static [&'static str],
     /// The parameters the operator configures.
     pub parameters: &'static [Parameter],
+    /// A tag's phases and its vendor's batch limits ([`Delivery::IN_REQUEST`] for a tag that
+    /// sends from the visitor's request, and for clients).
+    pub delivery: Delivery,
 }
 
 /// What a template may ask the host for (the `const` form of [`crate::PermissionSet`]).
@@ -236,6 +242,28 @@ impl<const N: usize> JsonBuf<N> {
         self.byte(b']');
     }
 
+    const fn number(&mut self, key: &str, n: u32) {
+        self.key(key, false);
+        self.number_value(n);
+    }
+
+    const fn number_value(&mut self, mut n: u32) {
+        let mut digits = [0u8; 10];
+        let mut len = 0;
+        loop {
+            digits[len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        while len > 0 {
+            len -= 1;
+            self.byte(digits[len]);
+        }
+    }
+
     /// The valid bytes (only meaningful when `len <= N`).
     pub fn as_slice(&self) -> &[u8] {
         &self.bytes[..if self.len < N { self.len } else { N }]
@@ -295,6 +323,22 @@ impl Manifest {
             i += 1;
         }
         w.byte(b']');
+
+        w.key("delivery", false);
+        w.byte(b'{');
+        w.key("fire", true);
+        w.raw(if self.delivery.fire { "true" } else { "false" });
+        if let Some(b) = self.delivery.batch {
+            w.key("batch", false);
+            w.byte(b'{');
+            w.key("max_items", true);
+            w.number_value(b.max_items);
+            w.number("max_bytes", b.max_bytes);
+            w.number("max_wait_ms", b.max_wait_ms);
+            w.number("max_age_secs", b.max_age_secs);
+            w.byte(b'}');
+        }
+        w.byte(b'}');
         w.byte(b'}');
         w
     }
@@ -336,6 +380,8 @@ mod tests {
             Parameter::required("url", "Where"),
             Parameter::optional("token", "Bearer token").secret(),
         ],
+        delivery: Delivery::batched(crate::Batch { max_items: 1000, max_bytes: 2_000_000, max_wait_ms: 250, max_age_secs: 604_800 })
+            .with_fire(),
     };
 
     // The same thing a template's custom section holds.
@@ -356,6 +402,7 @@ mod tests {
         assert_eq!(d.parameters.len(), 2);
         assert!(d.parameters[0].required && !d.parameters[0].secret);
         assert!(!d.parameters[1].required && d.parameters[1].secret);
+        assert_eq!(d.delivery, crate::DeliverySpec::from(M.delivery));
         assert_eq!(M.to_json(), SECTION.to_vec());
     }
 }

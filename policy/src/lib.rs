@@ -12,6 +12,8 @@
 //! * [`egress`]: https only, no private addresses (the checks that need no network);
 //! * [`request`]: every request accessor's answer (joining, parsing, minimising), over either
 //!   host's request;
+//! * [`delivery`]: what happens to queued items after a delivery attempt (split, retry,
+//!   backoff, dead letter);
 //! * [`claim`]: which of a claiming client's events reach the tags (count, size, shape);
 //! * [`response`]: which response headers and cookies a template may set, and how many;
 //! * [`storage`]: per-template storage and its bounds;
@@ -26,6 +28,7 @@
 
 pub mod claim;
 pub mod consent;
+pub mod delivery;
 pub mod egress;
 pub mod params;
 pub mod personal_data;

@@ -105,6 +105,7 @@ mod tests {
         permissions: Permissions::NONE,
         consent: &[],
         parameters: &[Parameter::required("url", "Where"), Parameter::optional("token", "Bearer").secret()],
+        delivery: sluice_manifest::Delivery::IN_REQUEST,
     };
 
     #[test]

@@ -56,6 +56,69 @@ impl Host {
     pub fn config(&self) -> Config {
         Config { _private: () }
     }
+
+    /// Work for the host to deliver later, durably.
+    pub fn outbox(&self) -> Outbox {
+        Outbox { _private: () }
+    }
+}
+
+/// The host as a tag's `deliver` sees it: outside any request, so no request, response,
+/// event or consent — only what sending needs.
+#[derive(Debug)]
+pub struct DeliverHost {
+    host: Host,
+}
+
+impl DeliverHost {
+    // Only a tag's `deliver` glue (wasm) and the mock host make one.
+    #[cfg_attr(all(target_arch = "wasm32", not(feature = "tag")), allow(dead_code))]
+    pub(crate) fn new() -> Self {
+        DeliverHost { host: Host::new() }
+    }
+
+    /// Outbound HTTP.
+    pub fn http(&self) -> Http {
+        self.host.http()
+    }
+
+    /// Per-template storage.
+    pub fn storage(&self) -> Storage {
+        self.host.storage()
+    }
+
+    /// Log lines.
+    pub fn log(&self) -> Log {
+        self.host.log()
+    }
+
+    /// The operator's parameters for this template.
+    pub fn config(&self) -> Config {
+        self.host.config()
+    }
+}
+
+/// Work handed to the host to deliver later: on disk before the event counts as accepted,
+/// retried with backoff until the vendor takes it or it expires (then dead-lettered).
+#[derive(Debug)]
+pub struct Outbox {
+    _private: (),
+}
+
+impl Outbox {
+    /// Queues `item` for this tag's [`crate::Tag::deliver`] under `id`, the event id the
+    /// vendor deduplicates on ([`crate::identity::event_id`]). Needs a declared batch; at most
+    /// the batch's `max_bytes`, and 16 items per invocation. `Failed` when the queue is full.
+    pub fn enqueue(&self, id: &str, item: &serde_json::Value) -> Result<(), Error> {
+        sys::outbox_enqueue(id, &serde_json::to_string(item)?)
+    }
+
+    /// Queues a plain request for the host to send later (any template with an `outbound`
+    /// grant): retried on connection failures, `408`, `429` and `5xx`; a `2xx` delivers it,
+    /// any other status dead-letters it. The URL is checked against the grant now.
+    pub fn send_later(&self, id: &str, request: &HttpRequest) -> Result<(), Error> {
+        sys::outbox_send_later(id, request)
+    }
 }
 
 impl TagHost {

@@ -301,33 +301,11 @@ mod tests {
     }
 }
 
-/// A deduplication id for an event: its own `event_id` when the site set one (so the browser
-/// pixel and the server event deduplicate at the vendor), else one derived from the event's
-/// content — its `fingerprint` ([`crate::Event::fingerprint`], which the host computes once per
-/// event, natively) — so a retry of the same hit never creates a second conversion.
-pub fn event_id(event: &serde_json::Map<String, serde_json::Value>, fingerprint: &str) -> String {
-    match event.get("event_id") {
-        Some(serde_json::Value::String(id)) if !id.is_empty() => id.clone(),
-        Some(serde_json::Value::Number(n)) => n.to_string(),
-        _ => fingerprint.chars().take(32).collect(),
-    }
-}
+pub use sluice_manifest::event_id;
 
 #[cfg(test)]
 mod event_id_tests {
-    use super::event_id;
     use serde_json::json;
-
-    #[test]
-    fn the_sites_id_wins_else_the_fingerprint_decides() {
-        let fingerprint = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-        let with = json!({"event_name": "purchase", "event_id": "T-1"});
-        assert_eq!(event_id(with.as_object().expect("object"), fingerprint), "T-1");
-        let numeric = json!({"event_name": "purchase", "event_id": 42});
-        assert_eq!(event_id(numeric.as_object().expect("object"), fingerprint), "42");
-        let without = json!({"event_name": "purchase", "event_id": ""});
-        assert_eq!(event_id(without.as_object().expect("object"), fingerprint), &fingerprint[..32]);
-    }
 
     #[test]
     fn the_mock_fingerprint_depends_on_content_not_key_order() {
@@ -343,6 +321,7 @@ mod event_id_tests {
                 permissions: Permissions { event_data: &["*"], logging: true, ..Permissions::NONE },
                 consent: &[],
                 parameters: &[],
+                delivery: crate::Delivery::IN_REQUEST,
             };
             fn fire(host: &TagHost) -> Result<(), Error> {
                 host.log().info(&host.event().fingerprint()?);

@@ -6,7 +6,7 @@
 //! [`export_client!`] or [`export_tag!`]:
 //!
 //! ```ignore
-//! use sluice_sdk::{Error, Kind, Manifest, Parameter, Permissions, Tag, TagHost, HttpRequest};
+//! use sluice_sdk::{Delivery, Error, Kind, Manifest, Parameter, Permissions, Tag, TagHost, HttpRequest};
 //!
 //! pub struct Webhook;
 //!
@@ -19,6 +19,7 @@
 //!         permissions: Permissions { event_data: &["*"], outbound: &["*"], ..Permissions::NONE },
 //!         consent: &[],
 //!         parameters: &[Parameter::required("url", "Where to send events.")],
+//!         delivery: Delivery::IN_REQUEST,
 //!     };
 //!
 //!     fn fire(host: &TagHost) -> Result<(), Error> {
@@ -61,10 +62,10 @@ mod types;
 pub mod mock;
 
 pub use error::Error;
-pub use host::{Config, Consent, Event, Host, Http, Log, Request, Response, Storage, TagHost};
+pub use host::{Config, Consent, DeliverHost, Event, Host, Http, Log, Outbox, Request, Response, Storage, TagHost};
 pub use serde_json::{self as json, Value, json};
-pub use sluice_manifest::{Kind, Manifest, Parameter, PermissionSet, Permissions};
-pub use types::{Claim, ConsentStatus, Cookie, HttpRequest, HttpResponse, Level, Purpose, SameSite};
+pub use sluice_manifest::{Batch, Delivery, Kind, Manifest, Parameter, PermissionSet, Permissions};
+pub use types::{BatchFailure, Claim, ConsentStatus, Cookie, HttpRequest, HttpResponse, Item, ItemResult, Level, Purpose, SameSite};
 
 /// A client template: decides whether an incoming request is its own and turns it into events.
 pub trait Client {
@@ -76,13 +77,27 @@ pub trait Client {
     fn run(host: &Host) -> Result<Claim, Error>;
 }
 
-/// A tag template: delivers one event.
+/// A tag template: delivers events, per event in the visitor's request ([`Tag::fire`]), in
+/// batches from the host's durable outbox ([`Tag::deliver`]), or both. Its manifest's
+/// [`Delivery`] says which the host calls; the other keeps its default.
 pub trait Tag {
     /// The template's declaration (kind must be [`Kind::Tag`]).
     const MANIFEST: Manifest;
 
-    /// Handles the current event. An error marks the tag as failed in the host's trace.
-    fn fire(host: &TagHost) -> Result<(), Error>;
+    /// Handles the current event, inside the visitor's request: read the request, set cookies,
+    /// send, or queue items for [`Tag::deliver`] with [`Host::outbox`]. An error marks the tag
+    /// as failed in the host's trace.
+    fn fire(host: &TagHost) -> Result<(), Error> {
+        let _ = host;
+        Err(Error::Invalid("this tag has no fire phase (its manifest declares Delivery::batched)".into()))
+    }
+
+    /// Delivers a batch of queued items (at most the declared [`Batch`] limits), outside any
+    /// request: one [`ItemResult`] per item, in order, or a [`BatchFailure`] for them all.
+    fn deliver(host: &DeliverHost, batch: &[Item]) -> Result<Vec<ItemResult>, BatchFailure> {
+        let _ = (host, batch);
+        Err(BatchFailure::Reject("this tag has no deliver phase (its manifest declares no batch)".into()))
+    }
 }
 
 /// Exports a [`Client`] implementation as the template's entry point and embeds its manifest.
@@ -121,6 +136,14 @@ macro_rules! export_tag {
                 > {
                     $crate::__private::run_tag::<$ty>()
                 }
+                fn deliver(
+                    batch: ::std::vec::Vec<$crate::__private::bindings::sluice::template::delivery::Item>,
+                ) -> ::core::result::Result<
+                    ::std::vec::Vec<$crate::__private::bindings::sluice::template::delivery::ItemResult>,
+                    $crate::__private::bindings::sluice::template::delivery::BatchFailure,
+                > {
+                    $crate::__private::run_deliver::<$ty>(batch)
+                }
             }
             $crate::__private::bindings::__sluice_export!(__SluiceGlue with_types_in $crate::__private::bindings);
         };
@@ -147,7 +170,7 @@ macro_rules! __embed_manifest {
 #[doc(hidden)]
 pub mod __private {
     #[cfg(target_arch = "wasm32")]
-    pub use crate::sys::wasm::{bindings, run_client, run_tag};
+    pub use crate::sys::wasm::{bindings, run_client, run_deliver, run_tag};
     #[cfg(target_arch = "wasm32")]
     pub use wit_bindgen;
 }

@@ -35,7 +35,7 @@
 //! # impl Tag for Hello {
 //! #     const MANIFEST: Manifest = Manifest { kind: Kind::Tag, name: "hello", version: "0",
 //! #         description: "", permissions: Permissions { outbound: &["https://example.com/"], ..Permissions::NONE },
-//! #         consent: &[], parameters: &[] };
+//! #         consent: &[], parameters: &[], delivery: Delivery::IN_REQUEST };
 //! #     fn fire(host: &TagHost) -> Result<(), Error> {
 //! #         host.http().send(&HttpRequest::post("https://example.com/hit"))?.error_for_status()?; Ok(())
 //! #     }
@@ -46,12 +46,12 @@
 //! ```
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sluice_manifest::{Declaration, Denial, EffectiveGrant, Kind, Manifest, PermissionSet, Url};
+use sluice_manifest::{Batch, Declaration, Denial, EffectiveGrant, Kind, Manifest, PermissionSet, Url};
 use sluice_policy::consent::{ConsentConfig, ConsentPolicy, ConsentState, Source};
 use sluice_policy::egress::EgressRules;
 use sluice_policy::params::Param;
@@ -61,7 +61,41 @@ use sluice_policy::response::{self as rules, CookieSpec};
 use sluice_policy::secrets::Masker;
 use sluice_policy::storage::TemplateStorage;
 
-use crate::{Claim, Client, ConsentStatus, Cookie, Error, HttpRequest, HttpResponse, Level, Purpose, SameSite, Tag};
+use crate::{BatchFailure, Claim, Client, ConsentStatus, Cookie, Error, HttpRequest, HttpResponse, Item, ItemResult, Level, Purpose, SameSite, Tag};
+
+/// What [`MockHost::deliver_queued`] did with the queued items.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Each `deliver` call's item ids, in call order (a split batch shows as its halves).
+    pub batches: Vec<Vec<String>>,
+    /// Ids the vendor took.
+    pub delivered: Vec<String>,
+    /// Ids dead-lettered, with the reason.
+    pub dead: Vec<(String, String)>,
+    /// Ids to retry, with the wait asked for (ms): they stay queued for the next call.
+    pub retry: Vec<(String, Option<u32>)>,
+}
+
+fn policy_result(r: ItemResult) -> sluice_policy::delivery::ItemResult {
+    use sluice_policy::delivery::ItemResult as P;
+    match r {
+        ItemResult::Delivered => P::Delivered,
+        ItemResult::Retry(after) => P::Retry(after.map(|ms| Duration::from_millis(u64::from(ms)))),
+        ItemResult::Rejected(why) => P::Rejected(why),
+    }
+}
+
+fn policy_failure(f: BatchFailure) -> sluice_policy::delivery::BatchFailure {
+    use sluice_policy::delivery::BatchFailure as P;
+    match f {
+        BatchFailure::Retry(after) => P::Retry(after.map(|ms| Duration::from_millis(u64::from(ms)))),
+        BatchFailure::Reject(why) => P::Reject(why),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
 
 /// The response a client (or tag) set, as recorded by the mock.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -104,8 +138,13 @@ struct State {
     grant: Option<PermissionSet>,
     allow_http: Vec<String>,
     allow_private: Vec<String>,
-    stubs: Vec<(String, Result<HttpResponse, Error>)>,
+    /// Answers by URL prefix, in order; the last one repeats.
+    stubs: Vec<(String, VecDeque<Result<HttpResponse, Error>>)>,
     storage: TemplateStorage,
+    /// Items queued for `deliver`, in order, across runs.
+    queued: Vec<Item>,
+    /// Plain requests queued with `send-later`, with their ids.
+    queued_requests: Vec<(String, HttpRequest)>,
 
     run: Option<Run>,
     response: RecordedResponse,
@@ -145,6 +184,12 @@ struct Run {
     consent: ConsentState,
     /// `ad_user_data` not granted: request reads go through this.
     minimiser: Option<Minimiser>,
+    /// The template's declared batch (for `enqueue`).
+    batch: Option<Batch>,
+    /// Running `deliver`: request, response, event and consent calls are refused.
+    delivering: bool,
+    /// Items this run queued.
+    queued: usize,
 }
 
 thread_local! {
@@ -302,14 +347,14 @@ impl MockHost {
     /// recently added matching stub wins (so a test can override a shared setup); a request with
     /// no stub fails with [`Error::Failed`].
     pub fn stub(mut self, url_prefix: &str, response: HttpResponse) -> Self {
-        self.state.stubs.push((url_prefix.into(), Ok(response)));
+        self.state.stubs.push((url_prefix.into(), VecDeque::from([Ok(response)])));
         self
     }
 
     /// Makes outbound requests whose URL starts with `url_prefix` fail with `error` (a vendor
     /// outage, a timeout).
     pub fn stub_error(mut self, url_prefix: &str, error: Error) -> Self {
-        self.state.stubs.push((url_prefix.into(), Err(error)));
+        self.state.stubs.push((url_prefix.into(), VecDeque::from([Err(error)])));
         self
     }
 
@@ -365,7 +410,98 @@ impl MockHost {
                 names.join(", ")
             )));
         }
+        if !decl.delivery.fire {
+            // As the host: no sandbox runs; the event the tag may see is queued as it is.
+            let event = self.state.event.as_object().cloned().unwrap_or_default();
+            let fingerprint = crate::identity::sha256_hex(&self.state.event.to_string());
+            self.state.queued.push(Item {
+                id: sluice_manifest::event_id(&event, &fingerprint),
+                attempt: 0,
+                created_ms: now_ms(),
+                data: self.state.event.to_string(),
+            });
+            return Ok(());
+        }
         self.with_current(|| T::fire(&crate::TagHost::new()))
+    }
+
+    /// Runs a tag's `deliver` once on `batch`, as the host would outside any request (request,
+    /// response, event and consent calls answer `Invalid`), with the stubs answering its
+    /// requests. For the host's whole handling of the answer, see [`MockHost::deliver_queued`].
+    ///
+    /// # Panics
+    /// As [`MockHost::run_client`]; also if the tag declares no batch, or `batch` is larger
+    /// than its declared `max_items` (the host never sends it more).
+    pub fn deliver<T: Tag>(&mut self, batch: &[Item]) -> Result<Vec<ItemResult>, BatchFailure> {
+        let decl = self.prepare(&T::MANIFEST, Kind::Tag).unwrap_or_else(|e| panic!("{e}"));
+        let declared = decl.delivery.batch.unwrap_or_else(|| panic!("template {:?} declares no batch, so the host never calls deliver", decl.name));
+        assert!(batch.len() <= declared.max_items as usize, "the host sends at most {} items per batch", declared.max_items);
+        if let Some(run) = self.state.run.as_mut() {
+            run.delivering = true;
+        }
+        self.with_current(|| T::deliver(&crate::DeliverHost::new(), batch))
+    }
+
+    /// Delivers every queued item as the host would, without waiting: batches within the
+    /// tag's declared limits, `deliver` per batch, and the host's rules on the answers
+    /// (`sluice_policy::delivery`): a whole-batch rejection is split until the bad item stands
+    /// alone, per-item results are applied, retries are reported (and stay queued, their
+    /// `attempt` counted, for the next call) instead of slept on.
+    pub fn deliver_queued<T: Tag>(&mut self) -> DeliveryReport {
+        use sluice_policy::delivery::{self as rules, Plan};
+        let decl = self.prepare(&T::MANIFEST, Kind::Tag).unwrap_or_else(|e| panic!("{e}"));
+        let limits = decl.delivery.batch.unwrap_or_else(|| panic!("template {:?} declares no batch, so the host never calls deliver", decl.name));
+        let mut report = DeliveryReport::default();
+        let mut ready: VecDeque<Vec<Item>> = VecDeque::new();
+        let mut queue: VecDeque<Item> = std::mem::take(&mut self.state.queued).into();
+        let mut retry = Vec::new();
+        while !queue.is_empty() || !ready.is_empty() {
+            let batch = match ready.pop_front() {
+                Some(batch) => batch,
+                None => {
+                    let (mut batch, mut bytes) = (Vec::new(), 0);
+                    while let Some(item) = queue.front() {
+                        if batch.len() == limits.max_items as usize || (!batch.is_empty() && bytes + item.data.len() > limits.max_bytes as usize) {
+                            break;
+                        }
+                        bytes += item.data.len();
+                        batch.extend(queue.pop_front());
+                    }
+                    batch
+                }
+            };
+            report.batches.push(batch.iter().map(|i| i.id.clone()).collect());
+            let answer = self.deliver::<T>(&batch).map(|r| r.into_iter().map(policy_result).collect()).map_err(|f| Some(policy_failure(f)));
+            let retry_all = |batch: Vec<Item>, after: Option<u32>, retry: &mut Vec<Item>, report: &mut DeliveryReport| {
+                for mut item in batch {
+                    report.retry.push((item.id.clone(), after));
+                    item.attempt += 1;
+                    retry.push(item);
+                }
+            };
+            match rules::plan(batch.len(), answer, String::new) {
+                Plan::PerItem(results) => {
+                    for (item, result) in batch.into_iter().zip(results) {
+                        match result {
+                            rules::ItemResult::Delivered => report.delivered.push(item.id),
+                            rules::ItemResult::Rejected(why) => report.dead.push((item.id, why)),
+                            rules::ItemResult::Retry(after) => {
+                                retry_all(vec![item], after.map(|d| d.as_millis() as u32), &mut retry, &mut report)
+                            }
+                        }
+                    }
+                }
+                Plan::Split(n) => {
+                    let mut first = batch;
+                    let rest = first.split_off(n);
+                    ready.push_front(rest);
+                    ready.push_front(first);
+                }
+                Plan::RetryAll(after) => retry_all(batch, after.map(|d| d.as_millis() as u32), &mut retry, &mut report),
+            }
+        }
+        self.state.queued = retry;
+        report
     }
 
     /// Decodes the manifest and decides the run's grant, egress rules, parameters and masker,
@@ -380,7 +516,11 @@ impl MockHost {
         let granted = self.state.grant.clone().unwrap_or_else(|| decl.permissions.clone());
         let grant = EffectiveGrant::new(kind, &decl.permissions, &granted).unwrap_or_else(|e| panic!("grant is not valid: {e}"));
         let masker = Masker::new(params.values().flat_map(|p| p.secrets.iter()));
-        self.state.run = Some(Run { grant, egress, masker, params, consent: ConsentState::default(), minimiser: None });
+        if !decl.delivery.fire && grant.check_all_event_data().is_err() {
+            return Err(refused("the template has no fire phase, so the host queues whole events for it: grant event_data = [\"*\"]".into()));
+        }
+        let batch = decl.delivery.batch;
+        self.state.run = Some(Run { grant, egress, masker, params, consent: ConsentState::default(), minimiser: None, batch, delivering: false, queued: 0 });
         Ok(decl)
     }
 
@@ -432,6 +572,25 @@ impl MockHost {
         }
         let _restore = Restore(&mut self.state);
         f()
+    }
+
+    /// Items queued for `deliver` (by `enqueue`, or the events of a tag without `fire`) and
+    /// not yet delivered by [`MockHost::deliver_queued`].
+    pub fn queued(&self) -> &[Item] {
+        &self.state.queued
+    }
+
+    /// Plain requests queued with `send-later`, with their ids, in order.
+    pub fn queued_requests(&self) -> &[(String, HttpRequest)] {
+        &self.state.queued_requests
+    }
+
+    /// Answers requests whose URL starts with `url_prefix` with `answers` in turn, the last
+    /// one repeating: a vendor that is down, then throttles, then takes the batch.
+    pub fn stub_sequence(mut self, url_prefix: &str, answers: Vec<Result<HttpResponse, Error>>) -> Self {
+        assert!(!answers.is_empty(), "a stub sequence needs at least one answer");
+        self.state.stubs.push((url_prefix.into(), answers.into()));
+        self
     }
 
     /// The response the template set.
@@ -516,6 +675,14 @@ pub(crate) mod sys {
         }
     }
 
+    /// Refuses request, response, event and consent calls in `deliver`, as the host does.
+    fn in_request(state: &State, what: &str) -> Result<(), Error> {
+        match run(state).delivering {
+            false => Ok(()),
+            true => Err(Error::Invalid(sluice_policy::delivery::not_in_deliver(what))),
+        }
+    }
+
     fn reads(state: &State) -> Reads<'_> {
         Reads { minimiser: run(state).minimiser.as_ref() }
     }
@@ -527,26 +694,27 @@ pub(crate) mod sys {
         with(|s| s.path.clone())
     }
     pub(crate) fn query_string() -> Result<String, Error> {
-        with(|s| allowed(s, |g| g.check_query()).map(|()| reads(s).query_string(s)))
+        with(|s| in_request(s, "the request").and_then(|()| allowed(s, |g| g.check_query()).map(|()| reads(s).query_string(s))))
     }
     pub(crate) fn query_param(name: &str) -> Result<Option<String>, Error> {
-        with(|s| allowed(s, |g| g.check_query()).map(|()| reads(s).query_param(s, name)))
+        with(|s| in_request(s, "the request").and_then(|()| allowed(s, |g| g.check_query()).map(|()| reads(s).query_param(s, name))))
     }
     pub(crate) fn header(name: &str) -> Result<Option<String>, Error> {
-        with(|s| allowed(s, |g| g.check_request_header(name)).map(|()| reads(s).header(s, name)))
+        with(|s| in_request(s, "the request").and_then(|()| allowed(s, |g| g.check_request_header(name)).map(|()| reads(s).header(s, name))))
     }
     pub(crate) fn cookie(name: &str) -> Result<Vec<String>, Error> {
-        with(|s| allowed(s, |g| g.check_cookie(name)).map(|()| reads(s).cookie(s, name)))
+        with(|s| in_request(s, "the request").and_then(|()| allowed(s, |g| g.check_cookie(name)).map(|()| reads(s).cookie(s, name))))
     }
     pub(crate) fn body() -> Result<Vec<u8>, Error> {
-        with(|s| allowed(s, |g| g.check_body()).map(|()| reads(s).body(s)))
+        with(|s| in_request(s, "the request").and_then(|()| allowed(s, |g| g.check_body()).map(|()| reads(s).body(s))))
     }
     pub(crate) fn remote_address() -> Result<Option<String>, Error> {
-        with(|s| allowed(s, |g| g.check_remote_address()).map(|()| reads(s).remote_address(s)))
+        with(|s| in_request(s, "the request").and_then(|()| allowed(s, |g| g.check_remote_address()).map(|()| reads(s).remote_address(s))))
     }
 
     pub(crate) fn set_status(status: u16) -> Result<(), Error> {
         with(|s| {
+            in_request(s, "the response")?;
             allowed(s, |g| g.check_response_status())?;
             rules::check_status(status).map_err(|e| Error::Invalid(e.to_string()))?;
             s.response.status = Some(status);
@@ -555,6 +723,7 @@ pub(crate) mod sys {
     }
     pub(crate) fn set_header(name: &str, value: &str) -> Result<(), Error> {
         with(|s| {
+            in_request(s, "the response")?;
             allowed(s, |g| g.check_response_header(name))?;
             let name = rules::check_header(name, value).map_err(|e| Error::Invalid(e.to_string()))?;
             rules::check_header_room(s.response.headers.iter().map(|(n, _)| n.as_str()), &name).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -565,6 +734,7 @@ pub(crate) mod sys {
     }
     pub(crate) fn set_body(body: &[u8]) -> Result<(), Error> {
         with(|s| {
+            in_request(s, "the response")?;
             allowed(s, |g| g.check_response_body())?;
             rules::check_body(body.len()).map_err(|e| Error::Invalid(e.to_string()))?;
             s.response.body = Some(body.to_vec());
@@ -573,6 +743,7 @@ pub(crate) mod sys {
     }
     pub(crate) fn set_cookie(cookie: &Cookie) -> Result<(), Error> {
         with(|s| {
+            in_request(s, "the response")?;
             allowed(s, |g| g.check_response_cookie(&cookie.name))?;
             let same_site = cookie.same_site.map(|s| match s {
                 SameSite::Strict => "Strict",
@@ -598,19 +769,24 @@ pub(crate) mod sys {
 
     pub(crate) fn event_get(path: &str) -> Result<Option<String>, Error> {
         with(|s| {
+            in_request(s, "the event")?;
             allowed(s, |g| g.check_event_key(path))?;
             Ok(sluice_manifest::event_value(&s.event, path).map(Value::to_string))
         })
     }
     pub(crate) fn event_all() -> Result<String, Error> {
-        with(|s| allowed(s, |g| g.check_all_event_data()).map(|()| s.event.to_string()))
+        with(|s| in_request(s, "the event").and_then(|()| allowed(s, |g| g.check_all_event_data())).map(|()| s.event.to_string()))
     }
     /// As the host computes it: SHA-256 of the event's JSON (serde_json sorts the keys).
     pub(crate) fn event_fingerprint() -> Result<String, Error> {
-        with(|s| allowed(s, |g| g.check_all_event_data()).map(|()| crate::identity::sha256_hex(&s.event.to_string())))
+        with(|s| {
+            in_request(s, "the event")?;
+            allowed(s, |g| g.check_all_event_data()).map(|()| crate::identity::sha256_hex(&s.event.to_string()))
+        })
     }
     pub(crate) fn consent_status(purpose: Purpose) -> Result<ConsentStatus, Error> {
         with(|s| {
+            in_request(s, "consent")?;
             allowed(s, |g| g.check_consent())?;
             Ok(run(s).consent.status(purpose))
         })
@@ -624,14 +800,53 @@ pub(crate) mod sys {
             allowed(s, |g| g.check_outbound(&url))?;
             run(s).egress.check_url(&url).map_err(|e| Error::PermissionDenied(e.to_string()))?;
             s.sent.push(request.clone());
-            match s.stubs.iter().rev().find(|(prefix, _)| request.url.starts_with(prefix.as_str())) {
-                Some((_, answer)) => answer.clone(),
+            match s.stubs.iter_mut().rev().find(|(prefix, _)| request.url.starts_with(prefix.as_str())) {
+                Some((_, answers)) if answers.len() > 1 => answers.pop_front().unwrap_or_else(|| Err(Error::Failed("no answer".into()))),
+                Some((_, answers)) => answers.front().cloned().unwrap_or_else(|| Err(Error::Failed("no answer".into()))),
                 None => Err(Error::Failed(format!(
                     "MockHost has no stub for {}: add .stub(\"{}\", HttpResponse::new(200, \"\"))",
                     request.url,
                     url.origin().ascii_serialization() + "/"
                 ))),
             }
+        })
+    }
+
+    pub(crate) fn outbox_enqueue(id: &str, item: &str) -> Result<(), Error> {
+        use sluice_policy::delivery as rules;
+        with(|s| {
+            let run = s.run.as_mut().expect("prepared before run");
+            if run.delivering {
+                return Err(Error::Invalid(rules::NO_QUEUEING_IN_DELIVER.into()));
+            }
+            rules::check_queueing(id, run.queued).map_err(Error::Invalid)?;
+            let batch = run.batch.ok_or_else(|| Error::Invalid(rules::NO_DELIVER_PHASE.into()))?;
+            rules::check_item(item, batch.max_bytes).map_err(Error::Invalid)?;
+            run.queued += 1;
+            s.queued.push(Item { id: id.into(), attempt: 0, created_ms: now_ms(), data: item.into() });
+            Ok(())
+        })
+    }
+    pub(crate) fn outbox_send_later(id: &str, request: &HttpRequest) -> Result<(), Error> {
+        use sluice_policy::delivery as rules;
+        with(|s| {
+            let current = run(s);
+            if current.delivering {
+                return Err(Error::Invalid(rules::NO_QUEUEING_IN_DELIVER.into()));
+            }
+            rules::check_queueing(id, current.queued).map_err(Error::Invalid)?;
+            if current.grant.summary().outbound.is_empty() {
+                return Err(Error::Invalid(rules::NO_OUTBOX.into()));
+            }
+            let url = Url::parse(&request.url)
+                .map_err(|e| Error::Invalid(current.masker.mask(&format!("outbound URL {:?}: {e}", request.url)).into_owned()))?;
+            allowed(s, |g| g.check_outbound(&url))?;
+            run(s).egress.check_url(&url).map_err(|e| Error::PermissionDenied(e.to_string()))?;
+            if let Some(run) = s.run.as_mut() {
+                run.queued += 1;
+            }
+            s.queued_requests.push((id.into(), request.clone()));
+            Ok(())
         })
     }
 

@@ -175,3 +175,70 @@ impl HttpResponse {
         }
     }
 }
+
+/// A queued item, as a tag's [`crate::Tag::deliver`] receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The event id it was queued with (send it: the vendor deduplicates on it).
+    pub id: String,
+    /// Earlier delivery attempts (0 the first time).
+    pub attempt: u32,
+    /// When it was queued, milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// The JSON `fire` queued, or the event itself for a tag without `fire`.
+    pub data: String,
+}
+
+impl Item {
+    /// [`Item::data`] parsed.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_str(&self.data).map_err(|e| Error::Invalid(format!("item {}: {e}", self.id)))
+    }
+}
+
+/// What became of one item in [`crate::Tag::deliver`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemResult {
+    /// The vendor took it.
+    Delivered,
+    /// Try again later, after at least this many milliseconds if given.
+    Retry(Option<u32>),
+    /// The vendor refused it for good (why): the host dead-letters it.
+    Rejected(String),
+}
+
+/// A vendor's answer for a whole batch, from [`crate::Tag::deliver`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchFailure {
+    /// Nothing was taken: retry the whole batch, after at least this many milliseconds if given
+    /// (a `429`'s `Retry-After`; the host then pauses the tag).
+    Retry(Option<u32>),
+    /// The vendor refused the batch for a bad item it does not name: the host splits the batch
+    /// until the bad item stands alone, and dead-letters it.
+    Reject(String),
+}
+
+impl HttpResponse {
+    /// The `Retry-After` header in milliseconds, if it is a number of seconds (vendors send
+    /// seconds; the host also honours dates in plain requests).
+    pub fn retry_after_ms(&self) -> Option<u32> {
+        let (_, value) = self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("retry-after"))?;
+        let secs: u32 = value.trim().parse().ok()?;
+        Some(secs.saturating_mul(1000))
+    }
+
+    /// The usual whole-batch answer for a status: `None` for 2xx; retry for `408`, `429`
+    /// (with `Retry-After`) and `5xx`; reject for any other status, saying so with the start
+    /// of the vendor's answer (the host masks secrets in it, as in every line it writes).
+    pub fn batch_failure(&self, vendor: &str) -> Option<BatchFailure> {
+        match self.status {
+            200..=299 => None,
+            408 | 429 | 500..=599 => Some(BatchFailure::Retry(self.retry_after_ms())),
+            status => {
+                let body = String::from_utf8_lossy(&self.body);
+                let excerpt: String = body.chars().take(200).collect();
+                Some(BatchFailure::Reject(format!("{vendor} answered HTTP {status}: {excerpt}")))
+            }
+        }
+    }
+}

@@ -89,12 +89,16 @@ grants = {{ event_data = ["*"], outbound = ["{origin}/in"], logging = true }}
         .await
         .expect("request");
     assert_eq!(res.status(), 200);
-    let hits = vendor.received_at("/in");
-    assert_eq!(hits.len(), 1, "only the purchase triggers the webhook");
+    let hits = vendor.wait_for("/in", 1).await;
+    assert_eq!(hits.len(), 1, "the webhook was called once, from its outbox");
     assert_eq!(hits[0].headers["authorization"], "Bearer s3cr3t-value");
     assert_eq!(hits[0].headers["content-type"], "application/json");
+    let mut events = hits[0].json();
+    assert_eq!(events.as_array().map(Vec::len), Some(1), "only the purchase triggers the webhook: {events}");
+    let id = events[0].as_object_mut().and_then(|e| e.remove("x-sluice-event-id"));
+    assert!(id.and_then(|id| id.as_str().map(str::len)) == Some(32), "each event carries its derived event id");
     assert_eq!(
-        hits[0].json(),
+        events[0],
         json!({"event_name":"purchase","value":30,"currency":"EUR","user_agent":"shop-backend/2.1"}),
         "no ip_override: the operator did not grant remote_address"
     );
@@ -110,6 +114,8 @@ grants = {{ event_data = ["*"], outbound = ["{origin}/in"], logging = true }}
 fn the_example_container_loads() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/container.toml");
     let mut config = sluice::ContainerConfig::load(&path).expect("example parses");
+    assert_eq!(config.outbox_dir, path.with_file_name("container.toml.outbox"), "queues live beside the config by default");
+    config.outbox_dir = sluice_tests::scratch_dir("example-outbox");
     // The example points at target/templates, where the tests' build put the same files.
     for t in config.clients.iter_mut().map(|c| &mut c.template).chain(config.tags.iter_mut().map(|t| &mut t.template)) {
         let file = t.wasm.file_name().expect("file name").to_owned();

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use sluice::output::LogFormat;
-use sluice_tests::{Capture, FakeVendor, Received, corpus_hit_query, hit_request, loopback_outbound, template};
+use sluice_tests::{Capture, FakeVendor, Received, corpus_hit_query, hit_request, loopback_outbound, scratch_dir, template};
 
 
 const HOOK_PATH: &str = "/services/T0SEKRIT1/B0SEKRIT2/XyZsecretPathToken1234";
@@ -132,11 +132,18 @@ async fn run_once(format: LogFormat) -> (String, String, String, FakeVendor, Fak
     let text = config(&vendor.origin(), &other.origin(), &audit);
     let parsed = sluice::ContainerConfig::parse(&text, std::path::Path::new("/test/container.toml"), &env(&vendor.origin(), closed))
         .unwrap_or_else(|e| panic!("{e}"));
+    let mut parsed = parsed;
+    parsed.outbox_dir = scratch_dir("secrets-outbox");
 
     let (logs, _guard) = Capture::start(format, "trace");
     let container = Arc::new(sluice::Container::load(&parsed).unwrap_or_else(|e| panic!("{e}")));
     let (_, trace) = container.handle(hit_request(&corpus_hit_query("ga4_03_add_to_cart_items.txt"))).await;
     trace.log();
+    // The webhook delivers from its outbox, after the request: its lines are output too.
+    vendor.wait_for(HOOK_PATH, 1).await;
+    vendor.wait_for("/services/", 1).await;
+    other.wait_for("/landed", 1).await;
+    container.drain().await;
     drop(_guard);
 
     let traces = format!("{trace:?}\n{}", trace.events.iter().flat_map(|e| e.tags.iter().map(|t| t.outcome.to_string())).collect::<Vec<_>>().join("\n"));
@@ -158,7 +165,8 @@ async fn no_secret_or_piece_of_one_reaches_any_output() {
         assert!(vendor.received().iter().any(|r| r.query.contains(META_TOKEN)), "Meta got its token");
         assert!(logs.contains("outbound not completed"), "the unreachable vendor was logged:\n{logs}");
         assert!(logs.contains("composed: Bearer [secret]"), "the probe's composed log line, masked:\n{logs}");
-        assert!(traces.contains("invalid_token"), "the refusing vendor's echo is in the trace:\n{traces}");
+        assert!(traces.contains("upstream failed for access_token=[secret]"), "Meta's echo is in the trace, masked:\n{traces}");
+        assert!(logs.contains("dead-lettered") && logs.contains("invalid_token"), "the refusing webhook's echo is in the dead letter's log line:\n{logs}");
         // A redirect to another origin does not carry the template's credentials there.
         let landed = other.received_at("/landed");
         assert_eq!(landed.len(), 1, "the redirect was followed");

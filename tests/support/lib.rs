@@ -137,6 +137,19 @@ impl FakeVendor {
         self.received.lock().expect("received").clone()
     }
 
+    /// Waits (up to 20 s) until at least `n` requests reached paths starting with `path`, and
+    /// returns them all: delivery from the outbox happens after the request that queued it.
+    pub async fn wait_for(&self, path: &str, n: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let got = self.received_at(path);
+            if got.len() >= n || tokio::time::Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     pub fn received_at(&self, path: &str) -> Vec<Received> {
         self.received().into_iter().filter(|r| r.path == path).collect()
     }
@@ -194,11 +207,28 @@ pub fn ga4_client_entry() -> String {
     )
 }
 
-/// Parses a container config (as if from `/test/container.toml`).
+/// Parses a container config (as if from `/test/container.toml`). Unless the text sets
+/// `[outbox] dir`, each container gets outbox directories of its own under the system's
+/// temporary directory, so tests running at once never share a queue.
 pub fn parse_config(text: &str) -> Result<ContainerConfig, sluice::ConfigError> {
-    ContainerConfig::parse(text, Path::new("/test/container.toml"), &|name| {
+    let mut config = ContainerConfig::parse(text, Path::new("/test/container.toml"), &|name| {
         (name == "TEST_SECRET").then(|| "s3cr3t-value".to_string())
-    })
+    })?;
+    if config.outbox.dir.is_none() {
+        config.outbox_dir = scratch_dir("outbox");
+    }
+    Ok(config)
+}
+
+/// A fresh, empty directory for one test (removed by the OS's temp cleaning, not by us: a
+/// failing test's files are worth a look).
+pub fn scratch_dir(what: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("sluice-test-{}-{n}-{what}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a scratch directory");
+    dir
 }
 
 /// A request for [`Container::handle`], to read the trace of what happened.

@@ -30,6 +30,7 @@ fn status(s: sluice_manifest::ConsentStatus) -> ConsentStatus {
 
 impl Host for Invocation {
     async fn status(&mut self, p: Purpose) -> Result<ConsentStatus, Error> {
+        self.in_request("consent")?;
         self.allow(|g| g.check_consent())?;
         Ok(status(self.consent.status(purpose(p))))
     }

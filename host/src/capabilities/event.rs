@@ -13,6 +13,7 @@ fn no_event() -> Error {
 
 impl Invocation {
     fn event(&self) -> Result<&SharedEvent, Error> {
+        self.in_request("the event")?;
         self.event.as_deref().ok_or_else(no_event)
     }
 }

@@ -7,8 +7,11 @@ mod consent;
 mod event;
 mod http;
 mod log;
+mod outbox;
 mod request;
 mod response;
 mod storage;
 
 impl crate::bindings::types::Host for crate::state::Invocation {}
+// `delivery` declares only types (the `deliver` export's); there is nothing to call.
+impl crate::bindings::delivery::Host for crate::state::Invocation {}

@@ -29,31 +29,37 @@ impl Host for Invocation {
     }
 
     async fn query_string(&mut self) -> Result<String, Error> {
+        self.in_request("the request")?;
         self.allow(|g| g.check_query())?;
         Ok(self.reads().query_string(&*self.request))
     }
 
     async fn query_param(&mut self, name: String) -> Result<Option<String>, Error> {
+        self.in_request("the request")?;
         self.allow(|g| g.check_query())?;
         Ok(self.reads().query_param(&*self.request, &name))
     }
 
     async fn header(&mut self, name: String) -> Result<Option<String>, Error> {
+        self.in_request("the request")?;
         self.allow(|g| g.check_request_header(&name))?;
         Ok(self.reads().header(&*self.request, &name))
     }
 
     async fn cookie(&mut self, name: String) -> Result<Vec<String>, Error> {
+        self.in_request("the request")?;
         self.allow(|g| g.check_cookie(&name))?;
         Ok(self.reads().cookie(&*self.request, &name))
     }
 
     async fn body(&mut self) -> Result<Vec<u8>, Error> {
+        self.in_request("the request")?;
         self.allow(|g| g.check_body())?;
         Ok(self.reads().body(&*self.request))
     }
 
     async fn remote_address(&mut self) -> Result<Option<String>, Error> {
+        self.in_request("the request")?;
         self.allow(|g| g.check_remote_address())?;
         Ok(self.reads().remote_address(&*self.request))
     }

@@ -23,6 +23,7 @@ fn not_sent(sent: bool) -> Result<(), Error> {
 
 impl Host for Invocation {
     async fn set_status(&mut self, status: u16) -> Result<(), Error> {
+        self.in_request("the response")?;
         self.allow(|g| g.check_response_status())?;
         rules::check_status(status).map_err(invalid)?;
         let mut r = self.response();
@@ -32,6 +33,7 @@ impl Host for Invocation {
     }
 
     async fn set_header(&mut self, name: String, value: String) -> Result<(), Error> {
+        self.in_request("the response")?;
         self.allow(|g| g.check_response_header(&name))?;
         let name = rules::check_header(&name, &value).map_err(invalid)?;
         let mut r = self.response();
@@ -43,6 +45,7 @@ impl Host for Invocation {
     }
 
     async fn set_body(&mut self, body: Vec<u8>) -> Result<(), Error> {
+        self.in_request("the response")?;
         self.allow(|g| g.check_response_body())?;
         rules::check_body(body.len()).map_err(invalid)?;
         let mut r = self.response();
@@ -52,6 +55,7 @@ impl Host for Invocation {
     }
 
     async fn set_cookie(&mut self, c: Cookie) -> Result<(), Error> {
+        self.in_request("the response")?;
         self.allow(|g| g.check_response_cookie(&c.name))?;
         let same_site = c.same_site.map(|s| match s {
             SameSite::Strict => "Strict",

@@ -10,7 +10,7 @@ use sluice_policy::consent::ConsentState;
 use super::invoke::Invoked;
 use super::{ClientEntry, Container};
 use crate::bindings::client::Claim;
-use crate::state::{RequestData, ResponseDraft};
+use crate::state::{Phase, RequestData, ResponseDraft};
 use crate::trace::{Outcome, RequestTrace};
 
 impl Container {
@@ -56,6 +56,7 @@ impl Container {
                 request,
                 None,
                 (ConsentState::default(), false),
+                (Phase::InRequest, client.outbox.clone()),
                 move |store| Box::pin(async move { pre.instantiate_async(store).await }),
                 |instance, store| Box::pin(async move { instance.call_run(store).await }),
             )

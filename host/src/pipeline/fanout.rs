@@ -9,7 +9,8 @@ use sluice_policy::consent::{AuditRecord, ConsentState};
 
 use super::invoke::Invoked;
 use super::{Container, TagEntry};
-use crate::state::{RequestData, ResponseDraft, SharedEvent};
+use crate::delivery::ItemKind;
+use crate::state::{Phase, RequestData, ResponseDraft, SharedEvent};
 use crate::trace::{EventTrace, Outcome, Phases, TagRun};
 
 impl Container {
@@ -71,11 +72,14 @@ impl Container {
                     blocked.push((tag.template.name.clone(), missing.iter().map(|p| p.name().to_string()).collect()));
                 }
             }
+            // A tag without `fire` needs no sandbox here: what it may see goes to its outbox.
+            let (queue, runs): (Vec<_>, Vec<_>) = runs.into_iter().partition(|tag| !tag.delivery.fire);
             // `join_all` polls in order, so tags start in priority order and then run concurrently.
             let mut tags = futures::future::join_all(
                 runs.iter().map(|tag| self.run_tag(tag, (request, response, deadline), &seen, state, minimise)),
             )
             .await;
+            tags.extend(queue.into_iter().map(|tag| queue_event(tag, &seen)));
             for (tag, missing) in blocked {
                 tags.push(TagRun {
                     tag,
@@ -83,6 +87,7 @@ impl Container {
                     denials: Vec::new(),
                     duration: Duration::ZERO,
                     phases: Phases::default(),
+                    queued: 0,
                 });
             }
             traces.push(EventTrace { event_name, tags });
@@ -106,6 +111,7 @@ impl Container {
                 request,
                 Some(event.clone()),
                 (consent, personal_data_removed),
+                (Phase::InRequest, tag.outbox.clone()),
                 move |store| Box::pin(async move { pre.instantiate_async(store).await }),
                 |instance, store| Box::pin(async move { instance.call_fire(store).await }),
             )
@@ -121,6 +127,27 @@ impl Container {
             denials: invoked.denials,
             duration: started.elapsed(),
             phases: invoked.phases,
+            queued: invoked.queued,
         }
     }
+}
+
+/// Writes the event, as this tag may see it, to the tag's outbox. Its id is the event id the
+/// vendor deduplicates on ([`sluice_manifest::event_id`]), so a retried hit is one event.
+fn queue_event(tag: &TagEntry, event: &SharedEvent) -> TagRun {
+    let started = Instant::now();
+    let no_keys = serde_json::Map::new();
+    let id = sluice_manifest::event_id(event.value().as_object().unwrap_or(&no_keys), event.fingerprint());
+    let outcome = match &tag.outbox {
+        Some(outbox) => match outbox.push(ItemKind::Tag, id, event.json().as_bytes().to_vec()) {
+            Ok(()) => Outcome::Queued,
+            Err(e) => {
+                tracing::warn!(tag = %tag.template.name, "event not queued: {e}");
+                Outcome::NotQueued(e.to_string())
+            }
+        },
+        None => Outcome::NotQueued("the tag has no outbox".into()),
+    };
+    let queued = usize::from(outcome == Outcome::Queued);
+    TagRun { tag: tag.template.name.clone(), outcome, denials: Vec::new(), duration: started.elapsed(), phases: Phases::default(), queued }
 }

@@ -9,7 +9,8 @@ use wasmtime::Store;
 
 use super::Container;
 use crate::limits::{CpuLimitExceeded, MemoryLimitExceeded};
-use crate::state::{Invocation, RequestData, ResponseDraft, SharedEvent};
+use crate::delivery::TagOutbox;
+use crate::state::{Invocation, Phase, RequestData, ResponseDraft, SharedEvent};
 use crate::template::Template;
 use crate::trace::{Outcome, Phases};
 
@@ -31,6 +32,8 @@ pub(super) struct InvocationReport<T> {
     /// Host calls refused along the way (secrets masked).
     pub(super) denials: Vec<String>,
     pub(super) phases: Phases,
+    /// Items it put in its outbox.
+    pub(super) queued: usize,
 }
 
 impl Container {
@@ -44,10 +47,11 @@ impl Container {
         (request, response, deadline): (&Arc<RequestData>, &Arc<Mutex<ResponseDraft>>, Instant),
         event: Option<Arc<SharedEvent>>,
         (consent, personal_data_removed): (ConsentState, bool),
+        (phase, outbox): (Phase, Option<Arc<TagOutbox>>),
         instantiate: impl for<'a> FnOnce(&'a mut Store<Invocation>) -> BoxFuture<'a, wasmtime::Result<I>> + Send,
         call: impl for<'a> FnOnce(I, &'a mut Store<Invocation>) -> BoxFuture<'a, wasmtime::Result<T>> + Send,
     ) -> InvocationReport<T> {
-        let not_started = || InvocationReport { result: Invoked::DeadlinePassed, denials: Vec::new(), phases: Phases::default() };
+        let not_started = || InvocationReport { result: Invoked::DeadlinePassed, denials: Vec::new(), phases: Phases::default(), queued: 0 };
         // The semaphore is never closed, so acquiring cannot fail; if it ever did, running
         // without a permit would only risk a pool-exhaustion error, not unsoundness. Waiting
         // for a slot counts against the request's deadline; a free slot needs no timer.
@@ -77,6 +81,9 @@ impl Container {
             consent,
             personal_data_removed,
             denials: Default::default(),
+            phase,
+            outbox,
+            queued: 0,
         });
         let mut instantiated = None;
         let result = tokio::time::timeout_at(end.into(), async {
@@ -87,6 +94,7 @@ impl Container {
         .await;
         let returned = Instant::now();
         let denials = std::mem::take(&mut store.data_mut().denials).into_trace();
+        let queued = store.data().queued;
         drop(store);
         let instantiated = instantiated.unwrap_or(returned);
         let phases = Phases {
@@ -100,7 +108,7 @@ impl Container {
             Err(_) if cut_by_request => Invoked::DeadlinePassed,
             Err(_) => Invoked::TimedOut,
         };
-        InvocationReport { result, denials, phases }
+        InvocationReport { result, denials, phases, queued }
     }
 }
 

@@ -11,7 +11,9 @@ use super::{ClientEntry, Container, TagEntry, run_order};
 use crate::bindings::client::ClientPre;
 use crate::bindings::tag::TagPre;
 use crate::config::ContainerConfig;
+use crate::config::TagDeliveryConfig;
 use crate::consent::Consent;
+use crate::delivery::{Outboxes, TagOutbox, open_store};
 use crate::engine::Runtime;
 use crate::error::{LoadError, TemplateError};
 use crate::outbound::Outbound;
@@ -28,13 +30,33 @@ impl Container {
         let services = Arc::new(Services { outbound, metrics: Default::default(), consent });
 
         let pre_err = |name: &str, e: wasmtime::Error| LoadError::Template { entry: name.to_string(), error: TemplateError::Link(e.to_string()) };
+        let outbox_err = |entry: &str, message: String| LoadError::Template { entry: entry.to_string(), error: TemplateError::Delivery(message) };
+        let mut outboxes = Outboxes::default();
+        // A template gets an outbox when it can use one: a declared batch, or an outbound grant
+        // (for `send-later`).
+        let mut outbox_for = |entry: &str, name: &str, batch: Option<sluice_manifest::Batch>, concurrency: Option<u32>, grant: &sluice_manifest::EffectiveGrant| {
+            if batch.is_none() && grant.summary().outbound.is_empty() {
+                return Ok(None);
+            }
+            let store = open_store(&config.outbox_dir, name, &config.outbox).map_err(|e| outbox_err(entry, e.to_string()))?;
+            let outbox = Arc::new(TagOutbox {
+                tag: name.to_string(),
+                store,
+                batch,
+                concurrency: concurrency.unwrap_or(2) as usize,
+                counters: Default::default(),
+            });
+            outboxes.by_tag.insert(name.to_string(), outbox.clone());
+            Ok::<_, LoadError>(Some(outbox))
+        };
         let mut clients = Vec::new();
         for c in &config.clients {
             let (template, component) = template::load(&runtime.engine, runtime.limits.memory_mb, Kind::Client, &c.template)?;
             let entry = format!("client {:?}", c.template.name);
             let pre = runtime.client_linker.instantiate_pre(&component).map_err(|e| pre_err(&entry, e))?;
             let pre = ClientPre::new(pre).map_err(|e| pre_err(&entry, e))?;
-            clients.push(ClientEntry { template: Arc::new(template), pre, respond_before_tags: c.respond_before_tags });
+            let outbox = outbox_for(&entry, &c.template.name, None, None, &template.grant)?;
+            clients.push(ClientEntry { template: Arc::new(template), pre, respond_before_tags: c.respond_before_tags, outbox });
         }
         let mut tags = Vec::new();
         for t in &config.tags {
@@ -45,7 +67,16 @@ impl Container {
             // Both lists were checked against the purpose names when read (config, manifest).
             let names = t.consent.as_ref().unwrap_or(&template.declaration.consent);
             let purposes = names.iter().filter_map(|name| Purpose::named(name)).collect();
-            tags.push(Arc::new(TagEntry { template: Arc::new(template), pre, trigger: t.trigger.clone(), purposes }));
+            let mut delivery = template.declaration.delivery;
+            delivery.batch = delivery.batch.map(|b| t.delivery.apply(b)).transpose().map_err(|m| outbox_err(&entry, m))?;
+            if delivery.batch.is_none() && t.delivery != TagDeliveryConfig::default() {
+                return Err(outbox_err(&entry, "delivery settings given, but the template declares no batch (it sends from fire)".into()));
+            }
+            if !delivery.fire && template.grant.check_all_event_data().is_err() {
+                return Err(outbox_err(&entry, "the template has no fire phase, so the host queues whole events for it: grant event_data = [\"*\"]".into()));
+            }
+            let outbox = outbox_for(&entry, &t.template.name, delivery.batch, t.delivery.concurrency, &template.grant)?;
+            tags.push(Arc::new(TagEntry { template: Arc::new(template), pre, trigger: t.trigger.clone(), purposes, delivery, outbox }));
         }
         crate::output::register_secrets(clients.iter().map(|c| &c.template).chain(tags.iter().map(|t| &t.template)).flat_map(|t| t.secrets()));
         clients.sort_by(|a, b| run_order(&a.template, &b.template));
@@ -60,6 +91,9 @@ impl Container {
             next_id: AtomicU64::new(1),
             background: TaskTracker::new(),
             background_slots: Arc::new(tokio::sync::Semaphore::new((config.limits.max_concurrent as usize / 2).max(1))),
+            outboxes,
+            delivery: super::deliver::Workers::new(config.outbox.clone()),
+            answer_after_commit: config.outbox.answer_after_commit,
         })
     }
 }

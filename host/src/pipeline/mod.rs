@@ -15,6 +15,8 @@
 //!    asynchronously in priority order.
 //! 4. **Invoke** (`invoke.rs`): each template runs in its own fresh instance; a failure, trap,
 //!    CPU or memory overrun, or timeout is recorded and costs only that invocation.
+//!    A tag with a `deliver` phase and no `fire` runs nothing here: the event it may see is
+//!    written to its outbox as it is, and the trace says `queued`.
 //! 5. **Respond** ([`Container::handle`]): the response goes out after the tags finish (tags
 //!    may set cookies), unless the client is configured to `respond_before_tags`, in which case
 //!    tags run in the background. Background work is bounded: at most half of `[limits]
@@ -23,9 +25,14 @@
 //!    tags before answering: a slow vendor slows the senders down (backpressure) instead of
 //!    growing a queue in memory.
 //!
+//! 6. **Deliver** (`deliver.rs`), outside any request: each tag's outbox worker
+//!    ([`crate::delivery`]) hands batches of queued items to the tag's `deliver` export, one
+//!    fresh sandbox per batch, and sends plain queued requests itself.
+//!
 //! Every step lands in a [`RequestTrace`], logged as one line per request.
 
 mod claim;
+mod deliver;
 mod fanout;
 mod invoke;
 mod load;
@@ -34,12 +41,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use sluice_manifest::Purpose;
+use sluice_manifest::{DeliverySpec, Purpose};
 use tokio_util::task::TaskTracker;
 
 use crate::bindings::client::ClientPre;
 use crate::bindings::tag::TagPre;
 use crate::config::ServerConfig;
+use crate::delivery::{Outboxes, TagOutbox};
 use crate::engine::Runtime;
 use crate::services::Services;
 use crate::state::{Invocation, RequestData, ResponseDraft};
@@ -51,6 +59,8 @@ struct ClientEntry {
     template: Arc<Template>,
     pre: ClientPre<Invocation>,
     respond_before_tags: bool,
+    /// For `send-later`; `None` without an outbound grant.
+    outbox: Option<Arc<TagOutbox>>,
 }
 
 struct TagEntry {
@@ -59,6 +69,10 @@ struct TagEntry {
     trigger: Trigger,
     /// Purposes that must be granted before it runs (config override, else its manifest's).
     purposes: Vec<Purpose>,
+    /// Its phases (the manifest's), with the batch limits as the operator narrowed them.
+    delivery: DeliverySpec,
+    /// Its queue: with a declared batch, or an outbound grant (for `send-later`).
+    outbox: Option<Arc<TagOutbox>>,
 }
 
 /// A loaded container: the templates, in run order, and the runtime that executes them.
@@ -72,6 +86,11 @@ pub struct Container {
     background: TaskTracker,
     /// Requests whose tags may run in the background at once (see the module docs).
     background_slots: Arc<tokio::sync::Semaphore>,
+    /// Every template's outbox, and the delivery workers' lifecycle.
+    outboxes: Outboxes,
+    delivery: deliver::Workers,
+    /// `[outbox] answer_after_commit`.
+    answer_after_commit: bool,
 }
 
 impl std::fmt::Debug for Container {
@@ -104,15 +123,20 @@ impl Container {
         self.services.metrics.denials.load(Ordering::Relaxed)
     }
 
-    /// Waits for tags still running in the background (respond-before-tags) to finish.
+    /// Waits for tags still running in the background (respond-before-tags) to finish, then
+    /// lets the delivery workers work off the backlog for at most `[outbox] drain_ms`; what is
+    /// left is on disk for the next start.
     pub async fn drain(&self) {
         self.background.close();
         self.background.wait().await;
+        self.outboxes.flush().await;
+        self.delivery.stop().await;
     }
 
     /// Runs the pipeline for one request. The trace is complete unless the claiming client
     /// answers before tags, in which case the tags' part is logged when they finish.
     pub async fn handle(self: &Arc<Self>, request: RequestData) -> (ResponseDraft, RequestTrace) {
+        self.start_delivery();
         let started = Instant::now();
         let request = Arc::new(request);
         let response = Arc::new(Mutex::new(ResponseDraft::default()));
@@ -154,6 +178,9 @@ impl Container {
         }
 
         trace.events = self.fan_out((&request, &response, deadline), events).await;
+        if self.answer_after_commit && trace.events.iter().flat_map(|e| &e.tags).any(|t| t.queued > 0) {
+            self.outboxes.flush().await;
+        }
         let draft = response.lock().unwrap_or_else(|p| p.into_inner()).clone();
         trace.status = draft.status;
         trace.duration = started.elapsed();

@@ -81,6 +81,32 @@ pub fn run_tag<T: crate::Tag>() -> Result<(), wit::types::Error> {
     T::fire(&crate::TagHost::new()).map_err(to_wit)
 }
 
+/// Entry point glue for [`crate::export_tag!`]'s `deliver`.
+#[cfg(all(feature = "tag", not(feature = "client")))]
+pub fn run_deliver<T: crate::Tag>(batch: Vec<wit::delivery::Item>) -> Result<Vec<wit::delivery::ItemResult>, wit::delivery::BatchFailure> {
+    use crate::{BatchFailure, Item, ItemResult};
+    let items: Vec<Item> =
+        batch.into_iter().map(|i| Item { id: i.id, attempt: i.attempt, created_ms: i.created_ms, data: i.data }).collect();
+    match T::deliver(&crate::DeliverHost::new(), &items) {
+        Ok(results) => Ok(results
+            .into_iter()
+            .map(|r| match r {
+                ItemResult::Delivered => wit::delivery::ItemResult::Delivered,
+                ItemResult::Retry(after) => wit::delivery::ItemResult::Retry(after),
+                ItemResult::Rejected(why) => wit::delivery::ItemResult::Rejected(why),
+            })
+            .collect()),
+        Err(BatchFailure::Retry(after)) => Err(wit::delivery::BatchFailure::Retry(after)),
+        Err(BatchFailure::Reject(why)) => Err(wit::delivery::BatchFailure::Reject(why)),
+    }
+}
+
+#[cfg(feature = "client")]
+#[doc(hidden)]
+pub fn run_deliver<T>(_: Vec<()>) -> Result<(), wit::types::Error> {
+    unreachable!("export_tag! needs sluice-sdk's `tag` feature")
+}
+
 #[cfg(feature = "client")]
 #[doc(hidden)]
 pub fn run_tag<T>() -> Result<(), wit::types::Error> {
@@ -196,16 +222,26 @@ pub(crate) fn consent_status(_: Purpose) -> Result<ConsentStatus, Error> {
     Err(Error::Invalid("consent is only available to tags".into()))
 }
 
-pub(crate) fn http_send(r: &HttpRequest) -> Result<HttpResponse, Error> {
-    let res = wit::http::send(&wit::http::OutgoingRequest {
+fn outgoing(r: &HttpRequest) -> wit::http::OutgoingRequest {
+    wit::http::OutgoingRequest {
         method: r.method.clone(),
         url: r.url.clone(),
         headers: r.headers.clone(),
         body: r.body.clone(),
         timeout_ms: r.timeout_ms,
-    })
-    .map_err(err)?;
+    }
+}
+
+pub(crate) fn http_send(r: &HttpRequest) -> Result<HttpResponse, Error> {
+    let res = wit::http::send(&outgoing(r)).map_err(err)?;
     Ok(HttpResponse { status: res.status, headers: res.headers, body: res.body })
+}
+
+pub(crate) fn outbox_enqueue(id: &str, item: &str) -> Result<(), Error> {
+    wit::outbox::enqueue(id, item).map_err(err)
+}
+pub(crate) fn outbox_send_later(id: &str, r: &HttpRequest) -> Result<(), Error> {
+    wit::outbox::send_later(id, &outgoing(r)).map_err(err)
 }
 
 pub(crate) fn storage_get(key: &str) -> Result<Option<Vec<u8>>, Error> {

@@ -74,6 +74,7 @@ impl Client for Ga4Client {
                 "Origins whose pages may send hits, e.g. [\"https://shop.example\"] (default: any, as Google's endpoint).",
             ),
         ],
+        delivery: sluice_sdk::Delivery::IN_REQUEST,
     };
 
     fn run(host: &Host) -> Result<Claim, Error> {

@@ -37,6 +37,7 @@ impl Tag for Ga4Tag {
             Parameter::optional("api_secret", "Measurement Protocol API secret (mp mode).").secret(),
             Parameter::optional("endpoint", "Base URL (default https://www.google-analytics.com)."),
         ],
+        delivery: sluice_sdk::Delivery::IN_REQUEST,
     };
 
     fn fire(host: &TagHost) -> Result<(), Error> {

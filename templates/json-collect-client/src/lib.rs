@@ -34,6 +34,7 @@ impl Client for JsonCollect {
         },
         consent: &[],
         parameters: &[Parameter::optional("path", "Path to claim (default \"/collect\").")],
+        delivery: sluice_sdk::Delivery::IN_REQUEST,
     };
 
     fn run(host: &Host) -> Result<Claim, Error> {

@@ -57,6 +57,7 @@ impl Tag for MetaCapi {
             Parameter::optional("phone_calling_code", "Country calling code for phone numbers given without one, e.g. \"1\"."),
             Parameter::optional("set_cookies", "Set the _fbp/_fbc first-party cookies (default true)."),
         ],
+        delivery: sluice_sdk::Delivery::IN_REQUEST,
     };
 
     fn fire(host: &TagHost) -> Result<(), Error> {

@@ -47,6 +47,7 @@ impl Tag for TikTokEvents {
             Parameter::optional("test_event_code", "Send to the test events tool with this code."),
             Parameter::optional("phone_calling_code", "Country calling code for phone numbers given without one."),
         ],
+        delivery: sluice_sdk::Delivery::IN_REQUEST,
     };
 
     fn fire(host: &TagHost) -> Result<(), Error> {

@@ -1,0 +1,222 @@
+//! Stage 6, deliver: outside any request, each tag's outbox worker hands batches to the tag's
+//! `deliver` export (one fresh sandbox per batch, the same limits as any invocation) and plain
+//! queued requests to the egress choke point.
+//!
+//! The workers hold the container weakly: dropping the container (or [`Workers::stop`], on
+//! shutdown) ends them, and they never keep it, or its outbox files' locks, alive.
+
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use sluice_policy::consent::ConsentState;
+use sluice_policy::delivery::{self as rules, BatchFailure, ItemResult};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::invoke::Invoked;
+use super::{Container, TagEntry};
+use crate::bindings::delivery as wit;
+use crate::delivery::store::Item;
+use crate::delivery::worker::{Answer, Deliver, Worker};
+use crate::delivery::{OutboxConfig, PlainRequest, TagOutbox};
+use crate::outbound::OutboundRequest;
+use crate::state::{Phase, RequestData, ResponseDraft};
+use crate::trace::Outcome;
+
+/// The delivery workers' lifecycle: started once, on the first request or when serving starts.
+#[derive(Debug)]
+pub(super) struct Workers {
+    started: OnceLock<()>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    config: OutboxConfig,
+}
+
+impl Workers {
+    pub(super) fn new(config: OutboxConfig) -> Self {
+        Workers { started: OnceLock::new(), shutdown: CancellationToken::new(), tasks: TaskTracker::new(), config }
+    }
+
+    /// Tells the workers to finish (each drains for at most `[outbox] drain_ms`) and waits.
+    pub(super) async fn stop(&self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        self.delivery.shutdown.cancel();
+    }
+}
+
+/// Whose outbox a worker empties.
+#[derive(Clone, Copy)]
+enum Owner {
+    /// `tags[i]`: batches through its `deliver`, and plain requests.
+    Tag(usize),
+    /// `clients[i]`: plain requests only (clients have no `deliver`).
+    Client(usize),
+}
+
+/// What a worker delivers through: one template of a container it does not keep alive.
+struct Deliverer {
+    container: Weak<Container>,
+    owner: Owner,
+    outbox: Arc<TagOutbox>,
+}
+
+impl Deliver for Deliverer {
+    fn deliver(&self, items: Vec<Item>) -> BoxFuture<'static, Option<Answer>> {
+        let container = self.container.clone();
+        let (owner, outbox) = (self.owner, self.outbox.clone());
+        Box::pin(async move {
+            let container = container.upgrade()?;
+            let Owner::Tag(tag) = owner else {
+                return Some(Answer { result: Err(None), broken: "clients have no deliver phase".into() });
+            };
+            let entry = container.tags.get(tag)?.clone();
+            Some(container.deliver_batch(&entry, outbox, items).await)
+        })
+    }
+
+    fn send_plain(&self, request: PlainRequest) -> BoxFuture<'static, Option<ItemResult>> {
+        let container = self.container.clone();
+        let owner = self.owner;
+        Box::pin(async move {
+            let container = container.upgrade()?;
+            let template = match owner {
+                Owner::Tag(i) => container.tags.get(i)?.template.clone(),
+                Owner::Client(i) => container.clients.get(i)?.template.clone(),
+            };
+            Some(container.send_plain(&template.grant, &template.name, request).await)
+        })
+    }
+}
+
+impl Container {
+    /// Starts one delivery worker per outbox (idempotent). [`Container::handle`] calls it, and
+    /// so does [`crate::server::serve`], so a backlog left by the previous run is delivered
+    /// even before the first request.
+    pub fn start_delivery(self: &Arc<Self>) {
+        if self.delivery.started.set(()).is_err() {
+            return;
+        }
+        let tags = self.tags.iter().enumerate().map(|(i, t)| (Owner::Tag(i), t.outbox.clone()));
+        let clients = self.clients.iter().enumerate().map(|(i, c)| (Owner::Client(i), c.outbox.clone()));
+        for (owner, outbox) in tags.chain(clients) {
+            let Some(outbox) = outbox else { continue };
+            let config = &self.delivery.config;
+            let worker = Worker {
+                deliverer: Arc::new(Deliverer { container: Arc::downgrade(self), owner, outbox: outbox.clone() }),
+                outbox,
+                backoff: config.backoff(),
+                plain_max_age_secs: config.send_later_max_age_secs,
+                drain: Duration::from_millis(config.drain_ms),
+                shutdown: self.delivery.shutdown.clone(),
+            };
+            self.delivery.tasks.spawn(worker.run());
+        }
+    }
+
+    /// One `deliver` invocation for a batch.
+    async fn deliver_batch(&self, tag: &TagEntry, outbox: Arc<TagOutbox>, items: Vec<Item>) -> Answer {
+        let request = Arc::new(RequestData {
+            id: format!("deliver-{}", self.next_request_id()),
+            method: String::new(),
+            path: String::new(),
+            query: String::new(),
+            headers: Default::default(),
+            body: Default::default(),
+            remote_addr: None,
+        });
+        let response = Arc::new(Mutex::new(ResponseDraft::default()));
+        let deadline = Instant::now() + Duration::from_millis(self.runtime.limits.wall_ms);
+        let batch: Vec<wit::Item> = items
+            .into_iter()
+            .map(|item| wit::Item {
+                id: item.id,
+                attempt: item.attempts,
+                created_ms: item.created_ms,
+                // Only valid JSON is queued (checked by `enqueue`, or the host's own JSON).
+                data: String::from_utf8(item.data).unwrap_or_default(),
+            })
+            .collect();
+        let pre = tag.pre.clone();
+        let invoked = self
+            .invoke(
+                &tag.template,
+                (&request, &response, deadline),
+                None,
+                (ConsentState::default(), false),
+                (Phase::Deliver, Some(outbox)),
+                move |store| Box::pin(async move { pre.instantiate_async(store).await }),
+                move |instance, store| Box::pin(async move { instance.call_deliver(store, &batch).await }),
+            )
+            .await;
+        let result = match invoked.result {
+            Invoked::Returned(Ok(results)) => Ok(results.into_iter().map(item_result).collect()),
+            Invoked::Returned(Err(failure)) => Err(Some(batch_failure(failure))),
+            // Out of time: the vendor was slow, not the items bad.
+            Invoked::TimedOut | Invoked::DeadlinePassed => Err(Some(BatchFailure::Retry(None))),
+            other => {
+                let outcome = Outcome::from_invocation(other.map_unit()).masked();
+                return Answer { result: Err(None), broken: format!("deliver {outcome}") };
+            }
+        };
+        Answer { result, broken: String::new() }
+    }
+
+    /// One plain queued request, through the same choke point as a template's own.
+    async fn send_plain(&self, grant: &sluice_manifest::EffectiveGrant, template: &str, request: PlainRequest) -> ItemResult {
+        let url = crate::outbound::without_query(&request.url).to_string();
+        let sent = self
+            .services
+            .outbound
+            .send(
+                grant,
+                OutboundRequest {
+                    method: request.method,
+                    url: request.url,
+                    headers: request.headers,
+                    body: request.body,
+                    timeout: request.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))),
+                },
+            )
+            .await;
+        match sent {
+            Ok(response) => {
+                let retry_after = response
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("retry-after"))
+                    .and_then(|(_, v)| rules::retry_after(v, std::time::SystemTime::now()));
+                rules::plain_result(Some(response.status), retry_after)
+            }
+            Err(e @ (crate::outbound::OutboundError::Denied(_) | crate::outbound::OutboundError::Policy(_) | crate::outbound::OutboundError::Invalid(_))) => {
+                ItemResult::Rejected(crate::output::mask(&format!("{template}: {url}: {e}")))
+            }
+            Err(e) => {
+                tracing::info!(template, url = %url, "queued request not delivered, will retry: {}", crate::output::mask(&e.to_string()));
+                rules::plain_result(None, None)
+            }
+        }
+    }
+}
+
+fn item_result(r: wit::ItemResult) -> ItemResult {
+    match r {
+        wit::ItemResult::Delivered => ItemResult::Delivered,
+        wit::ItemResult::Retry(after) => ItemResult::Retry(after.map(|ms| Duration::from_millis(u64::from(ms)))),
+        wit::ItemResult::Rejected(reason) => ItemResult::Rejected(crate::output::bounded(&reason, super::invoke::MAX_MESSAGE)),
+    }
+}
+
+fn batch_failure(f: wit::BatchFailure) -> BatchFailure {
+    match f {
+        wit::BatchFailure::Retry(after) => BatchFailure::Retry(after.map(|ms| Duration::from_millis(u64::from(ms)))),
+        wit::BatchFailure::Reject(reason) => BatchFailure::Reject(crate::output::bounded(&reason, super::invoke::MAX_MESSAGE)),
+    }
+}
