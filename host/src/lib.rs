@@ -16,6 +16,7 @@
 //! * `engine` (the wasmtime sandbox) and `limits` (CPU budget, our own `ResourceLimiter`);
 //! * `state` (what one invocation holds) and `services` (what all invocations share);
 //! * `capabilities/`: one module per host interface a template can call;
+//! * `delivery` (the durable outbox per tag, its workers, and `sluice outbox`'s view of it);
 //! * `consent` (signals from HTTP, audit sink), `outbound` (the single egress choke point),
 //!   `output` (the one masker), `server` (the hyper front end), `trace`.
 //!
@@ -30,7 +31,7 @@ mod bindings;
 mod capabilities;
 pub mod config;
 mod consent;
-mod delivery;
+pub mod delivery;
 mod engine;
 pub mod error;
 mod limits;

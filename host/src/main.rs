@@ -1,4 +1,4 @@
-//! The `sluice` binary: `serve`, `check` and `inspect`.
+//! The `sluice` binary: `serve`, `check`, `inspect` and `outbox`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,10 +47,40 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show the delivery queues: depth, oldest item, dead letters; inspect, replay or purge
+    /// dead letters. Reading works beside a running server; replay and purge need it stopped.
+    Outbox {
+        /// The container config (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: Option<OutboxAction>,
+    },
     /// Show a template's kind, name, version, declared permissions and parameters.
     Inspect {
         /// The template `.wasm`.
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxAction {
+    /// Per template: pending items, disk space, oldest item's age, dead letters (the default).
+    Status,
+    /// List a template's dead letters (personal data removed, secrets masked).
+    Dead {
+        /// The template's name in the config.
+        template: String,
+    },
+    /// Put a template's dead letters back in its queue, to be delivered again.
+    Replay {
+        /// The template's name in the config.
+        template: String,
+    },
+    /// Delete a template's dead letters.
+    Purge {
+        /// The template's name in the config.
+        template: String,
     },
 }
 
@@ -85,7 +115,33 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve { config, listen } => serve(config, listen),
         Command::Check { config } => check(config),
         Command::Inspect { file } => inspect(file),
+        Command::Outbox { config, action } => outbox(config, action.unwrap_or(OutboxAction::Status)),
     }
+}
+
+fn outbox(path: PathBuf, action: OutboxAction) -> anyhow::Result<()> {
+    let config = ContainerConfig::load(&path)?;
+    let dir = sluice::delivery::OutboxDir::new(&config);
+    match action {
+        OutboxAction::Status => {
+            out!("{}: outboxes in {}", path.display(), config.outbox_dir.display());
+            for s in dir.status()? {
+                let age = s.oldest_age_secs.map_or("-".to_string(), |a| format!("{a} s"));
+                out!("{:<24} pending {:>8}  oldest {:>10}  dead {:>6}  on disk {:>10} B", s.template, s.pending, age, s.dead, s.bytes_on_disk);
+                for problem in s.problems {
+                    out!("  damaged, skipped: {problem}");
+                }
+            }
+        }
+        OutboxAction::Dead { template } => {
+            for d in dir.dead_letters(&template)? {
+                out!("{}  attempts {}  queued {}  dead {}\n  reason: {}\n  data: {}", d.id, d.attempts, d.created_ms, d.dead_ms, d.reason, d.data);
+            }
+        }
+        OutboxAction::Replay { template } => out!("{template}: {} dead letters queued again", dir.replay(&template)?),
+        OutboxAction::Purge { template } => out!("{template}: {} dead letters deleted", dir.purge(&template)?),
+    }
+    Ok(())
 }
 
 fn serve(path: PathBuf, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {

@@ -24,6 +24,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Serves `container` on `listener` until `shutdown` resolves, then drains gracefully.
 pub async fn serve(container: Arc<Container>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    // A backlog left by the previous run is delivered without waiting for traffic.
+    container.start_delivery();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let read_timeout = container.server_config().read_timeout();

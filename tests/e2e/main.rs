@@ -5,6 +5,7 @@
 
 mod config;
 mod consent;
+mod delivery;
 mod front;
 mod hardening;
 mod ga4;

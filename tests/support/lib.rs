@@ -142,7 +142,7 @@ impl FakeVendor {
     pub async fn wait_for(&self, path: &str, n: usize) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
-            let got = self.received_at(path);
+            let got: Vec<Received> = self.received().into_iter().filter(|r| r.path.starts_with(path)).collect();
             if got.len() >= n || tokio::time::Instant::now() >= deadline {
                 return got;
             }
@@ -171,6 +171,10 @@ impl FakeVendor {
             let (status, body) = judge(&received);
             let mut resp = http::Response::new(Full::new(Bytes::from(body)));
             *resp.status_mut() = http::StatusCode::from_u16(status).expect("status");
+            if status == 429 {
+                // As throttling vendors do: say when to come back.
+                resp.headers_mut().insert("retry-after", http::HeaderValue::from_static("1"));
+            }
             return resp;
         }
         if path.starts_with("/gated") {

@@ -282,6 +282,153 @@ mod tests {
     }
 }
 
+/// One queue's state, as `sluice outbox status` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxStatus {
+    /// The template it belongs to.
+    pub template: String,
+    /// Items waiting for delivery (retrying ones included).
+    pub pending: usize,
+    /// Disk space of its files.
+    pub bytes_on_disk: u64,
+    /// How long the oldest pending item has waited, in seconds.
+    pub oldest_age_secs: Option<u64>,
+    /// Dead letters kept.
+    pub dead: usize,
+    /// Items refused because the queue was full (since this process opened it).
+    pub overflowed: u64,
+    /// What opening it found damaged and skipped (offline inspection only).
+    pub problems: Vec<String>,
+}
+
+/// A dead letter as an operator sees it: its data with personal data removed and secrets
+/// masked, as every line Sluice writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterView {
+    /// The event id it was queued with.
+    pub id: String,
+    /// Delivery attempts made.
+    pub attempts: u32,
+    /// When it was queued, ms since the Unix epoch.
+    pub created_ms: u64,
+    /// When it was given up on.
+    pub dead_ms: u64,
+    /// Why.
+    pub reason: String,
+    /// What was queued (the vendor's item, or a plain request), personal data removed.
+    pub data: String,
+}
+
+/// Why `sluice outbox` could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// No template of this name has a queue.
+    #[error("no outbox for {0:?}: `sluice outbox status` lists the templates that have one")]
+    Unknown(String),
+    /// The queue could not be read or changed.
+    #[error("outbox of {template:?}: {message}")]
+    Store {
+        /// The template.
+        template: String,
+        /// What went wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// Offline access to a container's queues for `sluice outbox`: reading works beside a running
+/// server; `replay` and `purge` need the queue's lock, so they refuse while a server holds it.
+#[derive(Debug)]
+pub struct OutboxDir {
+    dir: PathBuf,
+    templates: Vec<String>,
+    minimiser: sluice_policy::personal_data::Minimiser,
+    cfg: OutboxConfig,
+}
+
+impl OutboxDir {
+    /// The queues of `config`'s templates (those that have a directory).
+    pub fn new(config: &crate::ContainerConfig) -> Self {
+        let templates = config.clients.iter().map(|c| &c.template).chain(config.tags.iter().map(|t| &t.template));
+        let templates: Vec<&crate::config::TemplateConfig> = templates.collect();
+        crate::output::register_secrets(templates.iter().flat_map(|t| t.params.iter().flat_map(|(_, p)| p.secrets.iter())));
+        let minimiser = sluice_policy::consent::ConsentPolicy::new(config.consent.clone()).minimiser().clone();
+        OutboxDir {
+            dir: config.outbox_dir.clone(),
+            templates: templates.iter().map(|t| t.name.clone()).filter(|name| config.outbox_dir.join(dir_name(name)).is_dir()).collect(),
+            minimiser,
+            cfg: config.outbox.clone(),
+        }
+    }
+
+    fn path(&self, template: &str) -> Result<PathBuf, OutboxError> {
+        if !self.templates.iter().any(|t| t == template) {
+            return Err(OutboxError::Unknown(template.into()));
+        }
+        Ok(self.dir.join(dir_name(template)))
+    }
+
+    fn failed(template: &str) -> impl Fn(StoreError) -> OutboxError + '_ {
+        move |e| OutboxError::Store { template: template.into(), message: crate::output::mask(&e.to_string()) }
+    }
+
+    /// Every queue's depth, age, dead letters and damage.
+    pub fn status(&self) -> Result<Vec<OutboxStatus>, OutboxError> {
+        self.templates
+            .iter()
+            .map(|t| {
+                let (store, recovery) = Store::inspect(&self.path(t)?).map_err(Self::failed(t))?;
+                Ok(status(t, &store, recovery.problems))
+            })
+            .collect()
+    }
+
+    /// One queue's dead letters, masked.
+    pub fn dead_letters(&self, template: &str) -> Result<Vec<DeadLetterView>, OutboxError> {
+        let (store, _) = Store::inspect(&self.path(template)?).map_err(Self::failed(template))?;
+        Ok(store.dead_letters().map_err(Self::failed(template))?.iter().map(|d| view(d, &self.minimiser)).collect())
+    }
+
+    /// Puts one queue's dead letters back for delivery (attempts reset); how many.
+    pub fn replay(&self, template: &str) -> Result<usize, OutboxError> {
+        let store = open_store(&self.dir, template, &self.cfg).map_err(Self::failed(template))?;
+        store.replay_dead().map_err(Self::failed(template))
+    }
+
+    /// Deletes one queue's dead letters; how many.
+    pub fn purge(&self, template: &str) -> Result<usize, OutboxError> {
+        let store = open_store(&self.dir, template, &self.cfg).map_err(Self::failed(template))?;
+        store.purge_dead().map_err(Self::failed(template))
+    }
+}
+
+pub(crate) fn status(template: &str, store: &Store, problems: Vec<String>) -> OutboxStatus {
+    let stats = store.stats();
+    OutboxStatus {
+        template: template.into(),
+        pending: stats.pending,
+        bytes_on_disk: stats.bytes_on_disk,
+        oldest_age_secs: stats.oldest_created_ms.map(|t| now_ms().saturating_sub(t) / 1000),
+        dead: stats.dead,
+        overflowed: stats.overflowed,
+        problems,
+    }
+}
+
+pub(crate) fn view(d: &store::DeadLetter, minimiser: &sluice_policy::personal_data::Minimiser) -> DeadLetterView {
+    let data = match serde_json::from_slice::<serde_json::Value>(&d.item.data) {
+        Ok(value) => crate::json_text(&minimiser.event(&value).value),
+        Err(_) => "(not JSON)".into(),
+    };
+    DeadLetterView {
+        id: crate::output::mask(&d.item.id),
+        attempts: d.item.attempts,
+        created_ms: d.item.created_ms,
+        dead_ms: d.dead_ms,
+        reason: crate::output::mask(&d.reason),
+        data: crate::output::mask(&data),
+    }
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)

@@ -571,7 +571,6 @@ impl Store {
     /// Opens read-only WITHOUT the lock, without a committer (for `sluice outbox status/list`):
     /// stats(), read_next() and dead_letters() work; append/ack/dead_letter/replay/purge return
     /// Closed. Nothing on disk is changed, damage included.
-    #[cfg_attr(not(test), expect(dead_code, reason = "for `sluice outbox` and `answer_after_commit`, not wired yet"))]
     pub(crate) fn inspect(dir: &Path) -> Result<(Store, Recovery), StoreError> {
         let (mut state, _, recovery) = recover(dir, false)?;
         state.stopped = true;
@@ -705,7 +704,6 @@ impl Store {
     }
 
     /// Every dead letter, oldest first (written or waiting for the next commit).
-    #[cfg_attr(not(test), expect(dead_code, reason = "for `sluice outbox` and `answer_after_commit`, not wired yet"))]
     pub(crate) fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         let _io = lock(&self.shared.dead_io);
         let (reset, waiting): (bool, Vec<DeadLetter>) = {
@@ -753,13 +751,11 @@ impl Store {
     /// Moves every dead letter back into the queue (attempts reset to 0) and empties dead.log
     /// (the items are written first; the quota is not applied: they are on disk already).
     /// Returns how many.
-    #[cfg_attr(not(test), expect(dead_code, reason = "for `sluice outbox` and `answer_after_commit`, not wired yet"))]
     pub(crate) fn replay_dead(&self) -> Result<usize, StoreError> {
         self.take_dead(true)
     }
 
     /// Empties dead.log. Returns how many were removed.
-    #[cfg_attr(not(test), expect(dead_code, reason = "for `sluice outbox` and `answer_after_commit`, not wired yet"))]
     pub(crate) fn purge_dead(&self) -> Result<usize, StoreError> {
         self.take_dead(false)
     }

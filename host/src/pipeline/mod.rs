@@ -118,6 +118,20 @@ impl Container {
         format!("{:08x}", self.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// Each outbox's state, live.
+    pub fn outbox_status(&self) -> Vec<crate::delivery::OutboxStatus> {
+        let mut all: Vec<_> = self.outboxes.by_tag.values().map(|o| crate::delivery::status(&o.tag, &o.store, Vec::new())).collect();
+        all.sort_by(|a, b| a.template.cmp(&b.template));
+        all
+    }
+
+    /// One template's dead letters, masked as `sluice outbox dead` shows them.
+    pub fn dead_letters(&self, template: &str) -> Vec<crate::delivery::DeadLetterView> {
+        let Some(outbox) = self.outboxes.by_tag.get(template) else { return Vec::new() };
+        let minimiser = self.services.consent.policy().minimiser();
+        outbox.store.dead_letters().unwrap_or_default().iter().map(|d| crate::delivery::view(d, minimiser)).collect()
+    }
+
     /// Host calls refused so far.
     pub fn denial_count(&self) -> u64 {
         self.services.metrics.denials.load(Ordering::Relaxed)

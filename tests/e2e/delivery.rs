@@ -1,0 +1,170 @@
+//! Delivery as a user sees it: every accepted event reaches its vendor through the tag's
+//! durable outbox, whatever the vendor does — an outage, throttling, a batch refused for one
+//! bad event — and a damaged queue file at start costs only what is damaged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use std::time::{Duration, Instant};
+
+use sluice::Container;
+use sluice_tests::{FakeVendor, Received, ga4_client_entry, hit_request, loopback_outbound, parse_config, scratch_dir, template};
+
+/// The GA4 client and the bundled webhook, batching up to 10 events, retrying fast.
+fn config(origin: &str, outbox: &std::path::Path, tag_extra: &str) -> String {
+    format!(
+        "{outbound}[outbox]\ndir = \"{dir}\"\nretry_base_ms = 50\nretry_max_ms = 200\ncommit_ms = 2\ndrain_ms = 100\n\n[consent]\naudit = \"off\"\n\n{client}\n\
+         [[tag]]\nname = \"hook\"\nwasm = \"{wasm}\"\ntrigger = {{ events = [\"*\"] }}\nparams = {{ url = \"{origin}/hook\" }}\n\
+         grants = {{ event_data = [\"*\"], outbound = [\"{origin}/\"], logging = true }}\ndelivery = {{ max_items = 10, max_wait_ms = 20 }}\n{tag_extra}",
+        outbound = loopback_outbound(),
+        dir = outbox.display(),
+        client = ga4_client_entry(),
+        wasm = template("webhook-tag").display(),
+    )
+}
+
+fn load(text: &str) -> Arc<Container> {
+    Arc::new(Container::load(&parse_config(text).unwrap_or_else(|e| panic!("config: {e}"))).unwrap_or_else(|e| panic!("load: {e}")))
+}
+
+/// A GA4 page view carrying `event_id` = `id`.
+fn hit(id: &str) -> sluice::RequestData {
+    hit_request(&format!("v=2&tid=G-TEST&cid=1.2&en=page_view&ep.event_id={id}&dl=https%3A%2F%2Fshop.example%2F"))
+}
+
+/// Every event id the vendor received, with how many times.
+fn ids(received: &[Received]) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for r in received {
+        for event in r.json().as_array().cloned().unwrap_or_default() {
+            *seen.entry(event["x-sluice-event-id"].as_str().unwrap_or("?").to_string()).or_insert(0) += 1;
+        }
+    }
+    seen
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_delays_events_and_loses_none() {
+    let vendor = FakeVendor::start().await;
+    let down = Arc::new(AtomicBool::new(true));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let (d, r) = (down.clone(), refused.clone());
+    vendor.judge(
+        "/hook",
+        Arc::new(move |_: &Received| {
+            if d.load(Ordering::SeqCst) {
+                r.fetch_add(1, Ordering::SeqCst);
+                (503, "deploying".into())
+            } else {
+                (200, "{}".into())
+            }
+        }),
+    );
+    let container = load(&config(&vendor.origin(), &scratch_dir("outage"), ""));
+    let expected: Vec<String> = (0..60).map(|n| format!("ev-{n}")).collect();
+    for id in &expected {
+        let (response, trace) = container.handle(hit(id)).await;
+        assert_eq!(response.status, 204, "the visitor's request never waits for the vendor");
+        assert_eq!(trace.tag_run(0, "hook").expect("ran").outcome, sluice::Outcome::Queued);
+    }
+    wait_until("the vendor refused a few retries", || refused.load(Ordering::SeqCst) >= 3).await;
+    down.store(false, Ordering::SeqCst);
+    // What the vendor answered 503 to was not taken; only the requests after it came back count.
+    let back_at = vendor.received_at("/hook").len();
+
+    wait_until("the queue is empty", || container.outbox_status()[0].pending == 0).await;
+    let taken = ids(&vendor.received_at("/hook")[back_at..]);
+    let status = &container.outbox_status()[0];
+    assert_eq!((status.template.as_str(), status.dead), ("hook", 0));
+    for id in &expected {
+        assert_eq!(taken.get(id), Some(&1), "{id} reached the vendor once after the outage: {taken:?}");
+    }
+    assert_eq!(taken.len(), expected.len(), "exactly the accepted events, no others: {taken:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_pauses_the_tag_for_retry_after_and_a_batch_refused_for_one_event_isolates_it() {
+    let vendor = FakeVendor::start().await;
+    let calls = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let c = calls.clone();
+    // First answer: 429 (Retry-After: 1). Then any batch holding "ev-bad" is refused whole,
+    // as Meta and TikTok do; the rest are taken.
+    vendor.judge(
+        "/hook",
+        Arc::new(move |r: &Received| {
+            let mut at = c.lock().expect("calls");
+            at.push(Instant::now());
+            if at.len() == 1 {
+                return (429, "slow down".into());
+            }
+            if String::from_utf8_lossy(&r.body).contains("ev-bad") { (400, "invalid event in batch".into()) } else { (200, "{}".into()) }
+        }),
+    );
+    let container = load(&config(&vendor.origin(), &scratch_dir("throttle"), ""));
+    let expected: Vec<String> = ["ev-0", "ev-1", "ev-bad", "ev-3", "ev-4", "ev-5"].map(String::from).to_vec();
+    for id in &expected {
+        container.handle(hit(id)).await;
+    }
+    wait_until("the bad event is dead-lettered", || container.outbox_status()[0].dead == 1).await;
+    wait_until("the rest is delivered", || container.outbox_status()[0].pending == 0).await;
+
+    let at = calls.lock().expect("calls").clone();
+    assert!(at[1] - at[0] >= Duration::from_millis(900), "the tag waited out Retry-After: 1 (next try after {:?})", at[1] - at[0]);
+    let received = vendor.received_at("/hook");
+    assert!(received.len() >= 3, "throttled, then the halving: {}", received.len());
+    let taken: HashMap<String, usize> = ids(&received[1..].iter().filter(|r| !String::from_utf8_lossy(&r.body).contains("ev-bad")).cloned().collect::<Vec<_>>());
+    for id in expected.iter().filter(|id| *id != "ev-bad") {
+        assert!(taken.contains_key(id), "{id} was delivered: {taken:?}");
+    }
+    let dead = container.dead_letters("hook");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].id, "ev-bad");
+    assert!(dead[0].reason.contains("HTTP 400: invalid event in batch"), "{}", dead[0].reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_queue_file_is_reported_and_skipped_and_the_rest_is_delivered_after_restart() {
+    let vendor = FakeVendor::start().await;
+    let down = Arc::new(AtomicBool::new(true));
+    let d = down.clone();
+    vendor.judge("/hook", Arc::new(move |_: &Received| if d.load(Ordering::SeqCst) { (503, String::new()) } else { (200, "{}".into()) }));
+    let dir = scratch_dir("damaged");
+    let text = config(&vendor.origin(), &dir, "");
+    let first = load(&text);
+    for n in 0..20 {
+        first.handle(hit(&format!("ev-{n}"))).await;
+    }
+    first.drain().await;
+    drop(first);
+
+    // Cut the last segment mid-record, as a crash mid-write or a bad disk would.
+    let queue = dir.join("hook");
+    let mut segments: Vec<_> = std::fs::read_dir(&queue).unwrap().filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "log") && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("seg-"))).collect();
+    segments.sort();
+    let last = segments.last().expect("a segment").clone();
+    let len = std::fs::metadata(&last).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&last).unwrap().set_len(len - 7).unwrap();
+
+    // `sluice outbox status` reports the damage before the server starts again.
+    let report = sluice::delivery::OutboxDir::new(&parse_config(&text).unwrap()).status().unwrap();
+    assert_eq!(report[0].pending, 19, "{report:?}");
+    assert!(report[0].problems.iter().any(|p| p.contains(&last.file_name().unwrap().to_string_lossy().to_string())), "{report:?}");
+
+    down.store(false, Ordering::SeqCst);
+    let back_at = vendor.received_at("/hook").len();
+    let second = load(&text);
+    second.start_delivery();
+    wait_until("the intact events are delivered", || second.outbox_status()[0].pending == 0 && ids(&vendor.received_at("/hook")[back_at..]).len() >= 19).await;
+    let seen = ids(&vendor.received_at("/hook")[back_at..]);
+    assert_eq!(seen.len(), 19, "all but the cut record: {seen:?}");
+    assert!(!seen.contains_key("ev-19"), "the damaged record is the last one");
+}
