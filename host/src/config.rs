@@ -331,6 +331,16 @@ impl ContainerConfig {
     }
 }
 
+impl ContainerConfig {
+    /// Offline access to this container's delivery queues (`sluice outbox`).
+    pub fn outboxes(&self) -> crate::delivery::OutboxDir {
+        let templates = self.clients.iter().map(|c| &c.template).chain(self.tags.iter().map(|t| &t.template));
+        let secrets: Vec<(&str, Vec<String>)> =
+            templates.map(|t| (t.name.as_str(), t.params.iter().flat_map(|(_, p)| p.secrets.iter().cloned()).collect())).collect();
+        crate::delivery::OutboxDir::new(&self.outbox_dir, &self.outbox, &self.consent, secrets.iter().map(|(n, s)| (*n, s.as_slice())))
+    }
+}
+
 /// Converts a TOML value to JSON, replacing `${ENV_VAR}` references in strings; the values
 /// substituted are the parameter's secrets.
 fn resolve_param(value: toml::Value, env: &dyn Fn(&str) -> Option<String>) -> Result<Param, String> {

@@ -121,7 +121,7 @@ fn run(command: Command) -> anyhow::Result<()> {
 
 fn outbox(path: PathBuf, action: OutboxAction) -> anyhow::Result<()> {
     let config = ContainerConfig::load(&path)?;
-    let dir = sluice::delivery::OutboxDir::new(&config);
+    let dir = config.outboxes();
     match action {
         OutboxAction::Status => {
             out!("{}: outboxes in {}", path.display(), config.outbox_dir.display());

@@ -155,7 +155,7 @@ async fn a_damaged_queue_file_is_reported_and_skipped_and_the_rest_is_delivered_
     std::fs::OpenOptions::new().write(true).open(&last).unwrap().set_len(len - 7).unwrap();
 
     // `sluice outbox status` reports the damage before the server starts again.
-    let report = sluice::delivery::OutboxDir::new(&parse_config(&text).unwrap()).status().unwrap();
+    let report = parse_config(&text).unwrap().outboxes().status().unwrap();
     assert_eq!(report[0].pending, 19, "{report:?}");
     assert!(report[0].problems.iter().any(|p| p.contains(&last.file_name().unwrap().to_string_lossy().to_string())), "{report:?}");
 

@@ -346,18 +346,23 @@ pub struct OutboxDir {
 }
 
 impl OutboxDir {
-    /// The queues of `config`'s templates (those that have a directory).
-    pub fn new(config: &crate::ContainerConfig) -> Self {
-        let templates = config.clients.iter().map(|c| &c.template).chain(config.tags.iter().map(|t| &t.template));
-        let templates: Vec<&crate::config::TemplateConfig> = templates.collect();
-        crate::output::register_secrets(templates.iter().flat_map(|t| t.params.iter().flat_map(|(_, p)| p.secrets.iter())));
-        let minimiser = sluice_policy::consent::ConsentPolicy::new(config.consent.clone()).minimiser().clone();
-        OutboxDir {
-            dir: config.outbox_dir.clone(),
-            templates: templates.iter().map(|t| t.name.clone()).filter(|name| config.outbox_dir.join(dir_name(name)).is_dir()).collect(),
-            minimiser,
-            cfg: config.outbox.clone(),
+    /// The queues under `dir` of these templates (those that have a directory), their
+    /// secrets registered with the output masker. [`crate::ContainerConfig::outboxes`] calls it.
+    pub(crate) fn new<'a>(
+        dir: &Path,
+        cfg: &OutboxConfig,
+        consent: &sluice_policy::consent::ConsentConfig,
+        templates: impl Iterator<Item = (&'a str, &'a [String])>,
+    ) -> Self {
+        let mut names = Vec::new();
+        for (name, secrets) in templates {
+            crate::output::register_secrets(secrets);
+            if dir.join(dir_name(name)).is_dir() {
+                names.push(name.to_string());
+            }
         }
+        let minimiser = sluice_policy::consent::ConsentPolicy::new(consent.clone()).minimiser().clone();
+        OutboxDir { dir: dir.to_path_buf(), templates: names, minimiser, cfg: cfg.clone() }
     }
 
     fn path(&self, template: &str) -> Result<PathBuf, OutboxError> {

@@ -54,8 +54,7 @@ impl Container {
             .invoke(
                 &client.template,
                 request,
-                None,
-                (ConsentState::default(), false),
+                (None, ConsentState::default(), false),
                 (Phase::InRequest, client.outbox.clone()),
                 move |store| Box::pin(async move { pre.instantiate_async(store).await }),
                 |instance, store| Box::pin(async move { instance.call_run(store).await }),

@@ -149,8 +149,7 @@ impl Container {
             .invoke(
                 &tag.template,
                 (&request, &response, deadline),
-                None,
-                (ConsentState::default(), false),
+                (None, ConsentState::default(), false),
                 (Phase::Deliver, Some(outbox)),
                 move |store| Box::pin(async move { pre.instantiate_async(store).await }),
                 move |instance, store| Box::pin(async move { instance.call_deliver(store, &batch).await }),

@@ -109,8 +109,7 @@ impl Container {
             .invoke(
                 &tag.template,
                 request,
-                Some(event.clone()),
-                (consent, personal_data_removed),
+                (Some(event.clone()), consent, personal_data_removed),
                 (Phase::InRequest, tag.outbox.clone()),
                 move |store| Box::pin(async move { pre.instantiate_async(store).await }),
                 |instance, store| Box::pin(async move { instance.call_fire(store).await }),
