@@ -88,6 +88,7 @@ async fn a_hit_full_of_personal_data_reaches_no_tag_without_ad_user_data() {
         assert!(!outcomes.is_empty() && outcomes.iter().all(|o| o == "ok" || o == "queued"), "{tag}: {outcomes:?} in {trace:?}");
     }
     vendor.wait_for("/hook", 1).await;
+    vendor.wait_for("/g/collect", 1).await;
     let received = vendor.received();
     for path in ["/g/collect", "/hook", "/sink"] {
         assert!(received.iter().any(|r| r.path == path), "nothing reached {path}");

@@ -23,6 +23,9 @@ pub(crate) fn config(origin: &str) -> String {
 [server]
 trusted_proxies = 1
 
+[outbox]
+drain_ms = 1500
+
 {client}
 
 [[tag]]

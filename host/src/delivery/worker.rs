@@ -79,7 +79,7 @@ impl Worker {
         let mut committed = self.outbox.store.subscribe();
         let mut drain_until: Option<Instant> = None;
         loop {
-            if !self.dispatch(&mut state).await {
+            if !self.dispatch(&mut state, drain_until.is_some()).await {
                 break;
             }
             if let Some(until) = drain_until
@@ -87,7 +87,8 @@ impl Worker {
             {
                 break;
             }
-            let wake = state.next_wake(&self).unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            // While draining, the drain's end is a wake too: nothing may sleep past it.
+            let wake = [state.next_wake(&self), drain_until].into_iter().flatten().min().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 done = state.in_flight.join_next(), if !state.in_flight.is_empty() => match done {
                     Some(Ok(Some((held, plan)))) => {
@@ -111,8 +112,9 @@ impl Worker {
         }
     }
 
-    /// Starts every batch that may start now. `false` when the store is unusable.
-    async fn dispatch(&self, state: &mut State) -> bool {
+    /// Starts every batch that may start now (while draining, a batch does not wait to fill).
+    /// `false` when the store is unusable.
+    async fn dispatch(&self, state: &mut State, draining: bool) -> bool {
         let now = Instant::now();
         if state.paused_until.is_some_and(|until| until > now) {
             return true;
@@ -141,7 +143,7 @@ impl Worker {
             }
         }
         while state.in_flight.len() < self.outbox.concurrency {
-            let Some(held) = state.ready.pop_front().or_else(|| state.form(batch, now)) else { break };
+            let Some(held) = state.ready.pop_front().or_else(|| state.form(batch, now, draining)) else { break };
             let held = self.drop_expired(held);
             if !held.is_empty() {
                 self.start(state, held);
@@ -282,7 +284,7 @@ impl State {
     }
 
     /// A batch from the forming items, if it is full or its oldest item has waited long enough.
-    fn form(&mut self, batch: Batch, now: Instant) -> Option<Vec<Held>> {
+    fn form(&mut self, batch: Batch, now: Instant, draining: bool) -> Option<Vec<Held>> {
         let oldest = self.forming.front()?.since;
         let (mut items, mut bytes) = (0usize, 0usize);
         for h in &self.forming {
@@ -293,7 +295,7 @@ impl State {
             bytes += h.item.data.len();
         }
         let full = items < self.forming.len() || items == batch.max_items as usize;
-        if !full && now < oldest + Duration::from_millis(u64::from(batch.max_wait_ms)) {
+        if !full && !draining && now < oldest + Duration::from_millis(u64::from(batch.max_wait_ms)) {
             return None;
         }
         Some(self.forming.drain(..items).collect())

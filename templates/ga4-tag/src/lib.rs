@@ -1,4 +1,6 @@
-//! GA4 tag: forwards events to Google Analytics, in one of two modes.
+//! GA4 tag: forwards events to Google Analytics from its outbox, in one of two modes. It needs
+//! nothing from the visitor's request (the IP and user agent travel in the event), so it has no
+//! per-request phase: the host queues each event and `deliver` gets up to 25 at a time.
 //!
 //! * `gtag` (default, what sGTM's GA4 tag does): the event is re-encoded as a GA4 web hit and
 //!   POSTed to `{endpoint}/g/collect`, protocol parameters preserved (`x-ga-*` keys back to
@@ -8,7 +10,14 @@
 //!   Google's limits (§6): event and parameter names ≤ 40 characters, letters/digits/`_`
 //!   starting with a letter, not reserved; ≤ 25 parameters; string values ≤ 100 characters;
 //!   ≤ 25 user properties (names ≤ 24, values ≤ 36). What does not fit is dropped, not sent
-//!   for Google to reject.
+//!   for Google to reject. Consecutive events of one visitor (`client_id`, `user_id`) share a
+//!   request, up to Google's 25 events; an event Google would refuse (a reserved name) is
+//!   dead-lettered instead of sent.
+//!
+//! Google answers 2xx to whatever it receives (malformed data is silently dropped), so in
+//! practice only outages retry: `429`, `5xx` and connection failures retry the request's
+//! events, any other status dead-letters them. Events wait at most 72 hours (Google's backdating
+//! limit).
 //!
 //! The endpoint is configurable (`https://region1.google-analytics.com` for EU collection).
 //! Personal data (`user_data`) is never forwarded: GA4 does not accept it. Declares
@@ -18,7 +27,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 use sluice_sdk::json::Map;
-use sluice_sdk::{Error, HttpRequest, Kind, Manifest, Parameter, Permissions, Tag, TagHost, Value, json};
+use sluice_sdk::{Batch, BatchFailure, DeliverHost, Delivery, Error, HttpRequest, Item, ItemResult, Kind, Manifest, Parameter, Permissions, Tag, Value, json};
 
 /// The GA4 tag.
 pub struct Ga4Tag;
@@ -37,35 +46,113 @@ impl Tag for Ga4Tag {
             Parameter::optional("api_secret", "Measurement Protocol API secret (mp mode).").secret(),
             Parameter::optional("endpoint", "Base URL (default https://www.google-analytics.com)."),
         ],
-        delivery: sluice_sdk::Delivery::IN_REQUEST,
+        // MP: 25 events and < 130 kB per request; backdating at most 72 hours (§6).
+        delivery: Delivery::batched(Batch { max_items: 25, max_bytes: 120_000, max_wait_ms: 500, max_age_secs: 72 * 3600 }),
     };
 
-    fn fire(host: &TagHost) -> Result<(), Error> {
+    fn deliver(host: &DeliverHost, batch: &[Item]) -> Result<Vec<ItemResult>, BatchFailure> {
         let config = host.config();
-        let event = host.event().all()?;
-        let measurement_id = config
-            .str("measurement_id")
-            .or_else(|| event.get("x-ga-measurement_id").and_then(Value::as_str).map(str::to_string))
-            .ok_or_else(|| Error::invalid("no measurement id: set the measurement_id parameter"))?;
         let endpoint = config.str("endpoint").unwrap_or_else(|| "https://www.google-analytics.com".into());
         let endpoint = endpoint.trim_end_matches('/');
-        let request = match config.str("mode").as_deref().unwrap_or("gtag") {
+        let mode = config.str("mode").unwrap_or_else(|| "gtag".into());
+        let mut results: Vec<Option<ItemResult>> = vec![None; batch.len()];
+        // Each item's event and measurement id; an item that cannot be sent is rejected alone.
+        let mut ready = Vec::new();
+        for (n, item) in batch.iter().enumerate() {
+            let prepared = item.json::<Map<String, Value>>().and_then(|event| {
+                let id = config
+                    .str("measurement_id")
+                    .or_else(|| event.get("x-ga-measurement_id").and_then(Value::as_str).map(str::to_string))
+                    .ok_or_else(|| Error::invalid("no measurement id: set the measurement_id parameter"))?;
+                Ok((event, id))
+            });
+            match prepared {
+                Ok(ok) => ready.push((n, ok)),
+                Err(e) => results[n] = Some(ItemResult::Rejected(e.to_string())),
+            }
+        }
+        match mode.as_str() {
             "gtag" => {
-                let mut r = HttpRequest::post(format!("{endpoint}/g/collect?{}", web_hit(&event, &measurement_id)?));
-                if let Some(ua) = event.get("user_agent").and_then(Value::as_str) {
-                    r = r.header("user-agent", ua);
+                // Web hits as Google takes them: one request per event.
+                for (n, (event, id)) in ready {
+                    let result = web_hit(&event, &id).map(|query| {
+                        let mut r = HttpRequest::post(format!("{endpoint}/g/collect?{query}"));
+                        if let Some(ua) = event.get("user_agent").and_then(Value::as_str) {
+                            r = r.header("user-agent", ua);
+                        }
+                        send(host, &r)
+                    });
+                    results[n] = Some(result.unwrap_or_else(|e| ItemResult::Rejected(e.to_string())));
                 }
-                r
             }
             "mp" => {
-                let secret = config.require_str("api_secret")?;
-                let url = format!("{endpoint}/mp/collect?measurement_id={measurement_id}&api_secret={secret}");
-                HttpRequest::post(url).json(&mp_body(&event)?)
+                let secret = config.require_str("api_secret").map_err(|e| BatchFailure::Reject(e.to_string()))?;
+                for group in visitor_runs(ready) {
+                    let (events, indices): (Vec<_>, Vec<_>) = group.into_iter().map(|(n, e)| (e, n)).unzip();
+                    let id = events[0].1.clone();
+                    let bodies: Vec<Result<Value, Error>> = events.iter().map(|(e, _)| mp_body(e)).collect();
+                    let mut merged: Option<Value> = None;
+                    let mut sent_indices = Vec::new();
+                    for (body, n) in bodies.into_iter().zip(&indices) {
+                        match body {
+                            Err(e) => results[*n] = Some(ItemResult::Rejected(e.to_string())),
+                            Ok(body) => {
+                                sent_indices.push(*n);
+                                match &mut merged {
+                                    None => merged = Some(body),
+                                    Some(m) => {
+                                        if let (Some(all), Some(more)) = (m["events"].as_array_mut(), body["events"].as_array()) {
+                                            all.extend(more.iter().cloned());
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let Some(body) = merged else { continue };
+                    let url = format!("{endpoint}/mp/collect?measurement_id={id}&api_secret={secret}");
+                    let result = send(host, &HttpRequest::post(url).json(&body));
+                    for n in sent_indices {
+                        results[n] = Some(result.clone());
+                    }
+                }
             }
-            other => return Err(Error::invalid(format!("mode {other:?} is not gtag or mp"))),
-        };
-        host.http().send(&request)?.error_for_status().map(drop)
+            other => return Err(BatchFailure::Reject(format!("mode {other:?} is not gtag or mp"))),
+        }
+        Ok(results.into_iter().map(|r| r.unwrap_or_else(|| ItemResult::Retry(None))).collect())
     }
+}
+
+/// Sends one request; what its answer means for the events in it.
+fn send(host: &DeliverHost, request: &HttpRequest) -> ItemResult {
+    match host.http().send(request) {
+        Err(e) => {
+            host.log().info(&format!("Google Analytics not reached, will retry: {e}"));
+            ItemResult::Retry(None)
+        }
+        Ok(response) => match response.batch_failure("Google Analytics") {
+            None => ItemResult::Delivered,
+            Some(BatchFailure::Retry(after)) => ItemResult::Retry(after),
+            Some(BatchFailure::Reject(why)) => ItemResult::Rejected(why),
+        },
+    }
+}
+
+/// Consecutive events of one visitor and measurement id (an MP request has one `client_id`,
+/// `user_id` and stream), in order, at most 25 each.
+fn visitor_runs<T>(events: Vec<(usize, (Map<String, Value>, T))>) -> Vec<Vec<(usize, (Map<String, Value>, T))>>
+where
+    T: PartialEq,
+{
+    let key = |e: &Map<String, Value>| (e.get("client_id").cloned(), e.get("user_id").cloned());
+    let mut runs: Vec<Vec<(usize, (Map<String, Value>, T))>> = Vec::new();
+    for entry in events {
+        match runs.last_mut() {
+            Some(run) if run.len() < 25 && key(&run[0].1.0) == key(&entry.1.0) && run[0].1.1 == entry.1.1 => run.push(entry),
+            _ => runs.push(vec![entry]),
+        }
+    }
+    runs
 }
 
 /// Event-model keys with a dedicated hit parameter (or that must never be forwarded).
@@ -339,11 +426,18 @@ mod tests {
             .stub("https://region1.google-analytics.com/", HttpResponse::new(204, ""))
     }
 
+    /// Queues the mock's event as the host does, then delivers it.
+    fn deliver(m: &mut MockHost) -> sluice_sdk::mock::DeliveryReport {
+        m.run_tag::<Ga4Tag>().expect("queued");
+        assert!(m.sent().is_empty(), "nothing is sent from the visitor's request");
+        m.deliver_queued::<Ga4Tag>()
+    }
+
     #[test]
     fn gtag_mode_carries_ip_and_user_agent() {
         let mut m = mock(json!({"event_name": "page_view", "client_id": "1.2", "x-ga-measurement_id": "G-ABC",
                                 "ip_override": "203.0.113.4", "user_agent": "UA/9", "user_data": {"email_address": "a@b.c"}}));
-        m.run_tag::<Ga4Tag>().expect("fires");
+        assert_eq!(deliver(&mut m).delivered.len(), 1);
         let sent = &m.sent()[0];
         assert!(sent.url.starts_with("https://region1.google-analytics.com/g/collect?v=2&tid=G-ABC&en=page_view&cid=1.2"), "{}", sent.url);
         assert!(sent.url.contains("_uip=203.0.113.4"));
@@ -360,7 +454,7 @@ mod tests {
             event[format!("p{i:02}")] = json!(i);
         }
         let mut m = mock(event).param("mode", "mp").secret_param("api_secret", "shh");
-        m.run_tag::<Ga4Tag>().expect("fires");
+        assert_eq!(deliver(&mut m).delivered.len(), 1);
         let sent = &m.sent()[0];
         assert_eq!(sent.url, "https://region1.google-analytics.com/mp/collect?measurement_id=G-ABC&api_secret=shh");
         let body: Value = sluice_sdk::json::from_slice(&sent.body).expect("json");
@@ -378,8 +472,34 @@ mod tests {
     fn reserved_or_invalid_event_names_are_not_sent() {
         for name in ["session_start", "first_visit", "1abc", "has space", &"n".repeat(41)] {
             let mut m = mock(json!({"event_name": name, "client_id": "1.2", "x-ga-measurement_id": "G-ABC"})).param("mode", "mp").secret_param("api_secret", "s");
-            assert!(m.run_tag::<Ga4Tag>().is_err(), "{name}");
+            let report = deliver(&mut m);
+            assert!(report.dead.len() == 1 && report.dead[0].1.contains("not accepted by the Measurement Protocol"), "{name}: {report:?}");
             assert!(m.sent().is_empty());
         }
+    }
+
+    #[test]
+    fn mp_mode_sends_one_visitors_events_together_and_others_apart() {
+        let event = |cid: &str, name: &str| json!({"event_name": name, "client_id": cid, "x-ga-measurement_id": "G-ABC"});
+        let mut m = mock(event("1.1", "page_view")).param("mode", "mp").secret_param("api_secret", "shh");
+        for e in [event("1.1", "page_view"), event("1.1", "add_to_cart"), event("2.2", "page_view"), event("1.1", "purchase")] {
+            m = m.event(e);
+            m.run_tag::<Ga4Tag>().expect("queued");
+        }
+        let report = m.deliver_queued::<Ga4Tag>();
+        assert_eq!(report.delivered.len(), 4);
+        assert_eq!(report.batches.len(), 1, "one deliver call");
+        let bodies: Vec<Value> = m.sent().iter().map(|r| sluice_sdk::json::from_slice(&r.body).expect("json")).collect();
+        let names: Vec<(String, usize)> = bodies.iter().map(|b| (b["client_id"].as_str().unwrap_or("").to_string(), b["events"].as_array().map_or(0, Vec::len))).collect();
+        assert_eq!(names, [("1.1".to_string(), 2), ("2.2".into(), 1), ("1.1".into(), 1)], "runs of one visitor, in order");
+    }
+
+    #[test]
+    fn an_outage_retries_only_the_events_google_did_not_get() {
+        let mut m = mock(json!({"event_name": "page_view", "client_id": "1.2", "x-ga-measurement_id": "G-ABC"}))
+            .stub_sequence("https://region1.google-analytics.com/", vec![Ok(HttpResponse::new(503, "")), Ok(HttpResponse::new(204, ""))]);
+        assert_eq!(deliver(&mut m).retry.len(), 1);
+        assert_eq!(m.deliver_queued::<Ga4Tag>().delivered.len(), 1);
+        assert_eq!(m.sent().len(), 2);
     }
 }

@@ -1,5 +1,7 @@
-//! Meta Conversions API tag: each event becomes one server event POSTed to
-//! `{endpoint}/{api_version}/{pixel_id}/events` with the access token (a secret parameter).
+//! Meta Conversions API tag: each event becomes one server event, built in the visitor's
+//! request (`fire`: cookies, hashing) and queued in the tag's outbox; `deliver` POSTs up to
+//! 1,000 of them per request to `{endpoint}/{api_version}/{pixel_id}/events` with the access
+//! token (a secret parameter).
 //!
 //! * `event_name` through the GA4 → Meta standard-event map (`purchase` → `Purchase`...);
 //!   `event_time` in seconds (the event's MP timestamp, else now) — an event older than Meta's
@@ -10,7 +12,11 @@
 //!   clear. `fbc` comes from the `_fbc` cookie, or is rebuilt from an `fbclid` in the page URL.
 //! * `custom_data`: value, currency, order id and `contents` from `items`.
 //! * Optionally sets the `_fbp` / `_fbc` first-party cookies as Meta describes (90 days).
-//! * Meta's error envelope is read and logged; a non-2xx answer fails the tag.
+//! * Meta's answer, per batch: a 2xx delivers it; throttling (codes 4, 17, 32, 613, 80000–80014),
+//!   temporary errors (1, 2), an invalid token (190: the operator must fix it; retried meanwhile),
+//!   `429` and `5xx` retry it; any other refusal rejects it — Meta fails the whole request for one
+//!   bad event, so the host halves the batch until the bad event stands alone and dead-letters
+//!   it with Meta's message.
 //!
 //! The host runs this tag only with `ad_storage` and `ad_user_data` granted (its declared
 //! consent purposes); the operator's grant should name `https://graph.facebook.com/`.
@@ -23,7 +29,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sluice_sdk::data::{str_at as text, url_param};
 use sluice_sdk::identity::{self, Field, Vendor};
 use sluice_sdk::json::Map;
-use sluice_sdk::{Cookie, Error, HttpRequest, Kind, Manifest, Parameter, Permissions, Tag, TagHost, Value, json};
+use sluice_sdk::{
+    Batch, BatchFailure, Cookie, DeliverHost, Delivery, Error, HttpRequest, HttpResponse, Item, ItemResult, Kind, Manifest, Parameter,
+    Permissions, Tag, TagHost, Value, json,
+};
 
 /// The Meta Conversions API tag.
 pub struct MetaCapi;
@@ -57,7 +66,8 @@ impl Tag for MetaCapi {
             Parameter::optional("phone_calling_code", "Country calling code for phone numbers given without one, e.g. \"1\"."),
             Parameter::optional("set_cookies", "Set the _fbp/_fbc first-party cookies (default true)."),
         ],
-        delivery: sluice_sdk::Delivery::IN_REQUEST,
+        delivery: Delivery::batched(Batch { max_items: 1000, max_bytes: 2 << 20, max_wait_ms: 1000, max_age_secs: MAX_AGE_SECS as u32 })
+            .with_fire(),
     };
 
     fn fire(host: &TagHost) -> Result<(), Error> {
@@ -72,27 +82,58 @@ impl Tag for MetaCapi {
         if config.get::<bool>("set_cookies")?.unwrap_or(true) {
             set_cookies(host, &server_event, &cookies, now_ms);
         }
+        let id = server_event["event_id"].as_str().unwrap_or_default().to_string();
+        host.outbox().enqueue(&id, &server_event)
+    }
 
-        let mut body = json!({ "data": [server_event], "partner_agent": concat!("sluice-", env!("CARGO_PKG_VERSION")) });
-        if let Some(code) = config.str("test_event_code") {
-            body["test_event_code"] = json!(code);
-        }
-        let endpoint = config.str("endpoint").unwrap_or_else(|| "https://graph.facebook.com".into());
+    fn deliver(host: &DeliverHost, batch: &[Item]) -> Result<Vec<ItemResult>, BatchFailure> {
+        let config = host.config();
+        let reject = |e: Error| BatchFailure::Reject(e.to_string());
         let url = format!(
             "{}/{}/{}/events?access_token={}",
-            endpoint.trim_end_matches('/'),
+            config.str("endpoint").unwrap_or_else(|| "https://graph.facebook.com".into()).trim_end_matches('/'),
             config.str("api_version").unwrap_or_else(|| "v25.0".into()),
-            config.require_str("pixel_id")?,
-            config.require_str("access_token")?,
+            config.require_str("pixel_id").map_err(reject)?,
+            config.require_str("access_token").map_err(reject)?,
         );
-        let response = host.http().send(&HttpRequest::post(url).json(&body))?;
-        if (200..300).contains(&response.status) {
-            return Ok(());
+        let request = HttpRequest::post(url).json_text(body(batch, config.str("test_event_code").as_deref()));
+        let response = host.http().send(&request).map_err(|e| {
+            host.log().info(&format!("Meta not reached, will retry: {e}"));
+            BatchFailure::Retry(None)
+        })?;
+        match answer(&response) {
+            None => Ok(vec![ItemResult::Delivered; batch.len()]),
+            Some(failure) => {
+                let message = meta_error(&response.body).unwrap_or_else(|| format!("HTTP {}", response.status));
+                host.log().warn(&format!("Meta did not take {} events ({failure:?}): {message}", batch.len()));
+                Err(failure)
+            }
         }
-        let message = meta_error(&response.body).unwrap_or_else(|| format!("HTTP {}", response.status));
-        host.log().warn(&format!("Meta rejected the event: {message}"));
-        Err(Error::failed(format!("Meta Conversions API: {message}")))
     }
+}
+
+/// The request body for a batch: the queued server events spliced into `data` as the host
+/// holds them (no parse and re-serialise inside the sandbox).
+pub fn body(batch: &[Item], test_event_code: Option<&str>) -> String {
+    let events: Vec<&str> = batch.iter().map(|i| i.data.as_str()).collect();
+    let mut out = format!("{{\"data\":[{}],\"partner_agent\":\"sluice-{}\"", events.join(","), env!("CARGO_PKG_VERSION"));
+    if let Some(code) = test_event_code {
+        out.push_str(&format!(",\"test_event_code\":{}", json!(code)));
+    }
+    out.push('}');
+    out
+}
+
+/// What Meta's answer means for the batch: `None` when it took it.
+pub fn answer(response: &HttpResponse) -> Option<BatchFailure> {
+    if (200..300).contains(&response.status) {
+        return None;
+    }
+    let message = meta_error(&response.body).unwrap_or_else(|| format!("HTTP {}", response.status));
+    let code = sluice_sdk::json::from_slice::<Value>(&response.body).ok().and_then(|v| v["error"]["code"].as_u64());
+    let transient = matches!(response.status, 408 | 429 | 500..=599)
+        || matches!(code, Some(1 | 2 | 4 | 17 | 32 | 190 | 613 | 80_000..=80_014));
+    Some(if transient { BatchFailure::Retry(response.retry_after_ms()) } else { BatchFailure::Reject(format!("Meta Conversions API: {message}")) })
 }
 
 /// Every top-level event key this tag reads ([`server_event`], [`identity::from_event`],
@@ -322,10 +363,20 @@ mod tests {
             .stub("https://graph.facebook.com/", HttpResponse::new(200, r#"{"events_received":1,"fbtrace_id":"x"}"#))
     }
 
+    /// Fires for the event, then delivers what was queued; the body Meta received.
+    fn fire_and_deliver(m: &mut MockHost) -> Value {
+        m.run_tag::<MetaCapi>().expect("fires");
+        assert!(m.sent().is_empty(), "nothing is sent from the visitor's request");
+        let report = m.deliver_queued::<MetaCapi>();
+        assert_eq!(report.delivered.len(), 1, "{report:?}");
+        sluice_sdk::json::from_slice(&m.sent()[0].body).expect("json")
+    }
+
     #[test]
     fn sends_one_server_event_with_hashed_user_data() {
         let mut m = mock(purchase()).param("test_event_code", "TEST42");
-        m.run_tag::<MetaCapi>().expect("fires");
+        fire_and_deliver(&mut m);
+        assert_eq!(m.queued().len(), 0);
         let sent = &m.sent()[0];
         assert_eq!(sent.url, "https://graph.facebook.com/v25.0/1234567890/events?access_token=EAAtoken");
         let body: Value = sluice_sdk::json::from_slice(&sent.body).expect("json");
@@ -395,8 +446,7 @@ mod tests {
     #[test]
     fn an_existing_fbc_cookie_with_the_same_click_id_is_kept() {
         let mut m = mock(purchase()).cookie("_fbc", "fb.1.1554763741205.IwAR2F4abc");
-        m.run_tag::<MetaCapi>().expect("fires");
-        let body: Value = sluice_sdk::json::from_slice(&m.sent()[0].body).expect("json");
+        let body = fire_and_deliver(&mut m);
         assert_eq!(body["data"][0]["user_data"]["fbc"], "fb.1.1554763741205.IwAR2F4abc");
         assert!(m.response().cookie("_fbc").is_none());
     }
@@ -408,8 +458,8 @@ mod tests {
         let ids: Vec<Value> = (0..2)
             .map(|_| {
                 let mut m = mock(event.clone());
-                m.run_tag::<MetaCapi>().expect("fires");
-                let body: Value = sluice_sdk::json::from_slice(&m.sent()[0].body).expect("json");
+                let body = fire_and_deliver(&mut m);
+                assert_eq!(Some(m.sent().len()), Some(1));
                 body["data"][0]["event_id"].clone()
             })
             .collect();
@@ -429,12 +479,44 @@ mod tests {
     }
 
     #[test]
-    fn metas_error_envelope_is_logged_and_fails_the_tag() {
+    fn a_batch_meta_refuses_for_one_bad_event_is_halved_until_that_event_is_dead_lettered() {
         let envelope = r#"{"error":{"message":"Invalid parameter","type":"OAuthException","code":100,"fbtrace_id":"AbC"}}"#;
-        let mut m = mock(purchase()).stub("https://graph.facebook.com/", HttpResponse::new(400, envelope));
-        let err = m.run_tag::<MetaCapi>().unwrap_err();
-        assert_eq!(err, Error::failed("Meta Conversions API: Invalid parameter (type OAuthException, code 100, fbtrace_id AbC)"));
-        assert!(m.logs()[0].1.contains("Invalid parameter"));
+        let (bad, ok) = (HttpResponse::new(400, envelope), HttpResponse::new(200, r#"{"events_received":1}"#));
+        // Batches [a b c] refused, [a] taken, [b c] refused, [b] taken, [c] refused: c is the bad one.
+        let mut m = mock(purchase()).stub_sequence(
+            "https://graph.facebook.com/",
+            vec![Ok(bad.clone()), Ok(ok.clone()), Ok(bad.clone()), Ok(ok), Ok(bad)],
+        );
+        for id in ["a", "b", "c"] {
+            let mut e = purchase();
+            e["event_id"] = json!(id);
+            m = m.event(e);
+            m.run_tag::<MetaCapi>().expect("fires");
+        }
+        let report = m.deliver_queued::<MetaCapi>();
+        assert_eq!(report.batches.len(), 5, "{report:?}");
+        assert_eq!(report.batches[0].len(), 3, "one request for all three");
+        assert_eq!(report.delivered, ["a", "b"]);
+        assert_eq!(
+            report.dead,
+            [("c".to_string(), "Meta Conversions API: Invalid parameter (type OAuthException, code 100, fbtrace_id AbC)".to_string())]
+        );
+        assert!(m.logs().iter().any(|(_, line)| line.contains("Invalid parameter")));
+    }
+
+    #[test]
+    fn throttling_and_outages_retry_and_keep_the_event_id() {
+        let throttled = r#"{"error":{"message":"User request limit reached","type":"OAuthException","code":17}}"#;
+        let mut m = mock(purchase()).stub_sequence(
+            "https://graph.facebook.com/",
+            vec![Ok(HttpResponse::new(400, throttled)), Ok(HttpResponse::new(503, "")), Ok(HttpResponse::new(200, "{}"))],
+        );
+        m.run_tag::<MetaCapi>().expect("fires");
+        assert_eq!(m.deliver_queued::<MetaCapi>().retry, [("T-100".to_string(), None)], "code 17 is throttling");
+        assert_eq!(m.deliver_queued::<MetaCapi>().retry, [("T-100".to_string(), None)], "5xx");
+        assert_eq!(m.deliver_queued::<MetaCapi>().delivered, ["T-100"]);
+        let ids: Vec<Value> = m.sent().iter().map(|r| sluice_sdk::json::from_slice::<Value>(&r.body).expect("json")["data"][0]["event_id"].clone()).collect();
+        assert_eq!(ids, [json!("T-100"), json!("T-100"), json!("T-100")], "a redelivery carries the same event_id");
     }
 
     #[test]
@@ -443,8 +525,7 @@ mod tests {
         let event = json!({"event_name": "page_view", "user_agent": "UA",
             "user_data": {"sha256_email_address": digest.to_uppercase(), "phone_number": "n/a"}});
         let mut m = mock(event);
-        m.run_tag::<MetaCapi>().expect("fires");
-        let body: Value = sluice_sdk::json::from_slice(&m.sent()[0].body).expect("json");
+        let body = fire_and_deliver(&mut m);
         let u = &body["data"][0]["user_data"];
         assert_eq!(u["em"], digest);
         assert!(u.get("ph").is_none(), "a phone that normalises to nothing is not sent");

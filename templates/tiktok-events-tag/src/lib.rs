@@ -1,4 +1,5 @@
-//! TikTok Events API tag: each event POSTed to
+//! TikTok Events API tag: each event built in the visitor's request (`fire`: cookies, hashing)
+//! and queued; `deliver` POSTs up to 1,000 per request to
 //! `{endpoint}/open_api/v1.3/event/track/` with the `Access-Token` header, in the body TikTok's
 //! own server-side GTM template builds (`shared/reference/domain.md` §8.1).
 //!
@@ -8,7 +9,10 @@
 //!   rules), `ttclid` (page URL, else same-host referrer, else the `ttclid` cookie), the `_ttp`
 //!   cookie, IP and user agent.
 //! * `properties`: `contents` from `items`, `currency`, `value`.
-//! * TikTok answers HTTP 200 with `code` ≠ 0 on errors; those fail the tag with TikTok's message.
+//! * TikTok answers HTTP 200 with a `code`: 0 (and 20001, partial success) delivers the batch;
+//!   40100 (throttled), 40700, `429` and `5xx` retry it; any other code rejects it — TikTok
+//!   fails the whole batch for one bad event, so the host halves it until the bad event stands
+//!   alone and dead-letters it with TikTok's message.
 //!
 //! Declares `ad_storage` + `ad_user_data`; the operator's grant should name
 //! `https://business-api.tiktok.com/`.
@@ -21,7 +25,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sluice_sdk::data::{str_at as text, url_param};
 use sluice_sdk::identity::{self, Field, Vendor};
 use sluice_sdk::json::Map;
-use sluice_sdk::{Error, HttpRequest, Kind, Manifest, Parameter, Permissions, Tag, TagHost, Value, json};
+use sluice_sdk::{
+    Batch, BatchFailure, DeliverHost, Delivery, Error, HttpRequest, HttpResponse, Item, ItemResult, Kind, Manifest, Parameter, Permissions,
+    Tag, TagHost, Value, json,
+};
 
 /// The TikTok Events API tag.
 pub struct TikTokEvents;
@@ -47,7 +54,9 @@ impl Tag for TikTokEvents {
             Parameter::optional("test_event_code", "Send to the test events tool with this code."),
             Parameter::optional("phone_calling_code", "Country calling code for phone numbers given without one."),
         ],
-        delivery: sluice_sdk::Delivery::IN_REQUEST,
+        // TikTok's window for server events is 28 days (shared/reference/destinations-delivery.md §3).
+        delivery: Delivery::batched(Batch { max_items: 1000, max_bytes: 2 << 20, max_wait_ms: 1000, max_age_secs: 28 * 86_400 })
+            .with_fire(),
     };
 
     fn fire(host: &TagHost) -> Result<(), Error> {
@@ -58,29 +67,52 @@ impl Tag for TikTokEvents {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let mut data = tiktok_event(&event, &cookies, now, config.str("phone_calling_code").as_deref())?;
         data["event_id"] = json!(identity::event_id(&event, &host.event().fingerprint()?));
-        let mut body = json!({
-            "event_source": "web",
-            "event_source_id": config.require_str("pixel_code")?,
-            "partner_name": "Sluice",
-            "data": [data],
-        });
+        let id = data["event_id"].as_str().unwrap_or_default().to_string();
+        host.outbox().enqueue(&id, &data)
+    }
+
+    fn deliver(host: &DeliverHost, batch: &[Item]) -> Result<Vec<ItemResult>, BatchFailure> {
+        let config = host.config();
+        let reject = |e: Error| BatchFailure::Reject(e.to_string());
+        let events: Vec<&str> = batch.iter().map(|i| i.data.as_str()).collect();
+        let mut body = format!(
+            "{{\"event_source\":\"web\",\"event_source_id\":{},\"partner_name\":\"Sluice\",\"data\":[{}]",
+            json!(config.require_str("pixel_code").map_err(reject)?),
+            events.join(",")
+        );
         if let Some(code) = config.str("test_event_code") {
-            body["test_event_code"] = json!(code);
+            body.push_str(&format!(",\"test_event_code\":{}", json!(code)));
         }
+        body.push('}');
         let endpoint = config.str("endpoint").unwrap_or_else(|| "https://business-api.tiktok.com".into());
         let url = format!("{}/open_api/v1.3/event/track/", endpoint.trim_end_matches('/'));
-        let response = host
-            .http()
-            .send(&HttpRequest::post(url).header("access-token", config.require_str("access_token")?).json(&body))?
-            .error_for_status()?;
-        let answer: Value = sluice_sdk::json::from_slice(&response.body).unwrap_or(Value::Null);
-        match answer.get("code").and_then(Value::as_i64) {
-            Some(0) | None => Ok(()),
-            Some(code) => {
-                let message = answer.get("message").and_then(Value::as_str).unwrap_or("no message");
-                host.log().warn(&format!("TikTok rejected the event: code {code}: {message}"));
-                Err(Error::failed(format!("TikTok Events API code {code}: {message}")))
+        let request = HttpRequest::post(url).header("access-token", config.require_str("access_token").map_err(reject)?).json_text(body);
+        let response = host.http().send(&request).map_err(|e| {
+            host.log().info(&format!("TikTok not reached, will retry: {e}"));
+            BatchFailure::Retry(None)
+        })?;
+        match answer(&response) {
+            None => Ok(vec![ItemResult::Delivered; batch.len()]),
+            Some(failure) => {
+                host.log().warn(&format!("TikTok did not take {} events: {failure:?}", batch.len()));
+                Err(failure)
             }
+        }
+    }
+}
+
+/// What TikTok's answer means for the batch: `None` when it took it.
+pub fn answer(response: &HttpResponse) -> Option<BatchFailure> {
+    if let Some(failure) = response.batch_failure("TikTok Events API") {
+        return Some(failure);
+    }
+    let answer: Value = sluice_sdk::json::from_slice(&response.body).unwrap_or(Value::Null);
+    match answer.get("code").and_then(Value::as_i64) {
+        Some(0 | 20_001) | None => None,
+        Some(40_100 | 40_700) => Some(BatchFailure::Retry(response.retry_after_ms())),
+        Some(code) => {
+            let message = answer.get("message").and_then(Value::as_str).unwrap_or("no message");
+            Some(BatchFailure::Reject(format!("TikTok Events API code {code}: {message}")))
         }
     }
 }
@@ -257,6 +289,8 @@ mod tests {
     fn sends_the_documented_body_with_the_access_token_header() {
         let mut m = mock(purchase());
         m.run_tag::<TikTokEvents>().expect("fires");
+        assert!(m.sent().is_empty(), "nothing is sent from the visitor's request");
+        assert_eq!(m.deliver_queued::<TikTokEvents>().delivered.len(), 1);
         let sent = &m.sent()[0];
         assert_eq!(sent.url, "https://business-api.tiktok.com/open_api/v1.3/event/track/");
         assert!(sent.headers.contains(&("access-token".into(), "tt-token".into())));
@@ -289,10 +323,27 @@ mod tests {
     }
 
     #[test]
-    fn a_nonzero_code_fails_the_tag_with_tiktoks_message() {
-        let mut m = mock(purchase()).stub("https://business-api.tiktok.com/", HttpResponse::new(200, r#"{"code":40001,"message":"Invalid access token"}"#));
-        let err = m.run_tag::<TikTokEvents>().unwrap_err();
-        assert_eq!(err, Error::failed("TikTok Events API code 40001: Invalid access token"));
-        assert_eq!(m.logs().len(), 1);
+    fn a_batch_tiktok_refuses_is_halved_to_the_bad_event_and_throttling_retries() {
+        let refused = HttpResponse::new(200, r#"{"code":40002,"message":"Invalid event_time"}"#);
+        let (ok, throttled) = (HttpResponse::new(200, r#"{"code":0,"message":"OK"}"#), HttpResponse::new(200, r#"{"code":40100,"message":"Too many requests"}"#));
+        let mut m = mock(purchase()).stub_sequence(
+            "https://business-api.tiktok.com/",
+            vec![Ok(throttled), Ok(refused.clone()), Ok(refused), Ok(ok)],
+        );
+        for id in ["a", "b"] {
+            let mut e = purchase();
+            e["event_id"] = json!(id);
+            m = m.event(e);
+            m.run_tag::<TikTokEvents>().expect("fires");
+        }
+        let first = m.deliver_queued::<TikTokEvents>();
+        assert_eq!(first.retry, [("a".to_string(), None), ("b".to_string(), None)], "40100 is throttling: the batch is retried");
+        let second = m.deliver_queued::<TikTokEvents>();
+        assert_eq!(second.batches, [vec!["a".to_string(), "b".into()], vec!["a".into()], vec!["b".into()]]);
+        assert_eq!(second.dead, [("a".to_string(), "TikTok Events API code 40002: Invalid event_time".to_string())]);
+        assert_eq!(second.delivered, ["b"]);
+        let body: Value = sluice_sdk::json::from_slice(&m.sent()[0].body).expect("json");
+        assert_eq!(body["data"].as_array().map(Vec::len), Some(2), "both events in one request");
+        assert_eq!(body["data"][1]["event_id"], "b");
     }
 }
