@@ -168,3 +168,103 @@ async fn a_damaged_queue_file_is_reported_and_skipped_and_the_rest_is_delivered_
     assert_eq!(seen.len(), 19, "all but the cut record: {seen:?}");
     assert!(!seen.contains_key("ev-19"), "the damaged record is the last one");
 }
+
+/// Set in a child process of the test binary: serve the container config at this path until
+/// killed, writing the port to `<config>.port`.
+const CHILD_ENV: &str = "SLUICE_E2E_SERVE";
+
+/// Not a test of its own: in a child process started by
+/// [`a_server_killed_mid_load_delivers_every_accepted_event_after_restart`], the real server.
+#[test]
+fn serve_in_child_process() {
+    let Ok(path) = std::env::var(CHILD_ENV) else { return };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async move {
+        let config = sluice::ContainerConfig::load(std::path::Path::new(&path)).expect("config");
+        let container = Arc::new(Container::load(&config).expect("load"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::fs::write(format!("{path}.port"), port.to_string()).expect("port file");
+        sluice::server::serve(container, listener, std::future::pending()).await;
+    });
+}
+
+/// Starts the server in a child process; its address once it listens.
+async fn spawn_server(config: &std::path::Path) -> (std::process::Child, String) {
+    let port_file = format!("{}.port", config.display());
+    let _ = std::fs::remove_file(&port_file);
+    let child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "delivery::serve_in_child_process", "--nocapture", "--test-threads", "1"])
+        .env(CHILD_ENV, config)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the server");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(port) = std::fs::read_to_string(&port_file) {
+            return (child, format!("http://127.0.0.1:{}", port.trim()));
+        }
+        assert!(Instant::now() < deadline, "the child server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_load_delivers_every_accepted_event_after_restart() {
+    let vendor = FakeVendor::start().await;
+    // The vendor is slow (each request held until released), so at the kill some batches are
+    // in flight, some queued, and some delivered.
+    let taken = Arc::new(AtomicUsize::new(0));
+    let t = taken.clone();
+    vendor.judge("/hook", Arc::new(move |_: &Received| {
+        t.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(30));
+        (200, "{}".into())
+    }));
+    let dir = scratch_dir("kill");
+    let path = dir.join("container.toml");
+    // answer_after_commit: an event the browser got 204 for is on disk, so none may be lost.
+    let text = config(&vendor.origin(), &dir.join("outbox"), "").replace("commit_ms = 2\n", "commit_ms = 2\nanswer_after_commit = true\n");
+    std::fs::write(&path, text).expect("write the config");
+
+    let (mut first, base) = spawn_server(&path).await;
+    let http = reqwest::Client::new();
+    let mut accepted = Vec::new();
+    for n in 0..300 {
+        let id = format!("ev-{n}");
+        let url = format!("{base}/g/collect?v=2&tid=G-TEST&cid=1.2&en=page_view&ep.event_id={id}&dl=https%3A%2F%2Fshop.example%2F");
+        let Ok(response) = http.post(url).send().await else { break };
+        if response.status() == 204 {
+            accepted.push(id);
+        }
+        if n == 150 {
+            // Mid-load, mid-delivery: SIGKILL, no chance to drain or flush.
+            assert!(taken.load(Ordering::SeqCst) > 0, "some batches were being delivered");
+            first.kill().expect("SIGKILL");
+            first.wait().expect("reaped");
+            break;
+        }
+    }
+    assert!(accepted.len() >= 150, "the load was accepted until the kill: {}", accepted.len());
+    let before_restart = vendor.received_at("/hook").len();
+
+    let (mut second, _) = spawn_server(&path).await;
+    wait_until("every accepted event reached the vendor", || {
+        let seen = ids(&vendor.received_at("/hook"));
+        accepted.iter().all(|id| seen.contains_key(id))
+    })
+    .await;
+    second.kill().expect("stop the second server");
+    second.wait().expect("reaped");
+
+    let seen = ids(&vendor.received_at("/hook"));
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    eprintln!(
+        "kill test: {} accepted, {} vendor requests before the restart, {} after; {duplicates} redelivered (same event id) after the kill",
+        accepted.len(),
+        before_restart,
+        vendor.received_at("/hook").len() - before_restart
+    );
+    assert!(seen.keys().all(|id| accepted.contains(id)), "nothing the server did not accept reached the vendor");
+    assert!(duplicates <= 2 * 10 * 2, "only batches in flight at the kill (2 × 10 items) may come twice: {duplicates}");
+}

@@ -67,14 +67,14 @@ impl Tag for Ga4Tag {
                 Ok((event, id))
             });
             match prepared {
-                Ok(ok) => ready.push((n, ok)),
+                Ok((event, measurement_id)) => ready.push(Ready { index: n, event, measurement_id }),
                 Err(e) => results[n] = Some(ItemResult::Rejected(e.to_string())),
             }
         }
         match mode.as_str() {
             "gtag" => {
                 // Web hits as Google takes them: one request per event.
-                for (n, (event, id)) in ready {
+                for Ready { index: n, event, measurement_id: id } in ready {
                     let result = web_hit(&event, &id).map(|query| {
                         let mut r = HttpRequest::post(format!("{endpoint}/g/collect?{query}"));
                         if let Some(ua) = event.get("user_agent").and_then(Value::as_str) {
@@ -88,9 +88,9 @@ impl Tag for Ga4Tag {
             "mp" => {
                 let secret = config.require_str("api_secret").map_err(|e| BatchFailure::Reject(e.to_string()))?;
                 for group in visitor_runs(ready) {
-                    let (events, indices): (Vec<_>, Vec<_>) = group.into_iter().map(|(n, e)| (e, n)).unzip();
-                    let id = events[0].1.clone();
-                    let bodies: Vec<Result<Value, Error>> = events.iter().map(|(e, _)| mp_body(e)).collect();
+                    let id = group[0].measurement_id.clone();
+                    let indices: Vec<usize> = group.iter().map(|r| r.index).collect();
+                    let bodies: Vec<Result<Value, Error>> = group.iter().map(|r| mp_body(&r.event)).collect();
                     let mut merged: Option<Value> = None;
                     let mut sent_indices = Vec::new();
                     for (body, n) in bodies.into_iter().zip(&indices) {
@@ -119,7 +119,7 @@ impl Tag for Ga4Tag {
             }
             other => return Err(BatchFailure::Reject(format!("mode {other:?} is not gtag or mp"))),
         }
-        Ok(results.into_iter().map(|r| r.unwrap_or_else(|| ItemResult::Retry(None))).collect())
+        Ok(results.into_iter().map(|r| r.unwrap_or(ItemResult::Retry(None))).collect())
     }
 }
 
@@ -138,17 +138,21 @@ fn send(host: &DeliverHost, request: &HttpRequest) -> ItemResult {
     }
 }
 
+/// An item ready to send: its place in the batch, its event and the stream it goes to.
+struct Ready {
+    index: usize,
+    event: Map<String, Value>,
+    measurement_id: String,
+}
+
 /// Consecutive events of one visitor and measurement id (an MP request has one `client_id`,
 /// `user_id` and stream), in order, at most 25 each.
-fn visitor_runs<T>(events: Vec<(usize, (Map<String, Value>, T))>) -> Vec<Vec<(usize, (Map<String, Value>, T))>>
-where
-    T: PartialEq,
-{
-    let key = |e: &Map<String, Value>| (e.get("client_id").cloned(), e.get("user_id").cloned());
-    let mut runs: Vec<Vec<(usize, (Map<String, Value>, T))>> = Vec::new();
+fn visitor_runs(events: Vec<Ready>) -> Vec<Vec<Ready>> {
+    let key = |r: &Ready| (r.event.get("client_id").cloned(), r.event.get("user_id").cloned(), r.measurement_id.clone());
+    let mut runs: Vec<Vec<Ready>> = Vec::new();
     for entry in events {
         match runs.last_mut() {
-            Some(run) if run.len() < 25 && key(&run[0].1.0) == key(&entry.1.0) && run[0].1.1 == entry.1.1 => run.push(entry),
+            Some(run) if run.len() < 25 && key(&run[0]) == key(&entry) => run.push(entry),
             _ => runs.push(vec![entry]),
         }
     }
