@@ -14,7 +14,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -216,13 +216,21 @@ pub async fn open_many(addr: SocketAddr, hit: &Hit, n: usize) -> (Vec<Connection
 /// Serves `listener` forever, answering every request with `status` and `body` after reading it,
 /// and counting requests in `count`.
 pub async fn answer_everything(listener: TcpListener, status: u16, body: &'static str, count: Arc<AtomicU64>) {
+    answer_switchable(listener, Arc::new(AtomicU16::new(status)), body, count).await
+}
+
+/// [`answer_everything`] with a status the caller can change while it serves (a vendor outage:
+/// 503 for a while, then 200 again).
+pub async fn answer_switchable(listener: TcpListener, status: Arc<AtomicU16>, body: &'static str, count: Arc<AtomicU64>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let _ = stream.set_nodelay(true);
         let count = count.clone();
+        let status = status.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let count = count.clone();
+                let status = status.load(Ordering::Relaxed);
                 async move {
                     let _ = req.into_body().collect().await;
                     count.fetch_add(1, Ordering::Relaxed);

@@ -33,3 +33,10 @@ pub fn status_kb(pid: u32, key: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// A `/proc/<pid>/io` counter in bytes: `write_bytes:` (what reached the storage layer: the
+/// outbox's files and the log file) or `wchar:` (everything written through `write(2)`).
+pub fn io_bytes(pid: u32, key: &str) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}

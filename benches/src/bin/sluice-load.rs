@@ -8,6 +8,14 @@
 //! 2. p50/p99 latency at 50% and 90% of that rate, open loop;
 //! 3. vendor calls per hit, counted by the fake vendor sink this process serves on loopback.
 //!
+//! 4. bytes the server wrote to storage per event (`/proc/<pid>/io` `write_bytes`: the outbox's
+//!    files and the log file) during the maximum-rate runs.
+//!
+//! Then, for the 3-tag server, a vendor outage: the sink answers 503 for `--outage` seconds
+//! (default 60) while single hits arrive at half the maximum rate, then 200 again; reported are
+//! the p99 during the outage, the backlog, and how long the outbox takes to drain it (pending
+//! items polled with `sluice outbox status`) while the load goes on.
+//!
 //! Then, per server, 1,000 connections opened at once, one hit each, held open while the
 //! server's resident memory is read; and its peak RSS over the whole run.
 //!
@@ -17,11 +25,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sluice_benches::load::{self, Hit};
-use sluice_benches::procfs::{cpu_seconds, status_kb};
+use sluice_benches::procfs::{cpu_seconds, io_bytes, status_kb};
 use tokio::net::TcpListener;
 
 const CONNECTIONS: usize = 64;
@@ -33,6 +41,8 @@ struct Options {
     out: PathBuf,
     seconds: u64,
     tag_counts: Vec<usize>,
+    /// Seconds of vendor outage for the drain measurement (0: skip it).
+    outage: u64,
     /// Pin each server to CPU 0 (`cargo xtask load` passes `--pin` when it pinned this process
     /// to CPU 1).
     pin: bool,
@@ -65,6 +75,7 @@ fn main() -> std::process::ExitCode {
         tag_counts: flag("--tags")
             .map(|t| t.split(',').filter_map(|n| n.trim().parse().ok()).collect())
             .unwrap_or_else(|| vec![1, 3, 10]),
+        outage: flag("--outage").and_then(|s| s.parse().ok()).unwrap_or(60),
         pin: args.iter().any(|a| a == "--pin"),
     };
     rt.block_on(run(options))
@@ -75,6 +86,8 @@ struct Server {
     name: String,
     child: Child,
     addr: SocketAddr,
+    /// Its container config (none for the ceiling).
+    config: Option<PathBuf>,
 }
 
 impl Drop for Server {
@@ -93,7 +106,8 @@ async fn run(options: Options) -> std::process::ExitCode {
     let sink_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the sink");
     let sink_addr = sink_listener.local_addr().expect("sink address");
     let vendor_calls = Arc::new(AtomicU64::new(0));
-    tokio::spawn(load::answer_everything(sink_listener, 200, load::SINK_ANSWER, vendor_calls.clone()));
+    let sink_status = Arc::new(AtomicU16::new(200));
+    tokio::spawn(load::answer_switchable(sink_listener, sink_status.clone(), load::SINK_ANSWER, vendor_calls.clone()));
 
     let hits = Hit::corpus();
     let seconds = Duration::from_secs(options.seconds);
@@ -103,13 +117,14 @@ async fn run(options: Options) -> std::process::ExitCode {
         if pinned { "pinned to CPU 0" } else { "NOT pinned (no taskset or one CPU): figures are not per-core" }
     );
     println!("Single hit: 1 event (ga4_03 add_to_cart). Batched hit: {} events (ga4_17).\n", hits[1].events);
-    println!("| server | hit | max hits/s | server CPU at max | of ceiling | at 50%: p50 / p99 (achieved/s) | at 90%: p50 / p99 (achieved/s) | vendor calls / hit | errors |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| server | hit | max hits/s | server CPU at max | of ceiling | at 50%: p50 / p99 (achieved/s) | at 90%: p50 / p99 (achieved/s) | vendor calls / hit | written / event | errors |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
 
     let mut servers: Vec<(String, Option<usize>)> = vec![("hyper 204 (ceiling)".into(), None)];
     servers.extend(options.tag_counts.iter().map(|&n| (format!("sluice, {n} tag{}", if n == 1 { "" } else { "s" }), Some(n))));
     let mut ceiling = [0.0f64; 2];
     let mut memory = Vec::new();
+    let mut outage = None;
     for (name, tags) in servers {
         let server = match start(&options, &name, tags, sink_addr, pinned).await {
             Ok(s) => s,
@@ -123,6 +138,7 @@ async fn run(options: Options) -> std::process::ExitCode {
             // Warm-up: connections, pools and caches, the vendor connections of the server.
             load::closed_loop(server.addr, hit, CONNECTIONS, Duration::from_secs(1)).await;
             let cpu_before = cpu_seconds(server.child.id());
+            let written_before = io_bytes(server.child.id(), "write_bytes:");
             let calls_before = vendor_calls.load(Ordering::Relaxed);
             // The maximum is the median of three closed-loop runs: on a shared machine one run
             // can be lucky, and 90% of a lucky maximum is an overload, not a latency figure.
@@ -136,13 +152,14 @@ async fn run(options: Options) -> std::process::ExitCode {
             let total = runs.iter().map(|r| r.per_sec).sum::<f64>() * seconds.as_secs_f64() / 3.0;
             let cpu = (cpu_seconds(server.child.id()) - cpu_before) / started.elapsed().as_secs_f64();
             let calls = (vendor_calls.load(Ordering::Relaxed) - calls_before) as f64 / total.max(1.0);
+            let written = (io_bytes(server.child.id(), "write_bytes:") - written_before) as f64 / (total * hit.events as f64).max(1.0);
             if tags.is_none() {
                 ceiling[i] = max.per_sec;
             }
             let half = load::open_loop(server.addr, hit, CONNECTIONS, max.per_sec * 0.5, seconds).await;
             let most = load::open_loop(server.addr, hit, CONNECTIONS, max.per_sec * 0.9, seconds).await;
             println!(
-                "| {name} | {} | {:.0} | {:.0}% | {} | {} / {} ({:.0}) | {} / {} ({:.0}) | {calls:.1} | {} |",
+                "| {name} | {} | {:.0} | {:.0}% | {} | {} / {} ({:.0}) | {} / {} ({:.0}) | {calls:.2} | {written:.0} B | {} |",
                 hit.label,
                 max.per_sec,
                 cpu * 100.0,
@@ -156,6 +173,9 @@ async fn run(options: Options) -> std::process::ExitCode {
                 max.errors + half.errors + most.errors,
             );
         }
+        if tags == Some(3) && options.outage > 0 {
+            outage = Some(vendor_outage(&options, &server, &hits[0], &sink_status).await);
+        }
         let (held, failed) = load::open_many(server.addr, &hits[0], HELD_CONNECTIONS).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let rss = status_kb(server.child.id(), "VmRSS:");
@@ -168,6 +188,9 @@ async fn run(options: Options) -> std::process::ExitCode {
     println!("|---|---|---|---|---|");
     for (name, idle, rss, peak, failed) in memory {
         println!("| {name} | {} | {} | {} | {failed} |", mb(idle), mb(rss), mb(peak));
+    }
+    if let Some(o) = outage {
+        println!("\n{o}");
     }
     println!("\nServer logs and configs: {}", options.out.display());
     std::process::ExitCode::SUCCESS
@@ -199,7 +222,8 @@ async fn start(options: &Options, name: &str, tags: Option<usize>, sink: SocketA
     }
     let stderr = log.try_clone().map_err(|e| e.to_string())?;
     let child = command.stdout(log).stderr(stderr).stdin(Stdio::null()).spawn().map_err(|e| format!("cannot start: {e}"))?;
-    let mut server = Server { name: name.to_string(), child, addr };
+    let config = tags.map(|_| options.out.join(format!("{slug}.toml")));
+    let mut server = Server { name: name.to_string(), child, addr, config };
     for _ in 0..600 {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return Ok(server);
@@ -249,6 +273,49 @@ fn sluice_config(templates: &Path, n: usize, sink: SocketAddr) -> String {
         config.push_str(&format!("\n[[tag]]\n{tag}\ntrigger = {{ events = [\"*\"] }}\n"));
     }
     config
+}
+
+/// A vendor outage under half the maximum load of single hits: the sink answers 503 for
+/// `options.outage` seconds, then 200; the load goes on until the outbox has drained.
+async fn vendor_outage(options: &Options, server: &Server, hit: &load::Hit, sink: &AtomicU16) -> String {
+    let Some(config) = &server.config else { return String::new() };
+    let rate = load::closed_loop(server.addr, hit, CONNECTIONS, Duration::from_secs(2)).await.per_sec * 0.5;
+    sink.store(503, Ordering::Relaxed);
+    let during = load::open_loop(server.addr, hit, CONNECTIONS, rate, Duration::from_secs(options.outage)).await;
+    sink.store(200, Ordering::Relaxed);
+    let backlog = pending(&options.sluice, config);
+    let restored = std::time::Instant::now();
+    let mut after = Vec::new();
+    let drained = loop {
+        after.push(load::open_loop(server.addr, hit, CONNECTIONS, rate, Duration::from_secs(1)).await);
+        if pending(&options.sluice, config) == 0 {
+            break Some(restored.elapsed());
+        }
+        if restored.elapsed() > Duration::from_secs(600) {
+            break None;
+        }
+    };
+    let worst_after = after.iter().map(|l| l.p99).max().unwrap_or_default();
+    format!(
+        "Vendor outage on {}: {} s of 503 at {rate:.0} single hits/s (half the maximum): p50 / p99 during it {} / {} ({} errors); \
+         backlog when it ended {backlog} items; drained in {} with the load going on (worst per-second p99 meanwhile {}).",
+        server.name,
+        options.outage,
+        ms(during.p50),
+        ms(during.p99),
+        during.errors,
+        drained.map_or("more than 600 s".into(), |d| format!("{:.1} s", d.as_secs_f64())),
+        ms(worst_after),
+    )
+}
+
+/// Items pending in every outbox of `config`, as `sluice outbox status` reports them.
+fn pending(sluice: &Path, config: &Path) -> u64 {
+    let Ok(out) = Command::new(sluice).args(["outbox", "--config"]).arg(config).arg("status").output() else { return u64::MAX };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "pending").nth(1)?.parse::<u64>().ok())
+        .sum()
 }
 
 async fn free_port() -> Result<SocketAddr, String> {
