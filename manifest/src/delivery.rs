@@ -100,6 +100,28 @@ impl DeliverySpec {
     }
 }
 
+/// What became of one item in a tag's `deliver` (the WIT `item-result`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemResult {
+    /// The vendor took it.
+    Delivered,
+    /// Try again later, after at least this many milliseconds if given.
+    Retry(Option<u32>),
+    /// The vendor refused it for good (why): the host dead-letters it.
+    Rejected(String),
+}
+
+/// A vendor's answer for a whole batch (the WIT `batch-failure`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchFailure {
+    /// Nothing was taken: retry the whole batch, after at least this many milliseconds if given
+    /// (a `429`'s `Retry-After`; the host then pauses the tag).
+    Retry(Option<u32>),
+    /// The vendor refused the batch for a bad item it does not name: the host splits the batch
+    /// until the bad item stands alone, and dead-letters it.
+    Reject(String),
+}
+
 /// The id a vendor deduplicates an event on: its own `event_id` when the site set one (so the
 /// browser pixel and the server event deduplicate at the vendor), else one derived from the
 /// event's content — the host's fingerprint of it (hex SHA-256 of its canonical JSON) — so a

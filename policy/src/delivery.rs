@@ -54,25 +54,7 @@ pub fn check_item(item: &str, max_bytes: u32) -> Result<(), String> {
     serde_json::from_str::<serde::de::IgnoredAny>(item).map(|_| ()).map_err(|e| format!("the item is not JSON: {e}"))
 }
 
-/// What became of one item.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ItemResult {
-    /// The vendor took it.
-    Delivered,
-    /// Try again, after at least this long if given.
-    Retry(Option<Duration>),
-    /// Refused for good: dead-lettered with this reason.
-    Rejected(String),
-}
-
-/// The vendor answered for the whole batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BatchFailure {
-    /// Nothing was taken: retry the whole batch, after at least this long if given.
-    Retry(Option<Duration>),
-    /// Refused because of some item the vendor does not name.
-    Reject(String),
-}
+pub use sluice_manifest::{BatchFailure, ItemResult};
 
 /// What to do with a batch after `deliver` answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,9 +64,9 @@ pub enum Plan {
     /// Deliver the first `n` items and the rest as two batches, again at once: halving until
     /// the bad item stands alone costs about 2·log2(n) extra requests for one bad item.
     Split(usize),
-    /// Retry every item, after at least this long if given; the tag pauses until then (a
-    /// `429` or an outage is the vendor's, not one item's).
-    RetryAll(Option<Duration>),
+    /// Retry every item, after at least this many milliseconds if given; the tag pauses until
+    /// then (a `429` or an outage is the vendor's, not one item's).
+    RetryAll(Option<u32>),
 }
 
 /// The next step for a batch of `len` items, given `deliver`'s answer. A template bug —
@@ -105,8 +87,8 @@ pub fn plan(len: usize, answer: Result<Vec<ItemResult>, Option<BatchFailure>>, w
 }
 
 /// The result of one attempt at a plain queued request: `status` is `None` when no answer came
-/// (connection refused, timeout).
-pub fn plain_result(status: Option<u16>, retry_after: Option<Duration>) -> ItemResult {
+/// (connection refused, timeout); `retry_after` in milliseconds.
+pub fn plain_result(status: Option<u16>, retry_after: Option<u32>) -> ItemResult {
     match status {
         None => ItemResult::Retry(None),
         Some(s) if (200..300).contains(&s) => ItemResult::Delivered,
@@ -116,15 +98,15 @@ pub fn plain_result(status: Option<u16>, retry_after: Option<Duration>) -> ItemR
     }
 }
 
-/// A `Retry-After` header's value (seconds, or an HTTP date) as a wait from `now`, at most
-/// [`MAX_RETRY_AFTER`].
-pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+/// A `Retry-After` header's value (seconds, or an HTTP date) as a wait from `now` in
+/// milliseconds, at most [`MAX_RETRY_AFTER`].
+pub fn retry_after(value: &str, now: SystemTime) -> Option<u32> {
     let value = value.trim();
     let wait = match value.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs),
         Err(_) => httpdate::parse_http_date(value).ok()?.duration_since(now).unwrap_or(Duration::ZERO),
     };
-    Some(wait.min(MAX_RETRY_AFTER))
+    Some(wait.min(MAX_RETRY_AFTER).as_millis() as u32)
 }
 
 /// Exponential backoff with jitter: attempt `n` (0-based) waits between half and all of
@@ -140,11 +122,11 @@ pub struct Backoff {
 
 impl Backoff {
     /// The wait before retry `attempt` (0 for the first retry); `unit` is a uniform random
-    /// number in `[0, 1)`. A vendor's `Retry-After` wins when it asks for longer.
-    pub fn delay(&self, attempt: u32, unit: f64, at_least: Option<Duration>) -> Duration {
+    /// number in `[0, 1)`. A vendor's `Retry-After` (`at_least_ms`) wins when it asks for longer.
+    pub fn delay(&self, attempt: u32, unit: f64, at_least_ms: Option<u32>) -> Duration {
         let full = self.base.saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX)).min(self.max);
         let jittered = full / 2 + full.mul_f64(unit.clamp(0.0, 1.0) / 2.0);
-        at_least.map_or(jittered, |floor| jittered.max(floor))
+        at_least_ms.map_or(jittered, |floor| jittered.max(Duration::from_millis(u64::from(floor))))
     }
 }
 
@@ -182,7 +164,7 @@ mod tests {
 
     #[test]
     fn plain_requests_retry_what_is_transient_and_drop_what_is_not() {
-        let after = Some(Duration::from_secs(7));
+        let after = Some(7_000);
         assert_eq!(plain_result(Some(204), None), ItemResult::Delivered);
         assert_eq!(plain_result(None, None), ItemResult::Retry(None));
         assert_eq!(plain_result(Some(429), after), ItemResult::Retry(after));
@@ -196,11 +178,11 @@ mod tests {
     #[test]
     fn retry_after_takes_seconds_or_a_date_and_is_capped() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(retry_after(" 30 ", now), Some(Duration::from_secs(30)));
+        assert_eq!(retry_after(" 30 ", now), Some(30_000));
         let date = httpdate::fmt_http_date(now + Duration::from_secs(90));
-        assert_eq!(retry_after(&date, now), Some(Duration::from_secs(90)));
-        assert_eq!(retry_after(&httpdate::fmt_http_date(now - Duration::from_secs(5)), now), Some(Duration::ZERO));
-        assert_eq!(retry_after("999999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(&date, now), Some(90_000));
+        assert_eq!(retry_after(&httpdate::fmt_http_date(now - Duration::from_secs(5)), now), Some(0));
+        assert_eq!(retry_after("999999", now), Some(MAX_RETRY_AFTER.as_millis() as u32));
         assert_eq!(retry_after("soon", now), None);
     }
 
@@ -211,7 +193,7 @@ mod tests {
         assert_eq!(b.delay(0, 0.999_999, None).as_millis(), 999);
         assert_eq!(b.delay(3, 0.0, None), Duration::from_secs(4));
         assert_eq!(b.delay(40, 0.0, None), Duration::from_secs(30), "capped, and no overflow at large attempts");
-        assert_eq!(b.delay(0, 0.5, Some(Duration::from_secs(20))), Duration::from_secs(20));
+        assert_eq!(b.delay(0, 0.5, Some(20_000)), Duration::from_secs(20));
     }
 
     #[test]

@@ -76,23 +76,6 @@ pub struct DeliveryReport {
     pub retry: Vec<(String, Option<u32>)>,
 }
 
-fn policy_result(r: ItemResult) -> sluice_policy::delivery::ItemResult {
-    use sluice_policy::delivery::ItemResult as P;
-    match r {
-        ItemResult::Delivered => P::Delivered,
-        ItemResult::Retry(after) => P::Retry(after.map(|ms| Duration::from_millis(u64::from(ms)))),
-        ItemResult::Rejected(why) => P::Rejected(why),
-    }
-}
-
-fn policy_failure(f: BatchFailure) -> sluice_policy::delivery::BatchFailure {
-    use sluice_policy::delivery::BatchFailure as P;
-    match f {
-        BatchFailure::Retry(after) => P::Retry(after.map(|ms| Duration::from_millis(u64::from(ms)))),
-        BatchFailure::Reject(why) => P::Reject(why),
-    }
-}
-
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -471,7 +454,7 @@ impl MockHost {
                 }
             };
             report.batches.push(batch.iter().map(|i| i.id.clone()).collect());
-            let answer = self.deliver::<T>(&batch).map(|r| r.into_iter().map(policy_result).collect()).map_err(|f| Some(policy_failure(f)));
+            let answer = self.deliver::<T>(&batch).map_err(Some);
             let retry_all = |batch: Vec<Item>, after: Option<u32>, retry: &mut Vec<Item>, report: &mut DeliveryReport| {
                 for mut item in batch {
                     report.retry.push((item.id.clone(), after));
@@ -485,9 +468,7 @@ impl MockHost {
                         match result {
                             rules::ItemResult::Delivered => report.delivered.push(item.id),
                             rules::ItemResult::Rejected(why) => report.dead.push((item.id, why)),
-                            rules::ItemResult::Retry(after) => {
-                                retry_all(vec![item], after.map(|d| d.as_millis() as u32), &mut retry, &mut report)
-                            }
+                            rules::ItemResult::Retry(after) => retry_all(vec![item], after, &mut retry, &mut report),
                         }
                     }
                 }
@@ -497,7 +478,7 @@ impl MockHost {
                     ready.push_front(rest);
                     ready.push_front(first);
                 }
-                Plan::RetryAll(after) => retry_all(batch, after.map(|d| d.as_millis() as u32), &mut retry, &mut report),
+                Plan::RetryAll(after) => retry_all(batch, after, &mut retry, &mut report),
             }
         }
         self.state.queued = retry;

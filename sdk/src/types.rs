@@ -196,27 +196,7 @@ impl Item {
     }
 }
 
-/// What became of one item in [`crate::Tag::deliver`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ItemResult {
-    /// The vendor took it.
-    Delivered,
-    /// Try again later, after at least this many milliseconds if given.
-    Retry(Option<u32>),
-    /// The vendor refused it for good (why): the host dead-letters it.
-    Rejected(String),
-}
-
-/// A vendor's answer for a whole batch, from [`crate::Tag::deliver`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BatchFailure {
-    /// Nothing was taken: retry the whole batch, after at least this many milliseconds if given
-    /// (a `429`'s `Retry-After`; the host then pauses the tag).
-    Retry(Option<u32>),
-    /// The vendor refused the batch for a bad item it does not name: the host splits the batch
-    /// until the bad item stands alone, and dead-letters it.
-    Reject(String),
-}
+pub use sluice_manifest::{BatchFailure, ItemResult};
 
 impl HttpResponse {
     /// The `Retry-After` header in milliseconds, if it is a number of seconds (vendors send

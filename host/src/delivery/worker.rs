@@ -206,7 +206,8 @@ impl Worker {
                 state.ready.push_front(held);
             }
             Plan::RetryAll(after) => {
-                if let Some(wait) = after {
+                if let Some(ms) = after {
+                    let wait = Duration::from_millis(u64::from(ms));
                     let until = Instant::now() + wait;
                     tracing::warn!(tag = %self.outbox.tag, wait_ms = wait.as_millis() as u64, "the vendor asked to wait (Retry-After); this tag pauses");
                     state.paused_until = Some(state.paused_until.map_or(until, |p| p.max(until)));
@@ -218,7 +219,7 @@ impl Worker {
         }
     }
 
-    fn retry(&self, state: &mut State, mut h: Held, after: Option<Duration>) {
+    fn retry(&self, state: &mut State, mut h: Held, after: Option<u32>) {
         Counters::add(&self.outbox.counters.retried, 1);
         let wait = self.backoff.delay(h.item.attempts, fastrand::f64(), after);
         h.item.attempts = h.item.attempts.saturating_add(1);

@@ -208,14 +208,14 @@ impl Container {
 fn item_result(r: wit::ItemResult) -> ItemResult {
     match r {
         wit::ItemResult::Delivered => ItemResult::Delivered,
-        wit::ItemResult::Retry(after) => ItemResult::Retry(after.map(|ms| Duration::from_millis(u64::from(ms)))),
+        wit::ItemResult::Retry(after) => ItemResult::Retry(after),
         wit::ItemResult::Rejected(reason) => ItemResult::Rejected(crate::output::bounded(&reason, super::invoke::MAX_MESSAGE)),
     }
 }
 
 fn batch_failure(f: wit::BatchFailure) -> BatchFailure {
     match f {
-        wit::BatchFailure::Retry(after) => BatchFailure::Retry(after.map(|ms| Duration::from_millis(u64::from(ms)))),
+        wit::BatchFailure::Retry(after) => BatchFailure::Retry(after),
         wit::BatchFailure::Reject(reason) => BatchFailure::Reject(crate::output::bounded(&reason, super::invoke::MAX_MESSAGE)),
     }
 }
