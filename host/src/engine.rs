@@ -114,11 +114,12 @@ impl Runtime {
     }
 
     /// A fresh store for one invocation, with its CPU clock, memory cap and epoch callback.
-    pub(crate) fn store(&self, data: impl FnOnce(InvocationParts) -> Invocation) -> Store<Invocation> {
+    /// `cpu_scale` multiplies `[limits] cpu_ms` (see [`crate::state::Phase::cpu_scale`]).
+    pub(crate) fn store(&self, cpu_scale: u32, data: impl FnOnce(InvocationParts) -> Invocation) -> Store<Invocation> {
         let parts = InvocationParts {
             wasi: WasiCtxBuilder::new().build(),
             limits: MemoryLimiter::new(self.limits.memory_bytes()),
-            cpu: CpuClock::new(Duration::from_millis(self.limits.cpu_ms), self.epoch.clone()),
+            cpu: CpuClock::new(Duration::from_millis(self.limits.cpu_ms.saturating_mul(u64::from(cpu_scale))), self.epoch.clone()),
         };
         let mut store = Store::new(&self.engine, data(parts));
         store.limiter(|s| &mut s.limits);

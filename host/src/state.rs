@@ -139,8 +139,19 @@ pub struct Invocation {
 pub(crate) enum Phase {
     /// `run` or `fire`.
     InRequest,
-    /// `deliver`: request, response, event and consent calls are refused.
-    Deliver,
+    /// `deliver` of this many items: request, response, event and consent calls are refused.
+    Deliver(usize),
+}
+
+impl Phase {
+    /// How many times `[limits] cpu_ms` the invocation may use: one per started 100 items for
+    /// `deliver` (a batch of 1,000 events does 1,000 events' work, outside any request), else 1.
+    pub(crate) fn cpu_scale(self) -> u32 {
+        match self {
+            Phase::InRequest => 1,
+            Phase::Deliver(items) => u32::try_from(items.div_ceil(100)).unwrap_or(u32::MAX).max(1),
+        }
+    }
 }
 
 /// The denials one invocation keeps for its trace: the first [`Denials::KEPT`], then a count.
@@ -216,7 +227,7 @@ impl Invocation {
     pub(crate) fn in_request(&self, what: &str) -> Result<(), crate::bindings::types::Error> {
         match self.phase {
             Phase::InRequest => Ok(()),
-            Phase::Deliver => Err(crate::bindings::types::Error::Invalid(sluice_policy::delivery::not_in_deliver(what))),
+            Phase::Deliver(_) => Err(crate::bindings::types::Error::Invalid(sluice_policy::delivery::not_in_deliver(what))),
         }
     }
 

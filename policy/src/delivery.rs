@@ -69,11 +69,17 @@ pub enum Plan {
     RetryAll(Option<u32>),
 }
 
-/// The next step for a batch of `len` items, given `deliver`'s answer. A template bug —
-/// the wrong number of results, or a trap (`Err(None)`) — is treated like a whole-batch
-/// rejection: split down to the item that causes it, which is then dead-lettered with the
-/// reason, so one poison item never blocks the queue.
-pub fn plan(len: usize, answer: Result<Vec<ItemResult>, Option<BatchFailure>>, why_broken: impl FnOnce() -> String) -> Plan {
+/// How often one item may make `deliver` fail without answering (a trap, a CPU or memory
+/// limit) before it is dead-lettered: the cause may be the machine (a CPU budget spent while
+/// the host was starved), so an item alone gets a few tries, not one.
+pub const TRAPS_BEFORE_DEAD: u32 = 3;
+
+/// The next step for a batch of `len` items, given `deliver`'s answer; `attempts` is the
+/// earlier attempts of a batch's only item. A template bug — the wrong number of results, or a
+/// trap (`Err(None)`) — is treated like a whole-batch rejection: split down to the item that
+/// causes it, which is then dead-lettered with the reason (after [`TRAPS_BEFORE_DEAD`] traps),
+/// so one poison item never blocks the queue.
+pub fn plan(len: usize, attempts: u32, answer: Result<Vec<ItemResult>, Option<BatchFailure>>, why_broken: impl FnOnce() -> String) -> Plan {
     let reject = |reason: String| {
         if len > 1 { Plan::Split(len / 2) } else { Plan::PerItem(vec![ItemResult::Rejected(reason)]) }
     };
@@ -82,6 +88,7 @@ pub fn plan(len: usize, answer: Result<Vec<ItemResult>, Option<BatchFailure>>, w
         Ok(results) => reject(format!("deliver returned {} results for {len} items (a template bug)", results.len())),
         Err(Some(BatchFailure::Retry(after))) => Plan::RetryAll(after),
         Err(Some(BatchFailure::Reject(reason))) => reject(reason),
+        Err(None) if len == 1 && attempts + 1 < TRAPS_BEFORE_DEAD => Plan::PerItem(vec![ItemResult::Retry(None)]),
         Err(None) => reject(why_broken()),
     }
 }
@@ -146,20 +153,23 @@ mod tests {
     #[test]
     fn a_whole_batch_rejection_splits_until_the_bad_item_stands_alone() {
         let reject = || Err(Some(BatchFailure::Reject("bad event".into())));
-        assert_eq!(plan(1000, reject(), never), Plan::Split(500));
-        assert_eq!(plan(3, reject(), never), Plan::Split(1));
-        assert_eq!(plan(1, reject(), never), Plan::PerItem(vec![ItemResult::Rejected("bad event".into())]));
+        assert_eq!(plan(1000, 0, reject(), never), Plan::Split(500));
+        assert_eq!(plan(3, 0, reject(), never), Plan::Split(1));
+        assert_eq!(plan(1, 0, reject(), never), Plan::PerItem(vec![ItemResult::Rejected("bad event".into())]));
     }
 
     #[test]
     fn template_bugs_are_isolated_like_bad_items() {
-        assert_eq!(plan(4, Ok(vec![ItemResult::Delivered]), never), Plan::Split(2));
-        match plan(1, Ok(vec![]), never) {
+        assert_eq!(plan(4, 0, Ok(vec![ItemResult::Delivered]), never), Plan::Split(2));
+        match plan(1, 0, Ok(vec![]), never) {
             Plan::PerItem(r) => assert!(matches!(&r[0], ItemResult::Rejected(m) if m.contains("0 results for 1")), "{r:?}"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(plan(1, Err(None), || "trapped".into()), Plan::PerItem(vec![ItemResult::Rejected("trapped".into())]));
-        assert_eq!(plan(2, Err(Some(BatchFailure::Retry(None))), never), Plan::RetryAll(None));
+        assert_eq!(plan(4, 0, Err(None), || "trapped".into()), Plan::Split(2), "a trap on a batch: split");
+        assert_eq!(plan(1, 0, Err(None), never), Plan::PerItem(vec![ItemResult::Retry(None)]), "alone, it may be the machine");
+        assert_eq!(plan(1, 1, Err(None), never), Plan::PerItem(vec![ItemResult::Retry(None)]));
+        assert_eq!(plan(1, 2, Err(None), || "trapped".into()), Plan::PerItem(vec![ItemResult::Rejected("trapped".into())]));
+        assert_eq!(plan(2, 0, Err(Some(BatchFailure::Retry(None))), never), Plan::RetryAll(None));
     }
 
     #[test]

@@ -317,6 +317,13 @@ impl Http {
     pub fn send(&self, request: &HttpRequest) -> Result<HttpResponse, Error> {
         sys::http_send(request)
     }
+
+    /// Sends up to 64 requests at once through the host and waits for every answer, in order:
+    /// a batch the vendor takes one request per event costs one round trip. Each is checked
+    /// as [`Http::send`] checks it; the outer error is for more than 64.
+    pub fn send_all(&self, requests: &[HttpRequest]) -> Result<Vec<Result<HttpResponse, Error>>, Error> {
+        sys::http_send_all(requests)
+    }
 }
 
 /// Per-template storage.

@@ -462,7 +462,7 @@ impl MockHost {
                     retry.push(item);
                 }
             };
-            match rules::plan(batch.len(), answer, String::new) {
+            match rules::plan(batch.len(), batch.first().map_or(0, |i| i.attempt), answer, String::new) {
                 Plan::PerItem(results) => {
                     for (item, result) in batch.into_iter().zip(results) {
                         match result {
@@ -793,6 +793,14 @@ pub(crate) mod sys {
         })
     }
 
+    /// As the host: at most 64, each checked and answered as `send` would (the mock sends in
+    /// order; the host sends at once).
+    pub(crate) fn http_send_all(requests: &[HttpRequest]) -> Result<Vec<Result<HttpResponse, Error>>, Error> {
+        if requests.len() > 64 {
+            return Err(Error::Invalid(format!("send-all takes at most 64 requests (got {})", requests.len())));
+        }
+        Ok(requests.iter().map(http_send).collect())
+    }
     pub(crate) fn outbox_enqueue(id: &str, item: &str) -> Result<(), Error> {
         use sluice_policy::delivery as rules;
         with(|s| {

@@ -69,7 +69,14 @@ async fn an_outage_delays_events_and_loses_none() {
             }
         }),
     );
-    let container = load(&config(&vendor.origin(), &scratch_dir("outage"), ""));
+    // A second webhook, to a vendor that stays up: one vendor's outage is not another's.
+    let other = format!(
+        "\n[[tag]]\nname = \"other\"\nwasm = \"{}\"\ntrigger = {{ events = [\"*\"] }}\nparams = {{ url = \"{origin}/other\" }}\n\
+         grants = {{ event_data = [\"*\"], outbound = [\"{origin}/\"] }}\n",
+        template("webhook-tag").display(),
+        origin = vendor.origin()
+    );
+    let container = load(&(config(&vendor.origin(), &scratch_dir("outage"), "") + &other));
     let expected: Vec<String> = (0..60).map(|n| format!("ev-{n}")).collect();
     for id in &expected {
         let (response, trace) = container.handle(hit(id)).await;
@@ -77,14 +84,18 @@ async fn an_outage_delays_events_and_loses_none() {
         assert_eq!(trace.tag_run(0, "hook").expect("ran").outcome, sluice::Outcome::Queued);
     }
     wait_until("the vendor refused a few retries", || refused.load(Ordering::SeqCst) >= 3).await;
+    let hook = container.outbox_status().into_iter().find(|s| s.template == "hook").expect("hook's outbox");
+    assert!(hook.pending == expected.len() && hook.retrying.is_some_and(|n| n > 0), "the backlog is visible: {hook:?}");
+    wait_until("the other vendor got every event meanwhile", || ids(&vendor.received_at("/other")).len() == expected.len()).await;
     down.store(false, Ordering::SeqCst);
     // What the vendor answered 503 to was not taken; only the requests after it came back count.
     let back_at = vendor.received_at("/hook").len();
 
     wait_until("the queue is empty", || container.outbox_status()[0].pending == 0).await;
+    wait_until("nothing is retrying", || container.outbox_status()[0].retrying == Some(0)).await;
     let taken = ids(&vendor.received_at("/hook")[back_at..]);
     let status = &container.outbox_status()[0];
-    assert_eq!((status.template.as_str(), status.dead), ("hook", 0));
+    assert_eq!((status.template.as_str(), status.dead, status.retrying), ("hook", 0, Some(0)));
     for id in &expected {
         assert_eq!(taken.get(id), Some(&1), "{id} reached the vendor once after the outage: {taken:?}");
     }
@@ -129,6 +140,43 @@ async fn throttling_pauses_the_tag_for_retry_after_and_a_batch_refused_for_one_e
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].id, "ev-bad");
     assert!(dead[0].reason.contains("HTTP 400: invalid event in batch"), "{}", dead[0].reason);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_lists_replays_and_purges_dead_letters() {
+    let vendor = FakeVendor::start().await;
+    let refuse = Arc::new(AtomicBool::new(true));
+    let r = refuse.clone();
+    vendor.judge("/hook", Arc::new(move |_: &Received| if r.load(Ordering::SeqCst) { (400, "no".into()) } else { (200, "{}".into()) }));
+    let dir = scratch_dir("operator");
+    let text = config(&vendor.origin(), &dir, "");
+    let container = load(&text);
+    // The visitor's email travels in the event (the operator's view must not show it).
+    container.handle(hit_request("v=2&tid=G-TEST&cid=1.2&en=sign_up&ep.event_id=ev-1&ep.email=jane.doe%40example.com")).await;
+    wait_until("the refused event is dead-lettered", || container.outbox_status()[0].dead == 1).await;
+    container.drain().await;
+    drop(container);
+
+    let config = parse_config(&text).unwrap();
+    let outboxes = config.outboxes();
+    let status = outboxes.status().unwrap();
+    assert_eq!((status[0].template.as_str(), status[0].pending, status[0].dead), ("hook", 0, 1), "{status:?}");
+    let dead = outboxes.dead_letters("hook").unwrap();
+    assert_eq!((dead[0].id.as_str(), dead[0].attempts), ("ev-1", 0));
+    assert!(dead[0].reason.contains("HTTP 400: no"), "{dead:?}");
+    assert!(dead[0].data.contains("sign_up") && !dead[0].data.contains("jane.doe"), "personal data removed: {}", dead[0].data);
+    assert!(outboxes.dead_letters("nope").unwrap_err().to_string().contains("no outbox for \"nope\""));
+
+    // Fixed on the vendor's side: replayed, delivered.
+    refuse.store(false, Ordering::SeqCst);
+    assert_eq!(outboxes.replay("hook").unwrap(), 1);
+    let container = load(&text);
+    container.start_delivery();
+    wait_until("the replayed event is delivered", || ids(&vendor.received_at("/hook")).contains_key("ev-1") && container.outbox_status()[0].pending == 0).await;
+    assert!(outboxes.replay("hook").unwrap_err().to_string().contains("in use by another sluice process"), "replay needs the server stopped");
+    container.drain().await;
+    drop(container);
+    assert_eq!(outboxes.purge("hook").unwrap(), 0, "nothing left to purge");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,8 +237,26 @@ fn serve_in_child_process() {
     });
 }
 
+/// The server in a child process, SIGKILLed and reaped when dropped (a failing test leaves no
+/// server behind).
+struct ChildServer(std::process::Child);
+
+impl ChildServer {
+    /// `kill -9` and reap.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Starts the server in a child process; its address once it listens.
-async fn spawn_server(config: &std::path::Path) -> (std::process::Child, String) {
+async fn spawn_server(config: &std::path::Path) -> (ChildServer, String) {
     let port_file = format!("{}.port", config.display());
     let _ = std::fs::remove_file(&port_file);
     let child = std::process::Command::new(std::env::current_exe().expect("test binary"))
@@ -199,6 +265,7 @@ async fn spawn_server(config: &std::path::Path) -> (std::process::Child, String)
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("spawn the server");
+    let child = ChildServer(child);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(port) = std::fs::read_to_string(&port_file) {
@@ -240,8 +307,7 @@ async fn a_server_killed_mid_load_delivers_every_accepted_event_after_restart() 
         if n == 150 {
             // Mid-load, mid-delivery: SIGKILL, no chance to drain or flush.
             assert!(taken.load(Ordering::SeqCst) > 0, "some batches were being delivered");
-            first.kill().expect("SIGKILL");
-            first.wait().expect("reaped");
+            first.kill();
             break;
         }
     }
@@ -254,8 +320,7 @@ async fn a_server_killed_mid_load_delivers_every_accepted_event_after_restart() 
         accepted.iter().all(|id| seen.contains_key(id))
     })
     .await;
-    second.kill().expect("stop the second server");
-    second.wait().expect("reaped");
+    second.kill();
 
     let seen = ids(&vendor.received_at("/hook"));
     let duplicates: usize = seen.values().map(|n| n - 1).sum();

@@ -311,7 +311,8 @@ async fn vendor_outage(options: &Options, server: &Server, hit: &load::Hit, sink
 
 /// Items pending in every outbox of `config`, as `sluice outbox status` reports them.
 fn pending(sluice: &Path, config: &Path) -> u64 {
-    let Ok(out) = Command::new(sluice).args(["outbox", "--config"]).arg(config).arg("status").output() else { return u64::MAX };
+    let out = Command::new(sluice).args(["outbox", "--config"]).arg(config).arg("status").env("LOAD_VENDOR_TOKEN", "load-token").output();
+    let Ok(out) = out else { return u64::MAX };
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "pending").nth(1)?.parse::<u64>().ok())

@@ -8,20 +8,49 @@ use crate::bindings::types::Error;
 use crate::outbound::{OutboundError, OutboundRequest};
 use crate::state::Invocation;
 
+/// Most requests one `send-all` takes.
+const MAX_SEND_ALL: usize = 64;
+
+fn outbound(request: OutgoingRequest) -> OutboundRequest {
+    OutboundRequest {
+        method: request.method,
+        url: request.url,
+        headers: request.headers,
+        body: request.body,
+        timeout: request.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))),
+    }
+}
+
 impl Host for Invocation {
     async fn send(&mut self, request: OutgoingRequest) -> Result<IncomingResponse, Error> {
         let url_for_log = crate::outbound::without_query(&request.url).to_string();
-        let outbound = OutboundRequest {
-            method: request.method,
-            url: request.url,
-            headers: request.headers,
-            body: request.body,
-            timeout: request.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))),
-        };
         // Waiting on the vendor is paid for by wall_ms, not the CPU budget.
         let sent = self.cpu.epoch();
-        let result = self.services.outbound.send(&self.template.grant, outbound).await;
+        let result = self.services.outbound.send(&self.template.grant, outbound(request)).await;
         self.cpu.waited_since(sent);
+        self.answer(&url_for_log, result)
+    }
+
+    async fn send_all(&mut self, requests: Vec<OutgoingRequest>) -> Result<Vec<Result<IncomingResponse, Error>>, Error> {
+        if requests.len() > MAX_SEND_ALL {
+            return Err(Error::Invalid(format!("send-all takes at most {MAX_SEND_ALL} requests (got {})", requests.len())));
+        }
+        let urls: Vec<String> = requests.iter().map(|r| crate::outbound::without_query(&r.url).to_string()).collect();
+        let sent = self.cpu.epoch();
+        let (services, template) = (self.services.clone(), self.template.clone());
+        let results = futures::future::join_all(requests.into_iter().map(|r| {
+            let (services, template) = (&services, &template);
+            async move { services.outbound.send(&template.grant, outbound(r)).await }
+        }))
+        .await;
+        self.cpu.waited_since(sent);
+        Ok(urls.iter().zip(results).map(|(url, result)| self.answer(url, result)).collect())
+    }
+}
+
+impl Invocation {
+    /// One outbound result as the template gets it; logged, and a denial recorded.
+    fn answer(&mut self, url_for_log: &str, result: Result<crate::outbound::OutboundResponse, OutboundError>) -> Result<IncomingResponse, Error> {
         let (id, name) = (&self.request.id, &self.template.name);
         match result {
             Ok(r) => {

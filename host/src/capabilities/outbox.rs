@@ -13,7 +13,7 @@ use crate::state::{Invocation, Phase};
 impl Invocation {
     /// The outbox, if this invocation may queue one more item under `id`.
     fn outbox_for(&self, id: &str) -> Result<std::sync::Arc<TagOutbox>, Error> {
-        if self.phase == Phase::Deliver {
+        if matches!(self.phase, Phase::Deliver(_)) {
             return Err(Error::Invalid(rules::NO_QUEUEING_IN_DELIVER.into()));
         }
         rules::check_queueing(id, self.queued).map_err(Error::Invalid)?;

@@ -186,6 +186,8 @@ pub(crate) struct Counters {
     pub(crate) dead: AtomicU64,
     pub(crate) refused: AtomicU64,
     pub(crate) requests: AtomicU64,
+    /// Items waiting for their retry time now (a gauge the worker keeps).
+    pub(crate) retrying: AtomicU64,
 }
 
 impl Counters {
@@ -297,6 +299,8 @@ pub struct OutboxStatus {
     pub dead: usize,
     /// Items refused because the queue was full (since this process opened it).
     pub overflowed: u64,
+    /// Items waiting for a retry now: known only to the running server (`None` offline).
+    pub retrying: Option<u64>,
     /// What opening it found damaged and skipped (offline inspection only).
     pub problems: Vec<String>,
 }
@@ -382,7 +386,7 @@ impl OutboxDir {
             .iter()
             .map(|t| {
                 let (store, recovery) = Store::inspect(&self.path(t)?).map_err(Self::failed(t))?;
-                Ok(status(t, &store, recovery.problems))
+                Ok(status(t, &store, None, recovery.problems))
             })
             .collect()
     }
@@ -406,7 +410,7 @@ impl OutboxDir {
     }
 }
 
-pub(crate) fn status(template: &str, store: &Store, problems: Vec<String>) -> OutboxStatus {
+pub(crate) fn status(template: &str, store: &Store, retrying: Option<u64>, problems: Vec<String>) -> OutboxStatus {
     let stats = store.stats();
     OutboxStatus {
         template: template.into(),
@@ -415,6 +419,7 @@ pub(crate) fn status(template: &str, store: &Store, problems: Vec<String>) -> Ou
         oldest_age_secs: stats.oldest_created_ms.map(|t| now_ms().saturating_sub(t) / 1000),
         dead: stats.dead,
         overflowed: stats.overflowed,
+        retrying,
         problems,
     }
 }

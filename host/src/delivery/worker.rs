@@ -87,6 +87,7 @@ impl Worker {
             {
                 break;
             }
+            self.outbox.counters.retrying.store(state.retrying.len() as u64, std::sync::atomic::Ordering::Relaxed);
             // While draining, the drain's end is a wake too: nothing may sleep past it.
             let wake = [state.next_wake(&self), drain_until].into_iter().flatten().min().unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
@@ -175,7 +176,7 @@ impl Worker {
             Counters::add(&counters_tag.counters.requests, 1);
             let plan = if ItemKind::of(&held[0].item) == Some(ItemKind::Tag) {
                 let answer = deliverer.deliver(held.iter().map(|h| h.item.clone()).collect()).await?;
-                rules::plan(held.len(), answer.result, || answer.broken)
+                rules::plan(held.len(), held[0].item.attempts, answer.result, || answer.broken)
             } else {
                 Plan::PerItem(vec![plain(&*deliverer, &held[0].item).await?])
             };

@@ -145,12 +145,13 @@ impl Container {
             })
             .collect();
         let pre = tag.pre.clone();
+        let items = batch.len();
         let invoked = self
             .invoke(
                 &tag.template,
                 (&request, &response, deadline),
                 (None, ConsentState::default(), false),
-                (Phase::Deliver, Some(outbox)),
+                (Phase::Deliver(items), Some(outbox)),
                 move |store| Box::pin(async move { pre.instantiate_async(store).await }),
                 move |instance, store| Box::pin(async move { instance.call_deliver(store, &batch).await }),
             )

@@ -67,7 +67,7 @@ impl Container {
         if started >= deadline {
             return not_started();
         }
-        let mut store = self.runtime.store(|parts| Invocation {
+        let mut store = self.runtime.store(phase.cpu_scale(), |parts| Invocation {
             wasi: parts.wasi,
             table: Default::default(),
             limits: parts.limits,

@@ -120,7 +120,11 @@ impl Container {
 
     /// Each outbox's state, live.
     pub fn outbox_status(&self) -> Vec<crate::delivery::OutboxStatus> {
-        let mut all: Vec<_> = self.outboxes.by_tag.values().map(|o| crate::delivery::status(&o.tag, &o.store, Vec::new())).collect();
+        let mut all: Vec<_> = self.outboxes
+            .by_tag
+            .values()
+            .map(|o| crate::delivery::status(&o.tag, &o.store, Some(o.counters.retrying.load(Ordering::Relaxed)), Vec::new()))
+            .collect();
         all.sort_by(|a, b| a.template.cmp(&b.template));
         all
     }

@@ -237,6 +237,15 @@ pub(crate) fn http_send(r: &HttpRequest) -> Result<HttpResponse, Error> {
     Ok(HttpResponse { status: res.status, headers: res.headers, body: res.body })
 }
 
+pub(crate) fn http_send_all(requests: &[HttpRequest]) -> Result<Vec<Result<HttpResponse, Error>>, Error> {
+    let outgoing: Vec<wit::http::OutgoingRequest> = requests.iter().map(outgoing).collect();
+    Ok(wit::http::send_all(&outgoing)
+        .map_err(err)?
+        .into_iter()
+        .map(|r| r.map(|res| HttpResponse { status: res.status, headers: res.headers, body: res.body }).map_err(err))
+        .collect())
+}
+
 pub(crate) fn outbox_enqueue(id: &str, item: &str) -> Result<(), Error> {
     wit::outbox::enqueue(id, item).map_err(err)
 }

@@ -73,16 +73,25 @@ impl Tag for Ga4Tag {
         }
         match mode.as_str() {
             "gtag" => {
-                // Web hits as Google takes them: one request per event.
+                // Web hits as Google takes them: one request per event, all sent at once.
+                let mut requests = Vec::new();
+                let mut sent = Vec::new();
                 for Ready { index: n, event, measurement_id: id } in ready {
-                    let result = web_hit(&event, &id).map(|query| {
-                        let mut r = HttpRequest::post(format!("{endpoint}/g/collect?{query}"));
-                        if let Some(ua) = event.get("user_agent").and_then(Value::as_str) {
-                            r = r.header("user-agent", ua);
+                    match web_hit(&event, &id) {
+                        Ok(query) => {
+                            let mut r = HttpRequest::post(format!("{endpoint}/g/collect?{query}"));
+                            if let Some(ua) = event.get("user_agent").and_then(Value::as_str) {
+                                r = r.header("user-agent", ua);
+                            }
+                            requests.push(r);
+                            sent.push(n);
                         }
-                        send(host, &r)
-                    });
-                    results[n] = Some(result.unwrap_or_else(|e| ItemResult::Rejected(e.to_string())));
+                        Err(e) => results[n] = Some(ItemResult::Rejected(e.to_string())),
+                    }
+                }
+                let answers = host.http().send_all(&requests).map_err(|e| BatchFailure::Reject(e.to_string()))?;
+                for (n, answer) in sent.into_iter().zip(answers) {
+                    results[n] = Some(result_of(host, answer));
                 }
             }
             "mp" => {
@@ -125,7 +134,12 @@ impl Tag for Ga4Tag {
 
 /// Sends one request; what its answer means for the events in it.
 fn send(host: &DeliverHost, request: &HttpRequest) -> ItemResult {
-    match host.http().send(request) {
+    result_of(host, host.http().send(request))
+}
+
+/// What an answer (or its absence) means for the events of its request.
+fn result_of(host: &DeliverHost, answer: Result<sluice_sdk::HttpResponse, Error>) -> ItemResult {
+    match answer {
         Err(e) => {
             host.log().info(&format!("Google Analytics not reached, will retry: {e}"));
             ItemResult::Retry(None)
