@@ -126,8 +126,12 @@ impl Runtime {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
             if !ctx.data_mut().cpu.tick() {
+                let (guest, host) = ctx.data().cpu.split();
+                tracing::debug!(guest_ticks = guest, host_ticks = host, "CPU budget spent");
                 Err(wasmtime::Error::new(CpuLimitExceeded))
             } else {
+                // The yield happens inside a libcall the call hook counts as a host call.
+                ctx.data_mut().cpu.yielding();
                 Ok(UpdateDeadline::Yield(1))
             }
         });
@@ -136,7 +140,11 @@ impl Runtime {
             let cpu = &mut ctx.data_mut().cpu;
             match hook {
                 CallHook::CallingHost => cpu.enter_host(),
-                CallHook::ReturningFromHost if !cpu.leave_host() => return Err(wasmtime::Error::new(CpuLimitExceeded)),
+                CallHook::ReturningFromHost if !cpu.leave_host() => {
+                    let (guest, host) = cpu.split();
+                    tracing::debug!(guest_ticks = guest, host_ticks = host, "CPU budget spent");
+                    return Err(wasmtime::Error::new(CpuLimitExceeded));
+                }
                 CallHook::ReturningFromHost => {}
                 CallHook::CallingWasm => cpu.enter_guest(),
                 CallHook::ReturningFromWasm => cpu.leave_guest(),

@@ -215,6 +215,8 @@ async fn start(options: &Options, name: &str, tags: Option<usize>, sink: SocketA
         }
         Some(n) => {
             let config = options.out.join(format!("{slug}.toml"));
+            // Each run starts with empty queues: a backlog left by an earlier run is not this run's work.
+            let _ = std::fs::remove_dir_all(options.out.join(format!("{slug}.toml.outbox")));
             std::fs::write(&config, sluice_config(&options.templates, n, sink)).map_err(|e| e.to_string())?;
             command.arg(&options.sluice).args(["serve", "--config"]).arg(&config).args(["--listen", &addr.to_string()]);
             command.env("LOAD_VENDOR_TOKEN", "load-token");
