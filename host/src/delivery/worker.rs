@@ -172,6 +172,8 @@ impl Worker {
         state.in_flight_items += held.len();
         let deliverer = self.deliverer.clone();
         let counters_tag = self.outbox.clone();
+        // The batch logs where the worker logs (its subscriber travels with it, not the thread).
+        use tracing::instrument::WithSubscriber;
         state.in_flight.spawn(async move {
             Counters::add(&counters_tag.counters.requests, 1);
             let plan = if ItemKind::of(&held[0].item) == Some(ItemKind::Tag) {
@@ -181,7 +183,7 @@ impl Worker {
                 Plan::PerItem(vec![plain(&*deliverer, &held[0].item).await?])
             };
             Some((held, plan))
-        });
+        }.with_current_subscriber());
     }
 
     /// Acts on a batch's plan.
