@@ -418,6 +418,15 @@ mod tests {
     }
 
     #[test]
+    fn queues_live_beside_the_config_unless_configured() {
+        let at = |text: &str, path: &str| ContainerConfig::parse(text, Path::new(path), &|_| None).expect("valid").outbox_dir;
+        assert_eq!(at(MINIMAL, "conf/c.toml"), PathBuf::from("conf/c.toml.outbox"), "relative, once");
+        assert_eq!(at(MINIMAL, "/etc/sluice/c.toml"), PathBuf::from("/etc/sluice/c.toml.outbox"));
+        assert_eq!(at(&format!("[outbox]\ndir = \"q\"\n{MINIMAL}"), "conf/c.toml"), PathBuf::from("conf/q"));
+        assert_eq!(at(&format!("[outbox]\ndir = \"/var/lib/sluice\"\n{MINIMAL}"), "conf/c.toml"), PathBuf::from("/var/lib/sluice"));
+    }
+
+    #[test]
     fn errors_name_the_file_the_entry_and_the_fix() {
         let msg = parse(&format!("{MINIMAL}\nparams = {{ auth = \"${{MISSING}}\" }}")).unwrap_err().to_string();
         assert!(msg.contains("container.toml") && msg.contains("client \"collect\"") && msg.contains("MISSING is not set"), "{msg}");

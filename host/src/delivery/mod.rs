@@ -89,11 +89,12 @@ impl OutboxConfig {
         Ok(())
     }
 
-    /// The queues' directory for a container config at `config_path`.
+    /// The queues' directory for a container config at `config_path`, relative to the
+    /// config's directory unless absolute: `dir`, or `<config file name>.outbox`.
     pub fn dir_for(&self, config_path: &Path) -> PathBuf {
         self.dir.clone().unwrap_or_else(|| {
             let name = config_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "sluice".into());
-            config_path.parent().unwrap_or(Path::new(".")).join(format!("{name}.outbox"))
+            PathBuf::from(format!("{name}.outbox"))
         })
     }
 
