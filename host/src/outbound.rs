@@ -75,6 +75,14 @@ pub struct OutboundRequest {
     pub timeout: Option<Duration>,
 }
 
+impl OutboundRequest {
+    /// A request as templates describe it (the WIT record, or one queued with `send-later`):
+    /// the timeout in milliseconds.
+    pub fn new(method: String, url: String, headers: Vec<(String, String)>, body: Vec<u8>, timeout_ms: Option<u32>) -> Self {
+        OutboundRequest { method, url, headers, body, timeout: timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))) }
+    }
+}
+
 /// The vendor's answer.
 #[derive(Debug, Clone)]
 pub struct OutboundResponse {

@@ -1,8 +1,6 @@
 //! `sluice:template/http`: outbound requests, through the one choke point in
 //! [`crate::outbound`].
 
-use std::time::Duration;
-
 use crate::bindings::http::{Host, IncomingResponse, OutgoingRequest};
 use crate::bindings::types::Error;
 use crate::outbound::{OutboundError, OutboundRequest};
@@ -11,14 +9,8 @@ use crate::state::Invocation;
 /// Most requests one `send-all` takes.
 const MAX_SEND_ALL: usize = 64;
 
-fn outbound(request: OutgoingRequest) -> OutboundRequest {
-    OutboundRequest {
-        method: request.method,
-        url: request.url,
-        headers: request.headers,
-        body: request.body,
-        timeout: request.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))),
-    }
+fn outbound(r: OutgoingRequest) -> OutboundRequest {
+    OutboundRequest::new(r.method, r.url, r.headers, r.body, r.timeout_ms)
 }
 
 impl Host for Invocation {

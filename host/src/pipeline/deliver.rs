@@ -214,16 +214,7 @@ impl Container {
         let sent = self
             .services
             .outbound
-            .send(
-                grant,
-                OutboundRequest {
-                    method: request.method,
-                    url: request.url,
-                    headers: request.headers,
-                    body: request.body,
-                    timeout: request.timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))),
-                },
-            )
+            .send(grant, OutboundRequest::new(request.method, request.url, request.headers, request.body, request.timeout_ms))
             .await;
         match sent {
             Ok(response) => {
