@@ -123,7 +123,7 @@ impl Worker {
         state.paused_until = None;
         let batch = self.batch();
         // Items come in retry-due order first, then fresh from the queue, as room allows.
-        state.take_due_retries(now);
+        state.take_due_retries(now, Duration::from_millis(u64::from(batch.max_wait_ms)));
         let room = self.held_max().saturating_sub(state.held());
         if room > 0 {
             match self.outbox.store.read_next(room, usize::MAX) {
@@ -272,7 +272,7 @@ impl State {
     }
 
     /// Moves the retries that are due into the forming batch (tag items) or ready (plain).
-    fn take_due_retries(&mut self, now: Instant) {
+    fn take_due_retries(&mut self, now: Instant, max_wait: Duration) {
         while let Some(entry) = self.retrying.first_entry() {
             if entry.key().0 > now {
                 break;
@@ -281,8 +281,9 @@ impl State {
             if ItemKind::of(&held.item) == Some(ItemKind::Plain) {
                 self.ready.push_back(vec![held]);
             } else {
-                // Retries go first: they are the oldest.
-                self.forming.push_front(Held { since: now - Duration::from_secs(3600), ..held });
+                // Retries go first, and do not wait for the batch to fill again: they already
+                // waited. (`checked_sub`: an `Instant` cannot go back past the clock's start.)
+                self.forming.push_front(Held { since: now.checked_sub(max_wait).unwrap_or(now), ..held });
             }
         }
     }
