@@ -333,3 +333,56 @@ async fn a_server_killed_mid_load_delivers_every_accepted_event_after_restart() 
     assert!(seen.keys().all(|id| accepted.contains(id)), "nothing the server did not accept reached the vendor");
     assert!(duplicates <= 2 * 10 * 2, "only batches in flight at the kill (2 × 10 items) may come twice: {duplicates}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_request_queued_with_send_later_is_retried_until_taken_and_refusals_are_dead_lettered() {
+    let vendor = FakeVendor::start().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    // Down for the first two requests; then it takes everything but the event it does not know.
+    vendor.judge(
+        "/later",
+        Arc::new(move |r: &Received| {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            match r.headers.get("x-event-id").and_then(|v| v.to_str().ok()) {
+                _ if n < 2 => (503, String::new()),
+                Some("ev-unknown") => (404, "no such thing".into()),
+                _ => (200, String::new()),
+            }
+        }),
+    );
+    let origin = vendor.origin();
+    let text = format!(
+        "{outbound}[outbox]\nretry_base_ms = 50\nretry_max_ms = 200\n\n[consent]\naudit = \"off\"\n\n{client}\n\
+         [[tag]]\nname = \"probe\"\nwasm = \"{wasm}\"\ntrigger = {{ events = [\"*\"] }}\n\
+         params = {{ sink = \"{origin}/sink\", label = \"p\", mode = \"send_later\", extra_url = \"{origin}/later\" }}\n\
+         grants = {{ event_data = [\"*\"], outbound = [\"{origin}/later\"] }}\n",
+        outbound = loopback_outbound(),
+        client = ga4_client_entry(),
+        wasm = template("probe-tag").display(),
+    );
+    let container = load(&text);
+    for id in ["ev-a", "ev-unknown", "ev-b"] {
+        let (_, trace) = container.handle(hit(id)).await;
+        let run = trace.tag_run(0, "probe").expect("ran");
+        assert!(run.outcome.is_ok() && run.queued == 1, "queued from fire, not sent: {run:?}");
+    }
+    wait_until("everything is delivered or dead", || {
+        let s = &container.outbox_status()[0];
+        s.pending == 0 && s.dead == 1
+    })
+    .await;
+    let taken: Vec<String> = vendor
+        .received_at("/later")
+        .iter()
+        .filter_map(|r| r.headers.get("x-event-id").and_then(|v| v.to_str().ok()).map(str::to_string))
+        .collect();
+    assert!(calls.load(Ordering::SeqCst) >= 5, "two refused tries, then each of the three: {taken:?}");
+    for id in ["ev-a", "ev-b"] {
+        assert!(taken.iter().any(|t| t == id), "{id} reached the vendor: {taken:?}");
+    }
+    let dead = container.dead_letters("probe");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].id, "ev-unknown");
+    assert!(dead[0].reason.contains("HTTP 404"), "{}", dead[0].reason);
+}
