@@ -42,7 +42,10 @@
 //! (permissions from `sluice-manifest`; consent, personal data, parameters, egress, response,
 //! storage and masking from `sluice-policy`). Set up a request or an event, consent, grants,
 //! parameters and outbound stubs, run the template with `cargo test`, and assert on the
-//! response, the outbound requests, the logs and the permission denials.
+//! response, the outbound requests, the logs and the permission denials. For a tag with a
+//! `deliver` phase, `run_tag` queues what the host would queue and
+//! [`mock::MockHost::deliver_queued`] delivers it by the host's rules, against scripted vendor
+//! answers ([`mock::MockHost::stub_sequence`]).
 
 // In tests a panic is the failure report; `unwrap_used` guards production code.
 #![cfg_attr(test, allow(clippy::unwrap_used))]

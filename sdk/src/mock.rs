@@ -26,6 +26,11 @@
 //!   that are not JSON objects are dropped, as the host drops them
 //!   ([`MockHost::dropped_events`]);
 //! * **storage**: the same store with the same bounds;
+//! * **delivery**: a tag without `fire` has its event queued, as the host queues it;
+//!   `enqueue` and `send-later` are checked by the host's rules (ids, 16 per run, item size,
+//!   grant); [`MockHost::deliver_queued`] runs `deliver` over the queue and applies the host's
+//!   rules to its answers (`sluice_policy::delivery`: batching, halving a batch refused whole,
+//!   retry, dead letter), and request, event and consent calls answer `Invalid` in `deliver`;
 //! * **secrets**: log lines and denial messages are masked as the host masks its output.
 //!
 //! ```

@@ -103,8 +103,7 @@ impl Tag for MetaCapi {
         })?;
         match answer(&response) {
             None => Ok(vec![ItemResult::Delivered; batch.len()]),
-            Some(failure) => {
-                let message = meta_error(&response.body).unwrap_or_else(|| format!("HTTP {}", response.status));
+            Some((failure, message)) => {
                 host.log().warn(&format!("Meta did not take {} events ({failure:?}): {message}", batch.len()));
                 Err(failure)
             }
@@ -124,16 +123,20 @@ pub fn body(batch: &[Item], test_event_code: Option<&str>) -> String {
     out
 }
 
-/// What Meta's answer means for the batch: `None` when it took it.
-pub fn answer(response: &HttpResponse) -> Option<BatchFailure> {
+/// What Meta's answer means for the batch — `None` when it took it — and Meta's message.
+pub fn answer(response: &HttpResponse) -> Option<(BatchFailure, String)> {
     if (200..300).contains(&response.status) {
         return None;
     }
-    let message = meta_error(&response.body).unwrap_or_else(|| format!("HTTP {}", response.status));
-    let code = sluice_sdk::json::from_slice::<Value>(&response.body).ok().and_then(|v| v["error"]["code"].as_u64());
+    // Read once: the message and the code come from the same envelope.
+    let envelope: Value = sluice_sdk::json::from_slice(&response.body).unwrap_or(Value::Null);
+    let message = error_message(&envelope).unwrap_or_else(|| format!("HTTP {}", response.status));
+    let code = envelope["error"]["code"].as_u64();
     let transient = matches!(response.status, 408 | 429 | 500..=599)
         || matches!(code, Some(1 | 2 | 4 | 17 | 32 | 190 | 613 | 80_000..=80_014));
-    Some(if transient { BatchFailure::Retry(response.retry_after_ms()) } else { BatchFailure::Reject(format!("Meta Conversions API: {message}")) })
+    let failure =
+        if transient { BatchFailure::Retry(response.retry_after_ms()) } else { BatchFailure::Reject(format!("Meta Conversions API: {message}")) };
+    Some((failure, message))
 }
 
 /// Every top-level event key this tag reads ([`server_event`], [`identity::from_event`],
@@ -309,8 +312,7 @@ fn set_cookies(host: &TagHost, server_event: &Value, cookies: &Cookies, now_ms: 
 }
 
 /// `error.message` (with type and code) from Meta's Graph error envelope.
-pub fn meta_error(body: &[u8]) -> Option<String> {
-    let v: Value = sluice_sdk::json::from_slice(body).ok()?;
+fn error_message(v: &Value) -> Option<String> {
     let e = v.get("error")?;
     Some(format!(
         "{} (type {}, code {}, fbtrace_id {})",
