@@ -30,9 +30,13 @@ use crate::state::Invocation;
 
 pub use crate::limits::{CpuLimitExceeded, TICK};
 
-/// Upper bound of a freed linear memory kept resident for the next instance of its template
-/// (only the pages the guest touched are actually resident; see [`Runtime::new`]).
-const KEEP_RESIDENT_MAX: usize = 8 << 20;
+/// Upper bound of a freed linear memory kept resident for the next instance in its slot: what
+/// every reset of that slot costs in `memset`/`memcpy` (see [`Runtime::new`]). A request-path
+/// invocation of a bundled template touches about this much; a `deliver` batch touches
+/// megabytes, and with a larger bound each later instance in that slot paid to reset them all
+/// (8 MiB measured 777–1,017 single hits/s under load against 1,201–1,293 with 256 KiB,
+/// alternating runs; BENCHMARKS.md).
+const KEEP_RESIDENT_MAX: usize = 256 << 10;
 
 /// The same for tables (a Rust guest's function table is a few KiB).
 const KEEP_RESIDENT_TABLE: usize = 64 << 10;
@@ -74,8 +78,10 @@ impl Runtime {
         // resets a freed linear memory with `madvise(DONTNEED)`, so the next instance of the
         // template page-faults its stack, data and heap in again (12–17 faults per instance
         // measured, each with TLB shoot-downs). With the PAGEMAP_SCAN ioctl (Linux ≥ 6.7) it
-        // finds the pages the guest dirtied and restores just those with `memset`/`memcpy`:
-        // no syscall storm, no faults — 25–28% less time per hit (BENCHMARKS.md). Without the
+        // finds the resident pages and restores them with `memset`/`memcpy`: no syscall storm,
+        // no faults — 25–28% less time per hit (BENCHMARKS.md). "Resident", not "dirtied by
+        // this instance": without userfaultfd write-protection the kernel reports every present
+        // page as written, so a reset costs what the slot ever held, up to the bound. Without the
         // ioctl, keeping pages resident means memset-ing the whole kept range on every reuse,
         // which measured slower than madvise, so it stays off there.
         if PoolingAllocationConfig::is_pagemap_scan_available() {

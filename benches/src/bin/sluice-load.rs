@@ -20,6 +20,8 @@
 //! server's resident memory is read; and its peak RSS over the whole run.
 //!
 //! `sluice-load ceiling --listen ADDR` is the 204 server itself (the run starts it as a child).
+//! `SLUICE_LOAD_EXTRA` (TOML, `\n` for newlines) is put at the top of each server's config, to
+//! measure a setting (e.g. `[outbox]\ncommit_ms = 20`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -247,8 +249,9 @@ fn sluice_config(templates: &Path, n: usize, sink: SocketAddr) -> String {
     let wasm = |name: &str| templates.join(format!("{name}.wasm")).display().to_string();
     let base = format!("http://{sink}");
     let mut config = format!(
-        "[consent]\nunset = \"grant\"\n\n[outbound]\nallow_http = [\"{base}\"]\nallow_private = [\"127.0.0.1/32\"]\n\n\
+        "{}[consent]\nunset = \"grant\"\n\n[outbound]\nallow_http = [\"{base}\"]\nallow_private = [\"127.0.0.1/32\"]\n\n\
          [[client]]\nname = \"ga4\"\nwasm = \"{}\"\n{}\n",
+        std::env::var("SLUICE_LOAD_EXTRA").map(|e| e.replace("\\n", "\n") + "\n\n").unwrap_or_default(),
         wasm("ga4-client"),
         sluice_benches::GA4_CLIENT_GRANTS
     );
