@@ -3,7 +3,7 @@
 
 fn main() {
     let root = xtask::workspace_root();
-    for dir in ["templates", "tests/fixtures", "sdk", "manifest", "wit"] {
+    for dir in ["templates", "tests/fixtures", "sdk", "manifest"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     match xtask::build_templates(&root) {

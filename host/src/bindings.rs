@@ -1,4 +1,6 @@
-//! Host-side bindings generated from `wit/sluice.wit`.
+//! Host-side bindings generated from `sdk/wit/sluice.wit`. The contract lives inside the SDK's
+//! package, so a template built outside this repository compiles against the file the host
+//! is built from.
 //!
 //! The tag world reuses the client world's generated interfaces (`with`), so each shared
 //! interface has one Rust trait and the capability modules implement it once for both worlds.
@@ -9,7 +11,7 @@
 pub mod client {
     wasmtime::component::bindgen!({
         world: "client",
-        path: "../wit",
+        path: "../sdk/wit",
         imports: { default: async },
         exports: { default: async },
     });
@@ -19,7 +21,7 @@ pub mod client {
 pub mod tag {
     wasmtime::component::bindgen!({
         world: "tag",
-        path: "../wit",
+        path: "../sdk/wit",
         imports: { default: async },
         exports: { default: async },
         with: {

@@ -29,6 +29,7 @@
 
 mod bindings;
 mod capabilities;
+pub mod authoring;
 pub mod config;
 mod consent;
 pub mod delivery;

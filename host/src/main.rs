@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sluice::{Container, ContainerConfig};
+use sluice::{Container, ContainerConfig, authoring};
 use sluice_manifest::PermissionSet;
 
 /// Prints a line of CLI output through the output masker, like every line the process writes.
@@ -61,6 +61,33 @@ enum Command {
         /// The template `.wasm`.
         file: PathBuf,
     },
+    /// Create a template crate: a working client or tag with a mock-host test, ready for
+    /// `cargo test` and `sluice build`.
+    New {
+        /// `tag` or `client`.
+        kind: NewKind,
+        /// The template's name, also the crate's (lowercase, digits, `-`).
+        name: String,
+        /// Where to create the crate's directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Depend on the SDK in this directory (a checkout's `sdk/`) instead of the repository.
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
+    /// Build the template crate in DIR as a component (checked before and after) and print
+    /// where the `.wasm` is.
+    Build {
+        /// The crate's directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum NewKind {
+    Tag,
+    Client,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +142,27 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve { config, listen } => serve(config, listen),
         Command::Check { config } => check(config),
         Command::Inspect { file } => inspect(file),
+        Command::New { kind, name, dir, sdk_path } => {
+            let kind = match kind {
+                NewKind::Tag => authoring::TemplateKind::Tag,
+                NewKind::Client => authoring::TemplateKind::Client,
+            };
+            let sdk = match sdk_path {
+                Some(p) => authoring::SdkSource::Path(std::path::absolute(&p).with_context(|| format!("cannot resolve {}", p.display()))?),
+                None => authoring::SdkSource::upstream(),
+            };
+            let root = authoring::create(kind, &name, &dir, &sdk)?;
+            out!("created {}: `cargo test` runs its mock-host test, `sluice build {}` makes the component", root.display(), root.display());
+            Ok(())
+        }
+        Command::Build { dir } => {
+            let wasm = authoring::build(&dir)?;
+            // The component must load as the host will load it: manifest embedded, world exported.
+            let bytes = std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+            let d = sluice::read_declaration(&wasm, &bytes)?;
+            out!("built {} template {:?}: {}", d.kind, d.name, wasm.display());
+            Ok(())
+        }
         Command::Outbox { config, action } => outbox(config, action.unwrap_or(OutboxAction::Status)),
     }
 }

@@ -46,10 +46,28 @@ pub fn read_declaration(file: &Path, bytes: &[u8]) -> Result<Declaration, Templa
     scan(file, bytes).map(|(declaration, _)| declaration)
 }
 
+/// Why a file without the WebAssembly magic is not a template, in words (not its bytes).
+fn not_wasm_reason(bytes: &[u8]) -> String {
+    if bytes.starts_with(b"!<arch>\n") {
+        "it is a library archive (an .rlib), not a component: the crate needs `[lib] crate-type = [\"cdylib\", \"rlib\"]`, \
+         and the component is target/wasm32-wasip2/release/<crate>.wasm (`sluice build` prints its path)"
+            .into()
+    } else if bytes.starts_with(b"\x7fELF") {
+        "it is a native executable or library (ELF), not a component: build the template with `sluice build` \
+         (cargo build --release --target wasm32-wasip2)"
+            .into()
+    } else {
+        "it does not start with the WebAssembly magic bytes (\\0asm): give the .wasm that `sluice build` prints".into()
+    }
+}
+
 /// One pass over a template's sections: its manifest, and the largest initial linear memory
 /// among its core modules in bytes.
 fn scan(file: &Path, bytes: &[u8]) -> Result<(Declaration, u64), TemplateError> {
     let not_wasm = |reason: String| TemplateError::NotWasm { file: file.to_path_buf(), reason };
+    if !bytes.starts_with(b"\0asm") {
+        return Err(not_wasm(not_wasm_reason(bytes)));
+    }
     let mut manifest = None;
     let mut largest = 0u64;
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
@@ -107,4 +125,20 @@ pub(crate) fn load(
         storage: TemplateStorage::default(),
     };
     Ok((template, component))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_is_not_a_component_is_named_in_words_with_the_fix() {
+        let refused = |bytes: &[u8]| read_declaration(Path::new("t.wasm"), bytes).expect_err("not a template").to_string();
+        let rlib = refused(b"!<arch>\n/               0           0     0     0       8         `\n\x00\x00\x00\x00");
+        assert!(rlib.contains("an .rlib") && rlib.contains("crate-type = [\"cdylib\", \"rlib\"]"), "{rlib}");
+        assert!(!rlib.contains("0x21"), "no raw bytes: {rlib}");
+        assert!(refused(b"\x7fELF\x02\x01\x01").contains("native executable"));
+        assert!(refused(b"hello").contains("magic bytes"));
+        assert!(refused(b"").contains("magic bytes"));
+    }
 }

@@ -108,6 +108,17 @@ pub trait Tag {
 macro_rules! export_client {
     ($ty:ty) => {
         $crate::__embed_manifest!(<$ty as $crate::Client>::MANIFEST);
+        $crate::__client_glue!($ty);
+    };
+}
+
+/// The client world's export glue; a compile error naming the fix when the SDK was built for
+/// the tag world.
+#[doc(hidden)]
+#[cfg(any(feature = "client", not(target_arch = "wasm32")))]
+#[macro_export]
+macro_rules! __client_glue {
+    ($ty:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct __SluiceGlue;
@@ -124,11 +135,34 @@ macro_rules! export_client {
     };
 }
 
+#[doc(hidden)]
+#[cfg(all(not(feature = "client"), target_arch = "wasm32"))]
+#[macro_export]
+macro_rules! __client_glue {
+    ($ty:ty) => {
+        ::core::compile_error!(
+            "export_client! needs sluice-sdk's `client` feature, and this build has the `tag` one: \
+             in Cargo.toml write sluice-sdk = { ..., features = [\"client\"] }"
+        );
+    };
+}
+
 /// Exports a [`Tag`] implementation as the template's entry point and embeds its manifest.
 #[macro_export]
 macro_rules! export_tag {
     ($ty:ty) => {
         $crate::__embed_manifest!(<$ty as $crate::Tag>::MANIFEST);
+        $crate::__tag_glue!($ty);
+    };
+}
+
+/// The tag world's export glue; a compile error naming the fix when the SDK was built for the
+/// client world.
+#[doc(hidden)]
+#[cfg(any(all(feature = "tag", not(feature = "client")), not(target_arch = "wasm32")))]
+#[macro_export]
+macro_rules! __tag_glue {
+    ($ty:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct __SluiceGlue;
@@ -152,6 +186,25 @@ macro_rules! export_tag {
         };
     };
 }
+
+#[doc(hidden)]
+#[cfg(all(not(all(feature = "tag", not(feature = "client"))), target_arch = "wasm32"))]
+#[macro_export]
+macro_rules! __tag_glue {
+    ($ty:ty) => {
+        ::core::compile_error!(
+            "export_tag! needs sluice-sdk's `tag` feature (and not `client`): \
+             in Cargo.toml write sluice-sdk = { ..., features = [\"tag\"] }"
+        );
+    };
+}
+
+// Without a feature there is no world to build a component against.
+#[cfg(all(target_arch = "wasm32", not(any(feature = "client", feature = "tag"))))]
+compile_error!(
+    "sluice-sdk needs the `client` or the `tag` feature to build a template: in Cargo.toml write \
+     sluice-sdk = { ..., features = [\"tag\"] } (for export_tag!) or [\"client\"] (for export_client!)"
+);
 
 /// Places a manifest's JSON in the `sluice-manifest` custom section of the `.wasm`.
 #[doc(hidden)]

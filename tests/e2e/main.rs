@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod authoring;
 mod config;
 mod consent;
 mod delivery;

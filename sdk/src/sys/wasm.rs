@@ -14,7 +14,7 @@ compile_error!("enable sluice-sdk's `client` feature (for a client template) or 
 pub mod bindings {
     wit_bindgen::generate!({
         world: "client",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__sluice_export",
         default_bindings_module: "sluice_sdk::__private::bindings",
@@ -28,7 +28,7 @@ pub mod bindings {
 pub mod bindings {
     wit_bindgen::generate!({
         world: "tag",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__sluice_export",
         default_bindings_module: "sluice_sdk::__private::bindings",
