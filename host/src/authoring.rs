@@ -271,7 +271,8 @@ impl Tag for __TYPE__ {
 
     fn fire(host: &TagHost) -> Result<(), Error> {
         let endpoint = host.config().require_str("endpoint")?;
-        let name = host.event().get_str("event_name")?.unwrap_or_default();
+        // Nothing to send is not a failure: the log line and the trace say `skipped: <why>`.
+        let name = host.event().get_str("event_name")?.ok_or_else(|| Error::skipped("the event has no event_name"))?;
         host.http().send(&HttpRequest::post(endpoint).json(&json!({ "event": name })))?.error_for_status()?;
         Ok(())
     }

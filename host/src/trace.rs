@@ -10,6 +10,9 @@ use crate::state::RequestData;
 pub enum Outcome {
     /// It returned success.
     Ok,
+    /// It ran and decided there was nothing to do for this event, for this reason (a tag's
+    /// `fired::skipped`). Not a failure.
+    Skipped(String),
     /// It returned an error.
     Failed(String),
     /// It trapped (panicked, hit `unreachable`, ...).
@@ -34,7 +37,7 @@ pub enum Outcome {
 impl Outcome {
     /// Whether the invocation succeeded.
     pub fn is_ok(&self) -> bool {
-        matches!(self, Outcome::Ok | Outcome::Queued)
+        matches!(self, Outcome::Ok | Outcome::Skipped(_) | Outcome::Queued)
     }
 }
 
@@ -42,6 +45,7 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Outcome::Ok => f.write_str("ok"),
+            Outcome::Skipped(why) => write!(f, "skipped: {why}"),
             Outcome::Failed(m) => write!(f, "failed: {m}"),
             Outcome::Trapped(m) => write!(f, "trapped: {m}"),
             Outcome::CpuLimit => f.write_str("stopped: CPU time limit exceeded ([limits] cpu_ms)"),

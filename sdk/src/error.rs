@@ -13,6 +13,11 @@ pub enum Error {
     Timeout,
     /// The operation was attempted and failed.
     Failed(String),
+    /// Not a failure: a tag's `fire` decided there is nothing to send for this event (no
+    /// identifier, no value, filtered out). Return it from `fire` — `Err(Error::skipped(..))`,
+    /// or `?` on an `ok_or_else` — and the host records `skipped: <reason>` in the log line
+    /// and the trace instead of `ok`. Host calls never return it.
+    Skipped(String),
 }
 
 impl Error {
@@ -24,6 +29,20 @@ impl Error {
     /// An [`Error::Failed`] with this message.
     pub fn failed(msg: impl Into<String>) -> Self {
         Error::Failed(msg.into())
+    }
+
+    /// An [`Error::Skipped`]: the tag has nothing to send for this event, for this reason.
+    pub fn skipped(reason: impl Into<String>) -> Self {
+        Error::Skipped(reason.into())
+    }
+
+    /// What a skip means where only a tag's `fire` may skip (a client's `run`, a `deliver`):
+    /// the template's own failure. The host and the mock host both apply it.
+    pub(crate) fn skip_as_failure(self) -> Self {
+        match self {
+            Error::Skipped(m) => Error::Failed(format!("skipped outside a tag's fire: {m}")),
+            other => other,
+        }
     }
 
     /// Whether this is a permission refusal.
@@ -39,6 +58,7 @@ impl std::fmt::Display for Error {
             Error::Invalid(m) => write!(f, "invalid: {m}"),
             Error::Timeout => f.write_str("timed out"),
             Error::Failed(m) => write!(f, "failed: {m}"),
+            Error::Skipped(m) => write!(f, "skipped: {m}"),
         }
     }
 }

@@ -168,7 +168,7 @@ macro_rules! __tag_glue {
             struct __SluiceGlue;
             impl $crate::__private::bindings::Guest for __SluiceGlue {
                 fn fire() -> ::core::result::Result<
-                    (),
+                    $crate::__private::bindings::Fired,
                     $crate::__private::bindings::sluice::template::types::Error,
                 > {
                     $crate::__private::run_tag::<$ty>()

@@ -90,6 +90,7 @@ async fn tags_fire_on_matching_events_in_priority_order_and_failures_stay_contai
         probe_tag("all-events", 1, &vendor, r#"{ events = ["*"] }"#, ""),
         probe_tag("z-fails", 9, &vendor, r#"{ events = ["*"] }"#, r#", mode = "fail""#),
         probe_tag("a-traps", 9, &vendor, r#"{ events = ["*"] }"#, r#", mode = "panic""#),
+        probe_tag("skips", 0, &vendor, r#"{ events = ["*"] }"#, r#", mode = "skip""#),
     ]
     .concat();
     let server = TestServer::start(&config).await;
@@ -114,7 +115,11 @@ async fn tags_fire_on_matching_events_in_priority_order_and_failures_stay_contai
     let body = serde_json::to_vec(&events).expect("json");
     let (_, trace) = server.container.handle(request("POST", "/collect", &body)).await;
     let order: Vec<&str> = trace.events[0].tags.iter().map(|t| t.tag.as_str()).collect();
-    assert_eq!(order, ["a-traps", "z-fails", "eur-purchases", "all-events"]);
+    assert_eq!(order, ["a-traps", "z-fails", "eur-purchases", "all-events", "skips"]);
+    // A tag that decides there is nothing to send says why, apart from `ok` and from failing.
+    let skipped = &trace.tag_run(0, "skips").expect("ran").outcome;
+    assert_eq!(*skipped, sluice::Outcome::Skipped("probe tag told to skip".into()));
+    assert!(skipped.is_ok() && skipped.to_string() == "skipped: probe tag told to skip", "{skipped}");
     assert!(matches!(trace.tag_run(0, "a-traps").expect("ran").outcome, sluice::Outcome::Trapped(_)));
     assert_eq!(trace.tag_run(0, "z-fails").expect("ran").outcome, sluice::Outcome::Failed("probe tag told to fail".into()));
     assert!(trace.tag_run(0, "all-events").expect("ran").outcome.is_ok());

@@ -8,6 +8,7 @@ use sluice_manifest::Purpose;
 use sluice_policy::consent::{AuditRecord, ConsentState};
 
 use super::invoke::Invoked;
+use crate::bindings::tag::Fired;
 use super::{Container, TagEntry};
 use crate::delivery::ItemKind;
 use crate::state::{Phase, RequestData, ResponseDraft, SharedEvent};
@@ -116,7 +117,8 @@ impl Container {
             )
             .await;
         let outcome = match invoked.result {
-            Invoked::Returned(Ok(())) => Outcome::Ok,
+            Invoked::Returned(Ok(Fired::Done)) => Outcome::Ok,
+            Invoked::Returned(Ok(Fired::Skipped(why))) => Outcome::Skipped(why),
             Invoked::Returned(Err(e)) => Outcome::from_template_error(e),
             other => Outcome::from_invocation(other.map_unit()),
         };

@@ -129,6 +129,7 @@ impl Outcome {
     pub(super) fn masked(self) -> Self {
         match self {
             Outcome::Failed(m) => Outcome::Failed(crate::output::bounded(&m, MAX_MESSAGE)),
+            Outcome::Skipped(m) => Outcome::Skipped(crate::output::bounded(&m, MAX_MESSAGE)),
             Outcome::Trapped(m) => Outcome::Trapped(crate::output::bounded(&m, MAX_MESSAGE)),
             other => other,
         }

@@ -52,11 +52,12 @@ fn err(e: wit::types::Error) -> Error {
 }
 
 fn to_wit(e: Error) -> wit::types::Error {
-    match e {
+    // Only a tag's `fire` can skip (`run_tag` maps it first); anywhere else it is a failure.
+    match e.skip_as_failure() {
         Error::PermissionDenied(m) => wit::types::Error::PermissionDenied(m),
         Error::Invalid(m) => wit::types::Error::Invalid(m),
         Error::Timeout => wit::types::Error::Timeout,
-        Error::Failed(m) => wit::types::Error::Failed(m),
+        Error::Failed(m) | Error::Skipped(m) => wit::types::Error::Failed(m),
     }
 }
 
@@ -77,8 +78,12 @@ pub fn run_client<C: crate::Client>() -> Result<bindings::Claim, wit::types::Err
 
 /// Entry point glue for [`crate::export_tag!`].
 #[cfg(all(feature = "tag", not(feature = "client")))]
-pub fn run_tag<T: crate::Tag>() -> Result<(), wit::types::Error> {
-    T::fire(&crate::TagHost::new()).map_err(to_wit)
+pub fn run_tag<T: crate::Tag>() -> Result<bindings::Fired, wit::types::Error> {
+    match T::fire(&crate::TagHost::new()) {
+        Ok(()) => Ok(bindings::Fired::Done),
+        Err(Error::Skipped(why)) => Ok(bindings::Fired::Skipped(why)),
+        Err(e) => Err(to_wit(e)),
+    }
 }
 
 /// Entry point glue for [`crate::export_tag!`]'s `deliver`.

@@ -192,7 +192,7 @@ pub fn server_event(
         .or_else(|| event.get("event_time").and_then(Value::as_u64))
         .unwrap_or(now);
     if event_time + MAX_AGE_SECS < now {
-        return Err(Error::invalid(format!(
+        return Err(Error::skipped(format!(
             "event_time {event_time} is more than 7 days old; Meta rejects the whole request, so it was not sent"
         )));
     }
@@ -470,13 +470,13 @@ mod tests {
     }
 
     #[test]
-    fn events_older_than_seven_days_are_not_sent() {
+    fn events_older_than_seven_days_are_skipped_not_sent() {
         let now_us = SystemTime::now().duration_since(UNIX_EPOCH).expect("time").as_micros() as u64;
         let mut old = purchase();
         old["x-ga-mp2-timestamp_micros"] = json!(now_us - 8 * 24 * 3600 * 1_000_000);
         let mut m = mock(old);
         let err = m.run_tag::<MetaCapi>().unwrap_err();
-        assert!(err.to_string().contains("more than 7 days old"), "{err}");
+        assert!(matches!(&err, Error::Skipped(why) if why.contains("more than 7 days old")), "{err}");
         assert!(m.sent().is_empty());
     }
 
