@@ -52,7 +52,7 @@ mod layout_test;
 pub use config::ContainerConfig;
 pub use engine::Runtime;
 pub use error::{AuditOpenError, ConfigError, LoadError, TemplateError};
-pub use pipeline::Container;
+pub use pipeline::{Container, Warning};
 pub use state::{RequestData, ResponseDraft};
 pub use template::{Template, read_declaration};
 pub use trace::{EventTrace, Outcome, Phases, RequestTrace, TagRun};

@@ -245,6 +245,15 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
             out!("  param {name} = {p:?}");
         }
     }
+    // What loads but will fail on live traffic, each with its fix; a warning does not fail
+    // the check (the container does serve), it saves finding it one live event at a time.
+    let warnings = container.warnings();
+    if !warnings.is_empty() {
+        out!("\n{} warning(s):", warnings.len());
+        for w in &warnings {
+            out!("  warning: {}: {}", w.template, w.message);
+        }
+    }
     Ok(())
 }
 

@@ -157,6 +157,11 @@ const CREDENTIAL_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authoriz
 const FORBIDDEN_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer", "keep-alive", "proxy-authorization", "proxy-connection"];
 
 impl Outbound {
+    /// The `[outbound]` rules every request is held to (`sluice check` holds grants to them).
+    pub(crate) fn policy(&self) -> &EgressRules {
+        &self.policy
+    }
+
     /// Builds the shared client from the `[outbound]` section.
     pub fn new(cfg: &OutboundConfig) -> Result<Self, String> {
         let policy = Arc::new(cfg.rules().map_err(|e| format!("[outbound]: {e}"))?);

@@ -390,6 +390,55 @@ impl EffectiveGrant {
         )]
     }
 
+    /// Each permission the template declares that the operator's grant leaves out, as a
+    /// sentence with the grant line that would give it (`sluice check` warns with these). A
+    /// narrowed pattern is not reported: declaring `outbound = ["*"]` and being granted
+    /// `["https://vendor.example/"]` is the intended use; being granted nothing is not.
+    pub fn ungranted(&self) -> Vec<String> {
+        let (d, g) = (&self.declared.set, &self.granted.set);
+        let mut out = Vec::new();
+        for (name, declared, granted) in [
+            ("query", d.query, g.query),
+            ("body", d.body, g.body),
+            ("remote_address", d.remote_address, g.remote_address),
+            ("consent", d.consent, g.consent),
+            ("storage", d.storage, g.storage),
+            ("logging", d.logging, g.logging),
+        ] {
+            if declared && !granted {
+                out.push(format!("declares `{name}` and the grant leaves it out: add {name} = true to its grants"));
+            }
+        }
+        let mut list = |field: &str, declared: &[String], granted: &[String], covered: &dyn Fn(&str) -> bool| {
+            let missing: Vec<&String> = declared.iter().filter(|n| if *n == "*" { granted.is_empty() } else { !covered(n) }).collect();
+            if missing.is_empty() {
+                return;
+            }
+            let mut wanted: Vec<&String> = granted.iter().chain(missing.iter().copied().filter(|n| *n != "*")).collect();
+            wanted.dedup();
+            let shown: Vec<String> = missing.iter().map(|n| format!("{n:?}")).collect();
+            out.push(if wanted.is_empty() {
+                format!("declares {field} [{}] and is granted none: add {field} = [...] to its grants, naming what it needs", shown.join(", "))
+            } else {
+                let wanted: Vec<String> = wanted.iter().map(|n| format!("{n:?}")).collect();
+                format!("declares {field} {} that the grant leaves out: grant {field} = [{}]", shown.join(", "), wanted.join(", "))
+            });
+        };
+        list("request_headers", &d.request_headers, &g.request_headers, &|n| has_header(&g.request_headers, n));
+        list("cookies", &d.cookies, &g.cookies, &|n| has(&g.cookies, n));
+        list("event_data", &d.event_data, &g.event_data, &|n| self.granted.keys.iter().any(|k| k.covers(n.trim_end_matches(".*"))));
+        list("response_headers", &d.response_headers, &g.response_headers, &|n| has(&g.response_headers, n));
+        list("response_cookies", &d.response_cookies, &g.response_cookies, &|n| has(&g.response_cookies, n));
+        list("outbound", &d.outbound, &g.outbound, &|p| has(&g.outbound, p));
+        out
+    }
+
+    /// The operator's outbound grant, as written (`sluice check` holds each against the
+    /// `[outbound]` rules).
+    pub fn granted_outbound(&self) -> &[String] {
+        &self.granted.set.outbound
+    }
+
     /// What the template effectively gets, for display (`sluice check`). Booleans and names are
     /// exact; for patterns it lists each side's entries the other side covers or shares, since
     /// pattern-against-pattern containment is decided per call.
@@ -457,6 +506,27 @@ mod tests {
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn each_declared_permission_the_grant_leaves_out_is_named_with_the_grant_to_write() {
+        let declared = PermissionSet {
+            query: true,
+            cookies: strings(&["_fbp", "_fbc"]),
+            event_data: strings(&["*"]),
+            outbound: strings(&["*"]),
+            ..Default::default()
+        };
+        let granted = PermissionSet { cookies: strings(&["_fbp"]), event_data: strings(&["event_name"]), ..Default::default() };
+        let notes = grant(declared.clone(), granted).ungranted();
+        assert!(notes.iter().any(|n| n.contains("`query`") && n.contains("query = true")), "{notes:?}");
+        assert!(notes.iter().any(|n| n.contains("cookies \"_fbc\"") && n.contains(r#"cookies = ["_fbp", "_fbc"]"#)), "{notes:?}");
+        assert!(notes.iter().any(|n| n.contains(r#"outbound ["*"] and is granted none"#)), "{notes:?}");
+        assert!(!notes.iter().any(|n| n.contains("event_data")), "a narrowed \"*\" is the intended use: {notes:?}");
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        let everything = PermissionSet { outbound: strings(&["https://vendor.example/"]), cookies: strings(&["*"]), ..declared.clone() };
+        let everything = PermissionSet { event_data: strings(&["*"]), ..everything };
+        assert!(grant(declared, everything).ungranted().is_empty());
     }
 
     #[test]

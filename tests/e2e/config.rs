@@ -123,3 +123,59 @@ fn the_example_container_loads() {
     }
     Container::load(&config).expect("example loads");
 }
+
+/// `sluice check`'s warnings: what loads and would then fail on live traffic, one event at a
+/// time, each said once at start with its fix.
+#[test]
+fn check_warns_about_what_loads_but_will_fail_on_live_traffic() {
+    let hook = |name: &str, url: &str, grants: &str, trigger: &str| {
+        format!(
+            "[[tag]]\nname = \"{name}\"\nwasm = \"{}\"\nparams = {{ url = \"{url}\" }}\ngrants = {{ {grants} }}\ntrigger = {trigger}\n\n",
+            template("webhook-tag").display()
+        )
+    };
+    let client = format!(
+        "[[client]]\nname = \"collect\"\nwasm = \"{}\"\ngrants = {{ body = true, remote_address = true, request_headers = [\"user-agent\"], response_headers = [\"content-type\"] }}\n\n",
+        template("json-collect-client").display()
+    );
+    let config = [
+        client,
+        hook("granted-nothing-out", "https://hooks.example.com/in", "event_data = [\"*\"], logging = true", "{ events = [\"*\"] }"),
+        hook("plain-http", "http://127.0.0.1:9/in", "event_data = [\"*\"], outbound = [\"http://127.0.0.1:9/\"], logging = true", "{ events = [\"*\"] }"),
+        format!(
+            "[[tag]]\nname = \"narrow\"\nwasm = \"{}\"\nparams = {{ sink = \"https://sink.example/\", label = \"n\" }}\n\
+             grants = {{ event_data = [\"event_name\"], outbound = [\"https://sink.example/\"] }}\n\
+             trigger = {{ events = [\"purchase\"], conditions = [{{ key = \"currency\", equals = \"EUR\" }}] }}\n\n",
+            template("probe-tag").display()
+        ),
+        hook(
+            "fine",
+            "https://hooks.example.com/in",
+            "event_data = [\"*\"], outbound = [\"https://hooks.example.com/\"], logging = true",
+            "{ events = [\"*\"], conditions = [{ key = \"currency\", equals = \"EUR\" }] }",
+        ),
+    ]
+    .concat();
+    let container = Container::load(&parse_config(&config).expect("parses")).expect("it loads: these are warnings, not errors");
+    let warnings = container.warnings();
+    let of = |tag: &str| warnings.iter().filter(|w| w.template == tag).map(|w| w.message.as_str()).collect::<Vec<_>>();
+
+    let none_out = of("granted-nothing-out");
+    assert_eq!(none_out.len(), 1, "{warnings:#?}");
+    assert!(none_out[0].contains(r#"declares outbound ["*"] and is granted none"#) && none_out[0].contains("outbound = ["), "{}", none_out[0]);
+
+    let http = of("plain-http");
+    assert_eq!(http.len(), 1, "{warnings:#?}");
+    assert!(http[0].contains("\"http://127.0.0.1:9/\" will be refused") && http[0].contains("allow_http"), "{}", http[0]);
+
+    let narrow = of("narrow");
+    assert!(narrow.iter().any(|m| m.contains("trigger tests \"currency\"") && m.contains("event_data")), "{narrow:?}");
+    assert!(narrow.iter().any(|m| m.contains("declares `query`")), "the probe declares more than it is given: {narrow:?}");
+
+    assert!(of("fine").is_empty() && of("collect").is_empty(), "templates granted what they declare, reachable, are not warned about: {warnings:#?}");
+
+    // With the rules that let it through, the http grant is fine.
+    let allowed = format!("[outbound]\nallow_http = [\"http://127.0.0.1:9\"]\nallow_private = [\"127.0.0.1/32\"]\n\n{config}");
+    let container = Container::load(&parse_config(&allowed).expect("parses")).expect("loads");
+    assert!(!container.warnings().iter().any(|w| w.message.contains("will be refused")), "{:#?}", container.warnings());
+}

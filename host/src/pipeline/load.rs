@@ -97,3 +97,49 @@ impl Container {
         })
     }
 }
+
+/// Something that loads and will fail, or surprise, on live traffic: what `sluice check` warns
+/// about, so the problems do not surface one live event at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// The template's name in the config.
+    pub template: String,
+    /// What will happen, and the line that fixes it.
+    pub message: String,
+}
+
+impl Container {
+    /// Every [`Warning`]: declared permissions the grant leaves out, granted outbound origins
+    /// the `[outbound]` rules refuse, and trigger conditions on keys the tag cannot read.
+    pub fn warnings(&self) -> Vec<Warning> {
+        let mut out = Vec::new();
+        let rules = self.services.outbound.policy();
+        for t in self.templates() {
+            let mut warn = |message: String| out.push(Warning { template: t.name.clone(), message });
+            for note in t.grant.ungranted() {
+                warn(note);
+            }
+            for pattern in t.grant.granted_outbound() {
+                // Patterns with wildcards are not URLs; the exact ones are what operators write.
+                let Ok(url) = url::Url::parse(pattern) else { continue };
+                if let Err(refusal) = rules.check_url(&url) {
+                    warn(format!("outbound grant {pattern:?} will be refused on every request: {refusal}"));
+                }
+            }
+        }
+        for tag in &self.tags {
+            for condition in &tag.trigger.conditions {
+                if tag.template.grant.check_event_key(&condition.key).is_err() {
+                    out.push(Warning {
+                        template: tag.template.name.clone(),
+                        message: format!(
+                            "its trigger tests {:?}, which the tag cannot read: triggers see the whole event, so it fires on a value it is not given; add {:?} to its event_data grant (and manifest) or drop the condition",
+                            condition.key, condition.key
+                        ),
+                    });
+                }
+            }
+        }
+        out
+    }
+}

@@ -36,6 +36,7 @@ mod deliver;
 mod fanout;
 mod invoke;
 mod load;
+pub use load::Warning;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
