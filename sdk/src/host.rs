@@ -237,6 +237,15 @@ pub struct Event {
     _private: (),
 }
 
+/// What [`Event::select_granted`] read: the granted keys' values, and the keys it was refused.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Selected {
+    /// The granted keys the event has, by name.
+    pub values: serde_json::Map<String, serde_json::Value>,
+    /// The keys the grant does not cover, in the order asked.
+    pub refused: Vec<String>,
+}
+
 impl Event {
     /// The value at a dotted path (`items.0.item_id`). Needs a covering `event_data` pattern.
     pub fn get(&self, path: &str) -> Result<Option<serde_json::Value>, Error> {
@@ -271,6 +280,26 @@ impl Event {
         Ok(out)
     }
 
+    /// As [`Event::select`], but a key the grant does not cover is left out instead of failing
+    /// the whole read: for a tag whose keys are each optional, so an operator's narrower
+    /// `event_data` grant makes it send less rather than nothing. The refused keys come back
+    /// beside the values (and the host records each refusal in the trace, as for any refused
+    /// call); any other error still fails the read.
+    pub fn select_granted(&self, keys: &[&str]) -> Result<Selected, Error> {
+        let mut selected = Selected::default();
+        for key in keys {
+            match self.get(key) {
+                Ok(Some(value)) => {
+                    selected.values.insert((*key).to_string(), value);
+                }
+                Ok(None) => {}
+                Err(Error::PermissionDenied(_)) => selected.refused.push((*key).to_string()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(selected)
+    }
+
     /// The whole event. Needs `event_data = ["*"]`.
     pub fn all(&self) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
         Ok(serde_json::from_str(&sys::event_all()?)?)
@@ -290,6 +319,19 @@ impl Event {
     /// `event_data = ["*"]`.
     pub fn fingerprint(&self) -> Result<String, Error> {
         sys::event_fingerprint()
+    }
+
+    /// The id a vendor deduplicates this event on ([`crate::identity::event_id`]) for a tag
+    /// that read `values` (say with [`Event::select_granted`]): the site's `event_id` there,
+    /// else the host's [`Event::fingerprint`] — or, when the grant does not give the whole
+    /// event, a hash of `values`, so a narrowed grant still gets a stable id per event.
+    pub fn dedup_id(&self, values: &serde_json::Map<String, serde_json::Value>) -> Result<String, Error> {
+        let fingerprint = match self.fingerprint() {
+            Ok(f) => f,
+            Err(Error::PermissionDenied(_)) => crate::identity::sha256_hex(&serde_json::Value::Object(values.clone()).to_string()),
+            Err(e) => return Err(e),
+        };
+        Ok(crate::identity::event_id(values, &fingerprint))
     }
 }
 

@@ -5,8 +5,8 @@
 //! `client` or the `tag` feature), implements [`Client`] or [`Tag`], and exports itself with
 //! [`export_client!`] or [`export_tag!`]:
 //!
-//! ```ignore
-//! use sluice_sdk::{Delivery, Error, Kind, Manifest, Parameter, Permissions, Tag, TagHost, HttpRequest};
+//! ```
+//! use sluice_sdk::{Delivery, Error, HttpRequest, Kind, Manifest, Parameter, Permissions, Tag, TagHost};
 //!
 //! pub struct Webhook;
 //!
@@ -31,6 +31,15 @@
 //! }
 //!
 //! sluice_sdk::export_tag!(Webhook);
+//!
+//! // Off wasm, the same code runs against the mock host:
+//! use sluice_sdk::{mock::MockHost, HttpResponse, json};
+//! let mut mock = MockHost::new()
+//!     .event(json!({ "event_name": "purchase", "value": 30 }))
+//!     .param("url", "https://hooks.example.com/in")
+//!     .stub("https://hooks.example.com/", HttpResponse::new(204, ""));
+//! mock.run_tag::<Webhook>().expect("fires");
+//! assert_eq!(mock.sent()[0].url, "https://hooks.example.com/in");
 //! ```
 //!
 //! The [`Manifest`] is the template's declaration: it is embedded in the `.wasm` (read by
@@ -65,7 +74,7 @@ mod types;
 pub mod mock;
 
 pub use error::Error;
-pub use host::{Config, Consent, DeliverHost, Event, Host, Http, Log, Outbox, Request, Response, Storage, TagHost};
+pub use host::{Config, Consent, DeliverHost, Event, Host, Http, Log, Outbox, Request, Response, Selected, Storage, TagHost};
 pub use serde_json::{self as json, Value, json};
 pub use sluice_manifest::{Batch, Delivery, Kind, Manifest, Parameter, PermissionSet, Permissions};
 pub use types::{BatchFailure, Claim, ConsentStatus, Cookie, HttpRequest, HttpResponse, Item, ItemResult, Level, Purpose, SameSite};

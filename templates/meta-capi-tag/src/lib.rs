@@ -72,12 +72,13 @@ impl Tag for MetaCapi {
 
     fn fire(host: &TagHost) -> Result<(), Error> {
         let config = host.config();
-        let event = host.event().select(EVENT_KEYS)?;
+        // Each key is optional: a narrower event_data grant sends less, not nothing.
+        let event = host.event().select_granted(EVENT_KEYS)?.values;
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let cookies = Cookies { fbp: host.request().cookie("_fbp").ok().flatten(), fbc: host.request().cookie("_fbc").ok().flatten() };
         let calling_code = config.str("phone_calling_code");
         let mut server_event = server_event(&event, &cookies, now_ms, calling_code.as_deref(), &config.str("action_source").unwrap_or_else(|| "website".into()))?;
-        server_event["event_id"] = json!(identity::event_id(&event, &host.event().fingerprint()?));
+        server_event["event_id"] = json!(host.event().dedup_id(&event)?);
 
         if config.get::<bool>("set_cookies")?.unwrap_or(true) {
             set_cookies(host, &server_event, &cookies, now_ms);
@@ -467,6 +468,17 @@ mod tests {
             .collect();
         assert_eq!(ids[0], ids[1]);
         assert_eq!(ids[0].as_str().map(str::len), Some(32));
+    }
+
+    #[test]
+    fn an_operator_who_withholds_user_data_gets_an_event_without_it_not_a_failure() {
+        let keys: Vec<String> = EVENT_KEYS.iter().filter(|k| **k != "user_data").map(|k| k.to_string()).collect();
+        let mut m = mock(purchase()).grant(PermissionSet { event_data: keys, ..grant() });
+        let body = fire_and_deliver(&mut m);
+        let user = &body["data"][0]["user_data"];
+        assert!(user.get("em").is_none() && user.get("ph").is_none(), "nothing from user_data: {user}");
+        assert_eq!(user["client_ip_address"], "203.0.113.9", "the granted keys still go");
+        assert!(m.denials().iter().any(|d| format!("{d:?}").contains("user_data")), "the refusal is recorded: {:?}", m.denials());
     }
 
     #[test]

@@ -61,12 +61,13 @@ impl Tag for TikTokEvents {
 
     fn fire(host: &TagHost) -> Result<(), Error> {
         let config = host.config();
-        let event = host.event().select(EVENT_KEYS)?;
+        // Each key is optional: a narrower event_data grant sends less, not nothing.
+        let event = host.event().select_granted(EVENT_KEYS)?.values;
         let request = host.request();
         let cookies = (request.cookie("ttclid").ok().flatten(), request.cookie("_ttp").ok().flatten());
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let mut data = tiktok_event(&event, &cookies, now, config.str("phone_calling_code").as_deref())?;
-        data["event_id"] = json!(identity::event_id(&event, &host.event().fingerprint()?));
+        data["event_id"] = json!(host.event().dedup_id(&event)?);
         let id = data["event_id"].as_str().unwrap_or_default().to_string();
         host.outbox().enqueue(&id, &data)
     }
