@@ -87,8 +87,8 @@ impl SdkSource {
 
 /// Creates `dir/name/` holding a template crate of `kind`: `Cargo.toml` (a `cdylib`, the SDK
 /// with the kind's feature, the small fast release profile), `rust-toolchain.toml` (the
-/// toolchain and the wasm target), `src/lib.rs` (a working template with a mock-host test) and a
-/// `README.md`. Returns the crate's directory.
+/// toolchain and the wasm target), `.cargo/config.toml` (the bundled templates' initial
+/// memory), `src/lib.rs` (a working template with a mock-host test) and a `README.md`. Returns the crate's directory.
 pub fn create(kind: TemplateKind, name: &str, dir: &Path, sdk: &SdkSource) -> Result<PathBuf, AuthoringError> {
     if !valid_name(name) {
         return Err(AuthoringError::BadName(name.to_string()));
@@ -107,7 +107,15 @@ pub fn create(kind: TemplateKind, name: &str, dir: &Path, sdk: &SdkSource) -> Re
         TemplateKind::Client => CLIENT_LIB,
         TemplateKind::Tag => TAG_LIB,
     };
-    for (file, text) in [("Cargo.toml", CARGO_TOML), ("rust-toolchain.toml", TOOLCHAIN), ("src/lib.rs", lib), ("README.md", README), (".gitignore", "/target\n")] {
+    let files = [
+        ("Cargo.toml", CARGO_TOML),
+        ("rust-toolchain.toml", TOOLCHAIN),
+        (".cargo/config.toml", CARGO_CONFIG),
+        ("src/lib.rs", lib),
+        ("README.md", README),
+        (".gitignore", "/target\n"),
+    ];
+    for (file, text) in files {
         let path = root.join(file);
         let io = |source| AuthoringError::Io { path: path.clone(), source };
         if let Some(parent) = path.parent() {
@@ -249,6 +257,12 @@ channel = "1.95.0"
 targets = ["wasm32-wasip2"]
 "#;
 
+const CARGO_CONFIG: &str = r#"# 4 MiB of initial memory, as the bundled templates have: a template that never grows its
+# memory saves the host two mprotect calls per run.
+[target.wasm32-wasip2]
+rustflags = ["-C", "link-arg=--initial-memory=4194304"]
+"#;
+
 const TAG_LIB: &str = r#"//! __NAME__: a Sluice tag that POSTs each event's name to the `endpoint` parameter.
 
 use sluice_sdk::{Delivery, Error, HttpRequest, Kind, Manifest, Parameter, Permissions, Tag, TagHost, json};
@@ -262,8 +276,9 @@ impl Tag for __TYPE__ {
         name: "__NAME__",
         version: env!("CARGO_PKG_VERSION"),
         description: "POSTs each event's name to a URL.",
-        // What it asks for; the operator's grant can only narrow it.
-        permissions: Permissions { event_data: &["event_name"], outbound: &["*"], ..Permissions::NONE },
+        // What it asks for; the operator's grant can only narrow it. `{endpoint}`: exactly the
+        // URL the parameter names, so `sluice inspect` and `sluice check` show the real host.
+        permissions: Permissions { event_data: &["event_name"], outbound: &["{endpoint}"], ..Permissions::NONE },
         consent: &[],
         parameters: &[Parameter::required("endpoint", "Where to POST the events.")],
         delivery: Delivery::IN_REQUEST,

@@ -265,11 +265,19 @@ fn inspect(path: PathBuf) -> anyhow::Result<()> {
         out!("  {}", d.description);
     }
     print_set("  permissions", &d.permissions);
+    if d.permissions.outbound.iter().any(|p| p.starts_with('{')) {
+        // What it reaches when the operator keeps the defaults.
+        let defaults = d.resolved_permissions(|name| d.parameter(name).and_then(|p| p.default.clone()));
+        match defaults {
+            Ok(set) => out!("  outbound with the default parameters: {:?}", set.outbound),
+            Err(e) => out!("  outbound needs its parameters set: {e}"),
+        }
+    }
     for p in &d.parameters {
-        let flags = [(p.required, "required"), (p.secret, "secret")]
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, f)| *f)
+        let default = p.default.as_ref().map(|v| format!("default {v:?}"));
+        let flags = [p.required.then(|| "required".to_string()), p.secret.then(|| "secret".to_string()), default]
+            .into_iter()
+            .flatten()
             .collect::<Vec<_>>()
             .join(", ");
         out!("  param {}{}: {}", p.name, if flags.is_empty() { String::new() } else { format!(" ({flags})") }, p.description);

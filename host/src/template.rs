@@ -113,8 +113,9 @@ pub(crate) fn load(
         return Err(fail(TemplateError::InitialMemory { initial, memory_mb }));
     }
     let params = sluice_policy::params::check(&declaration, &cfg.params).map_err(|e| fail(e.into()))?;
-    let grant = EffectiveGrant::new(kind, &declaration.permissions, &cfg.grants)
-        .map_err(|source| fail(TemplateError::Grant { template: declaration.name.clone(), source }))?;
+    let grant_err = |source| fail(TemplateError::Grant { template: declaration.name.clone(), source });
+    let declared = sluice_policy::params::resolved_permissions(&declaration, &params).map_err(grant_err)?;
+    let grant = EffectiveGrant::new(kind, &declared, &cfg.grants).map_err(grant_err)?;
     let component = Component::new(engine, &bytes).map_err(|e| fail(TemplateError::Compile(e.to_string())))?;
     let template = Template {
         name: cfg.name.clone(),

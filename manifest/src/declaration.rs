@@ -46,6 +46,9 @@ pub struct ParameterSpec {
     /// Must be given as `${ENV_VAR}`; never printed.
     #[serde(default)]
     pub secret: bool,
+    /// The value when the operator sets none (a plain string; never for a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
 }
 
 /// A set of permissions: what a template declares, or what an operator grants.
@@ -115,6 +118,14 @@ pub enum DeclarationError {
     /// The declared phases cannot work.
     #[error("delivery: {0}")]
     Delivery(&'static str),
+    /// An outbound pattern's `{parameter}` cannot be filled in.
+    #[error("outbound pattern {pattern:?}: {why}")]
+    Placeholder {
+        /// The pattern as declared.
+        pattern: String,
+        /// What is wrong, and the fix.
+        why: String,
+    },
     /// An empty or malformed name / key pattern.
     #[error("{list} entry {name:?} is not valid: {why}")]
     Entry {
@@ -131,7 +142,16 @@ impl Declaration {
     /// Decodes and validates a manifest (the bytes of a template's custom section).
     pub fn from_json(bytes: &[u8]) -> Result<Self, DeclarationError> {
         let decl: Declaration = serde_json::from_slice(bytes)?;
-        decl.permissions.validate()?;
+        // Patterns built from a parameter are checked once it has a value (at load).
+        let mut fixed = decl.permissions.clone();
+        fixed.outbound.retain(|p| !p.starts_with('{'));
+        fixed.validate()?;
+        for pattern in decl.permissions.outbound.iter().filter(|p| p.starts_with('{')) {
+            decl.placeholder(pattern)?;
+        }
+        if let Some(p) = decl.parameters.iter().find(|p| p.secret && p.default.is_some()) {
+            return Err(DeclarationError::Entry { list: "parameters", name: p.name.clone(), why: "a secret parameter cannot have a default" });
+        }
         if let Some(name) = decl.consent.iter().find(|n| crate::Purpose::named(n).is_none()) {
             return Err(DeclarationError::Purpose { name: name.clone() });
         }
@@ -142,6 +162,46 @@ impl Declaration {
     /// The declared parameter with this name.
     pub fn parameter(&self, name: &str) -> Option<&ParameterSpec> {
         self.parameters.iter().find(|p| p.name == name)
+    }
+
+    /// For an outbound pattern written `{name}rest`: the parameter and the rest.
+    fn placeholder<'a>(&self, pattern: &'a str) -> Result<(&ParameterSpec, &'a str), DeclarationError> {
+        let fail = |why: String| DeclarationError::Placeholder { pattern: pattern.to_string(), why };
+        let Some((name, rest)) = pattern.strip_prefix('{').and_then(|p| p.split_once('}')) else {
+            return Err(fail("a parameter is written {name} at the start, e.g. \"{endpoint}/\"".into()));
+        };
+        let spec = self.parameter(name).ok_or_else(|| fail(format!("{name:?} is not a declared parameter")))?;
+        if spec.secret {
+            return Err(fail(format!("{name:?} is a secret: outbound patterns are shown and logged, so they cannot hold one")));
+        }
+        if rest.contains('{') {
+            return Err(fail("only one parameter, at the start".into()));
+        }
+        Ok((spec, rest))
+    }
+
+    /// The declared permissions with each outbound `{parameter}` filled in from `value_of`
+    /// (the parameter as configured, or its default) — what the host and the mock host grant
+    /// against. So a vendor tag declares `"{endpoint}/"` and is allowed exactly the host its
+    /// `endpoint` names, instead of `"*"`.
+    pub fn resolved_permissions(&self, value_of: impl Fn(&str) -> Option<String>) -> Result<PermissionSet, DeclarationError> {
+        let mut set = self.permissions.clone();
+        for pattern in set.outbound.iter_mut().filter(|p| p.starts_with('{')) {
+            let (spec, rest) = self.placeholder(pattern)?;
+            let Some(value) = value_of(&spec.name) else {
+                return Err(DeclarationError::Placeholder {
+                    pattern: pattern.clone(),
+                    why: format!("parameter {:?} has no value: set it under params", spec.name),
+                });
+            };
+            let resolved = format!("{}{rest}", value.trim_end_matches('/'));
+            UrlPattern::parse(&resolved).map_err(|source| DeclarationError::Placeholder {
+                pattern: pattern.clone(),
+                why: format!("with {}={value:?} it reads {resolved:?}: {source}", spec.name),
+            })?;
+            *pattern = resolved;
+        }
+        Ok(set)
     }
 }
 

@@ -141,22 +141,30 @@ pub struct Parameter {
     pub required: bool,
     /// A credential: the operator must supply it as `${ENV_VAR}` and it is never printed.
     pub secret: bool,
+    /// The value when the operator sets none: declared once, here, and what
+    /// `Config::str` returns and an outbound `{name}` pattern is filled with.
+    pub default: Option<&'static str>,
 }
 
 impl Parameter {
     /// A parameter the operator must set.
     pub const fn required(name: &'static str, description: &'static str) -> Self {
-        Parameter { name, description, required: true, secret: false }
+        Parameter { name, description, required: true, secret: false, default: None }
     }
 
     /// A parameter the operator may set.
     pub const fn optional(name: &'static str, description: &'static str) -> Self {
-        Parameter { name, description, required: false, secret: false }
+        Parameter { name, description, required: false, secret: false, default: None }
     }
 
     /// Marks the parameter as a credential (access token, API secret).
     pub const fn secret(self) -> Self {
         Parameter { secret: true, ..self }
+    }
+
+    /// An optional parameter's value when the operator sets none.
+    pub const fn default(self, value: &'static str) -> Self {
+        Parameter { default: Some(value), ..self }
     }
 }
 
@@ -319,6 +327,10 @@ impl Manifest {
             w.string(param.description);
             w.boolean("required", param.required);
             w.boolean("secret", param.secret);
+            if let Some(default) = param.default {
+                w.key("default", false);
+                w.string(default);
+            }
             w.byte(b'}');
             i += 1;
         }

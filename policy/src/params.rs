@@ -72,7 +72,8 @@ pub enum ParamError {
 }
 
 /// Checks the given parameters against the declaration: each must be declared, secret ones
-/// given as secrets, required ones present. Returns them by name.
+/// given as secrets, required ones present. Returns them by name, with the declared default of
+/// each one not given.
 pub fn check(decl: &Declaration, given: &[(String, Param)]) -> Result<HashMap<String, Param>, ParamError> {
     for (name, param) in given {
         let Some(spec) = decl.parameter(name) else {
@@ -89,7 +90,20 @@ pub fn check(decl: &Declaration, given: &[(String, Param)]) -> Result<HashMap<St
     if let Some(spec) = decl.parameters.iter().find(|p| p.required && !given.iter().any(|(n, _)| *n == p.name)) {
         return Err(ParamError::Missing { name: spec.name.clone(), description: spec.description.clone() });
     }
-    Ok(given.iter().cloned().collect())
+    let mut params: HashMap<String, Param> = given.iter().cloned().collect();
+    for spec in &decl.parameters {
+        if let Some(default) = &spec.default {
+            params.entry(spec.name.clone()).or_insert_with(|| Param::plain(Value::String(default.clone())));
+        }
+    }
+    Ok(params)
+}
+
+/// The declared permissions with outbound `{parameter}` patterns filled in from these
+/// parameters ([`Declaration::resolved_permissions`]): what the host and the mock host grant
+/// against.
+pub fn resolved_permissions(decl: &Declaration, params: &HashMap<String, Param>) -> Result<sluice_manifest::PermissionSet, sluice_manifest::DeclarationError> {
+    decl.resolved_permissions(|name| params.get(name).and_then(|p| p.value.as_str()).map(str::to_string))
 }
 
 #[cfg(test)]
@@ -104,7 +118,11 @@ mod tests {
         description: "",
         permissions: Permissions::NONE,
         consent: &[],
-        parameters: &[Parameter::required("url", "Where"), Parameter::optional("token", "Bearer").secret()],
+        parameters: &[
+            Parameter::required("url", "Where"),
+            Parameter::optional("token", "Bearer").secret(),
+            Parameter::optional("endpoint", "Base URL").default("https://api.vendor.example"),
+        ],
         delivery: sluice_manifest::Delivery::IN_REQUEST,
     };
 
@@ -114,11 +132,38 @@ mod tests {
         let url = ("url".to_string(), Param::plain("https://x".into()));
         assert!(check(&decl, std::slice::from_ref(&url)).is_ok());
         let err = check(&decl, &[url.clone(), ("urll".into(), Param::plain(1.into()))]).unwrap_err();
-        assert!(err.to_string().contains("\"urll\"") && err.to_string().contains("url, token"), "{err}");
+        assert!(err.to_string().contains("\"urll\"") && err.to_string().contains("url, token, endpoint"), "{err}");
         let err = check(&decl, &[url.clone(), ("token".into(), Param::plain("abc".into()))]).unwrap_err();
         assert_eq!(err, ParamError::SecretInClear("token".into()));
         assert!(check(&decl, &[url, ("token".into(), Param::secret("abc"))]).is_ok());
         assert!(matches!(check(&decl, &[]), Err(ParamError::Missing { .. })));
         assert_eq!(format!("{:?}", Param::secret("abc")), "\"[secret]\"");
+    }
+
+    #[test]
+    fn a_default_is_declared_once_and_fills_an_outbound_pattern() {
+        const V: Manifest = Manifest {
+            permissions: Permissions { outbound: &["{endpoint}/v1/"], ..Permissions::NONE },
+            ..M
+        };
+        let decl = Declaration::from_json(&V.to_json()).unwrap();
+        let url = ("url".to_string(), Param::plain("https://x".into()));
+        let params = check(&decl, std::slice::from_ref(&url)).unwrap();
+        assert_eq!(params["endpoint"].value, "https://api.vendor.example", "the declared default");
+        assert_eq!(resolved_permissions(&decl, &params).unwrap().outbound, ["https://api.vendor.example/v1/"]);
+        let regional = check(&decl, &[url, ("endpoint".into(), Param::plain("https://eu.vendor.example/".into()))]).unwrap();
+        assert_eq!(resolved_permissions(&decl, &regional).unwrap().outbound, ["https://eu.vendor.example/v1/"], "one slash");
+    }
+
+    #[test]
+    fn an_outbound_pattern_names_a_declared_plain_parameter() {
+        let with = |outbound: &'static [&'static str]| {
+            let m = Manifest { permissions: Permissions { outbound, ..Permissions::NONE }, ..M };
+            Declaration::from_json(&m.to_json()).map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert!(with(&["{nope}/"]).unwrap_err().contains("\"nope\" is not a declared parameter"));
+        assert!(with(&["{token}/"]).unwrap_err().contains("is a secret"));
+        assert!(with(&["{url"]).unwrap_err().contains("{name} at the start"));
+        assert!(with(&["{url}/"]).is_ok());
     }
 }

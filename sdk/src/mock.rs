@@ -499,8 +499,9 @@ impl MockHost {
         let refused = |e: String| Error::Invalid(format!("the host refuses to load this configuration: {e}"));
         let params = sluice_policy::params::check(&decl, &self.state.params).map_err(|e| refused(e.to_string()))?;
         let egress = EgressRules::new(&self.state.allow_http, &self.state.allow_private).map_err(|e| refused(e.to_string()))?;
-        let granted = self.state.grant.clone().unwrap_or_else(|| decl.permissions.clone());
-        let grant = EffectiveGrant::new(kind, &decl.permissions, &granted).unwrap_or_else(|e| panic!("grant is not valid: {e}"));
+        let declared = sluice_policy::params::resolved_permissions(&decl, &params).map_err(|e| refused(e.to_string()))?;
+        let granted = self.state.grant.clone().unwrap_or_else(|| declared.clone());
+        let grant = EffectiveGrant::new(kind, &declared, &granted).unwrap_or_else(|e| panic!("grant is not valid: {e}"));
         let masker = Masker::new(params.values().flat_map(|p| p.secrets.iter()));
         if !decl.delivery.fire && grant.check_all_event_data().is_err() {
             return Err(refused("the template has no fire phase, so the host queues whole events for it: grant event_data = [\"*\"]".into()));

@@ -47,9 +47,11 @@ fn a_tag_made_with_sluice_new_outside_the_repository_tests_builds_loads_and_deli
     let root = authoring::create(TemplateKind::Tag, "demo-tag", &scratch_dir("authoring"), &SdkSource::Path(repo().join("sdk")))
         .expect("sluice new tag demo-tag");
     std::fs::copy(repo().join("Cargo.lock"), root.join("Cargo.lock")).expect("copy the lock file");
-    std::fs::create_dir_all(root.join(".cargo")).expect(".cargo");
+    // A shared build directory, so CI compiles the crate's dependencies once per run.
     let target = repo().join("target").join("authoring-e2e");
-    std::fs::write(root.join(".cargo/config.toml"), format!("[build]\ntarget-dir = {:?}\n", target.display().to_string())).expect("config");
+    let cargo_config = root.join(".cargo/config.toml");
+    let made = std::fs::read_to_string(&cargo_config).expect("sluice new writes .cargo/config.toml");
+    std::fs::write(&cargo_config, format!("{made}\n[build]\ntarget-dir = {:?}\n", target.display().to_string())).expect("config");
 
     // The example test passes against the mock host.
     let tested = cargo(&root, &["test"]);

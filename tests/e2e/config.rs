@@ -57,6 +57,36 @@ fn inspect_reads_the_declaration_without_running_the_template() {
     assert!(sluice::read_declaration(std::path::Path::new("x.wasm"), b"\0asm\x01\0\0\0").unwrap_err().to_string().contains("x.wasm: has no Sluice manifest"));
 }
 
+/// A vendor tag declares the host its `endpoint` names, not `"*"`: the default is declared
+/// once, shown by `inspect`, and is exactly what an operator who keeps it must grant.
+#[test]
+fn a_vendor_tag_is_allowed_the_host_its_endpoint_names() {
+    let meta = template("meta-capi-tag");
+    let d = sluice::read_declaration(&meta, &std::fs::read(&meta).expect("built")).expect("manifest");
+    assert_eq!(d.permissions.outbound, ["{endpoint}/"]);
+    assert_eq!(d.parameter("endpoint").and_then(|p| p.default.as_deref()), Some("https://graph.facebook.com"));
+    let defaults = d.resolved_permissions(|n| d.parameter(n).and_then(|p| p.default.clone())).expect("resolves");
+    assert_eq!(defaults.outbound, ["https://graph.facebook.com/"]);
+
+    let container = |params: &str, outbound: &str| {
+        let text = format!(
+            "[[client]]\nname = \"c\"\nwasm = \"{}\"\n\n[[tag]]\nname = \"meta\"\nwasm = \"{}\"\ntrigger = {{ events = [\"*\"] }}\n\
+             params = {{ pixel_id = \"1\", access_token = \"${{TEST_SECRET}}\"{params} }}\n\
+             grants = {{ event_data = [\"*\"], cookies = [\"_fbp\", \"_fbc\"], response_cookies = [\"_fbp\", \"_fbc\"], outbound = [{outbound}], logging = true }}\n",
+            template("json-collect-client").display(),
+            meta.display()
+        );
+        Container::load(&parse_config(&text).expect("parses")).expect("loads")
+    };
+    let outbound_warnings = |c: &Container| c.warnings().into_iter().filter(|w| w.template == "meta" && w.message.contains("outbound")).count();
+    // Keeping the default, granting Graph: nothing left out.
+    assert_eq!(outbound_warnings(&container("", "\"https://graph.facebook.com/\"")), 0);
+    // A regional endpoint the grant does not cover: said at start, with the grant to write.
+    let regional = container(", endpoint = \"https://graph.eu.example\"", "\"https://graph.facebook.com/\"");
+    let w = regional.warnings();
+    assert!(w.iter().any(|w| w.message.contains("\"https://graph.eu.example/\"") && w.message.contains("outbound = [")), "{w:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bundled_collect_client_and_webhook_deliver_with_the_secret_token() {
     let vendor = FakeVendor::start().await;

@@ -38,13 +38,13 @@ impl Tag for Ga4Tag {
         name: "ga4",
         version: env!("CARGO_PKG_VERSION"),
         description: "Forwards events to Google Analytics 4 as web hits or Measurement Protocol.",
-        permissions: Permissions { event_data: &["*"], outbound: &["*"], logging: true, ..Permissions::NONE },
+        permissions: Permissions { event_data: &["*"], outbound: &["{endpoint}/"], logging: true, ..Permissions::NONE },
         consent: &["analytics_storage"],
         parameters: &[
             Parameter::optional("measurement_id", "G-XXXX; default: the event's x-ga-measurement_id."),
-            Parameter::optional("mode", "gtag (default) or mp."),
+            Parameter::optional("mode", "gtag (web hits) or mp (Measurement Protocol).").default("gtag"),
             Parameter::optional("api_secret", "Measurement Protocol API secret (mp mode).").secret(),
-            Parameter::optional("endpoint", "Base URL (default https://www.google-analytics.com)."),
+            Parameter::optional("endpoint", "Base URL.").default("https://www.google-analytics.com"),
         ],
         // MP: 25 events and < 130 kB per request; backdating at most 72 hours (§6).
         delivery: Delivery::batched(Batch { max_items: 25, max_bytes: 120_000, max_wait_ms: 500, max_age_secs: 72 * 3600 }),
@@ -52,9 +52,10 @@ impl Tag for Ga4Tag {
 
     fn deliver(host: &DeliverHost, batch: &[Item]) -> Result<Vec<ItemResult>, BatchFailure> {
         let config = host.config();
-        let endpoint = config.str("endpoint").unwrap_or_else(|| "https://www.google-analytics.com".into());
+        let reject = |e: Error| BatchFailure::Reject(e.to_string());
+        let endpoint = config.require_str("endpoint").map_err(reject)?;
         let endpoint = endpoint.trim_end_matches('/');
-        let mode = config.str("mode").unwrap_or_else(|| "gtag".into());
+        let mode = config.require_str("mode").map_err(reject)?;
         let mut results: Vec<Option<ItemResult>> = vec![None; batch.len()];
         // Each item's event and measurement id; an item that cannot be sent is rejected alone.
         let mut ready = Vec::new();
@@ -95,7 +96,7 @@ impl Tag for Ga4Tag {
                 }
             }
             "mp" => {
-                let secret = config.require_str("api_secret").map_err(|e| BatchFailure::Reject(e.to_string()))?;
+                let secret = config.require_str("api_secret").map_err(reject)?;
                 for group in visitor_runs(ready) {
                     let id = group[0].measurement_id.clone();
                     let indices: Vec<usize> = group.iter().map(|r| r.index).collect();

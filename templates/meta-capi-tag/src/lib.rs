@@ -51,7 +51,8 @@ impl Tag for MetaCapi {
             cookies: &["_fbp", "_fbc"],
             response_cookies: &["_fbp", "_fbc"],
             // The endpoint is a parameter (tests point it at a fake); the grant names Meta's host.
-            outbound: &["*"],
+            // Exactly the host its `endpoint` names (`sluice inspect` shows the default).
+            outbound: &["{endpoint}/"],
             logging: true,
             ..Permissions::NONE
         },
@@ -59,10 +60,10 @@ impl Tag for MetaCapi {
         parameters: &[
             Parameter::required("pixel_id", "The Meta pixel (dataset) id."),
             Parameter::required("access_token", "Conversions API access token.").secret(),
-            Parameter::optional("api_version", "Graph API version (default v25.0)."),
-            Parameter::optional("endpoint", "Graph API base URL (default https://graph.facebook.com)."),
+            Parameter::optional("api_version", "Graph API version.").default("v25.0"),
+            Parameter::optional("endpoint", "Graph API base URL.").default("https://graph.facebook.com"),
             Parameter::optional("test_event_code", "Send to the Test Events tool with this code."),
-            Parameter::optional("action_source", "action_source (default website)."),
+            Parameter::optional("action_source", "Meta's action_source.").default("website"),
             Parameter::optional("phone_calling_code", "Country calling code for phone numbers given without one, e.g. \"1\"."),
             Parameter::optional("set_cookies", "Set the _fbp/_fbc first-party cookies (default true)."),
         ],
@@ -77,7 +78,7 @@ impl Tag for MetaCapi {
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let cookies = Cookies { fbp: host.request().cookie("_fbp").ok().flatten(), fbc: host.request().cookie("_fbc").ok().flatten() };
         let calling_code = config.str("phone_calling_code");
-        let mut server_event = server_event(&event, &cookies, now_ms, calling_code.as_deref(), &config.str("action_source").unwrap_or_else(|| "website".into()))?;
+        let mut server_event = server_event(&event, &cookies, now_ms, calling_code.as_deref(), &config.require_str("action_source")?)?;
         server_event["event_id"] = json!(host.event().dedup_id(&event)?);
 
         if config.get::<bool>("set_cookies")?.unwrap_or(true) {
@@ -92,8 +93,8 @@ impl Tag for MetaCapi {
         let reject = |e: Error| BatchFailure::Reject(e.to_string());
         let url = format!(
             "{}/{}/{}/events?access_token={}",
-            config.str("endpoint").unwrap_or_else(|| "https://graph.facebook.com".into()).trim_end_matches('/'),
-            config.str("api_version").unwrap_or_else(|| "v25.0".into()),
+            config.require_str("endpoint").map_err(reject)?.trim_end_matches('/'),
+            config.require_str("api_version").map_err(reject)?,
             config.require_str("pixel_id").map_err(reject)?,
             config.require_str("access_token").map_err(reject)?,
         );

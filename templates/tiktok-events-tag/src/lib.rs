@@ -42,7 +42,8 @@ impl Tag for TikTokEvents {
         permissions: Permissions {
             event_data: &["*"],
             cookies: &["ttclid", "_ttp"],
-            outbound: &["*"],
+            // Exactly the host its `endpoint` names (`sluice inspect` shows the default).
+            outbound: &["{endpoint}/"],
             logging: true,
             ..Permissions::NONE
         },
@@ -50,7 +51,7 @@ impl Tag for TikTokEvents {
         parameters: &[
             Parameter::required("pixel_code", "The TikTok pixel code (event_source_id)."),
             Parameter::required("access_token", "Events API access token.").secret(),
-            Parameter::optional("endpoint", "API base URL (default https://business-api.tiktok.com)."),
+            Parameter::optional("endpoint", "API base URL.").default("https://business-api.tiktok.com"),
             Parameter::optional("test_event_code", "Send to the test events tool with this code."),
             Parameter::optional("phone_calling_code", "Country calling code for phone numbers given without one."),
         ],
@@ -85,7 +86,7 @@ impl Tag for TikTokEvents {
             body.push_str(&format!(",\"test_event_code\":{}", json!(code)));
         }
         body.push('}');
-        let endpoint = config.str("endpoint").unwrap_or_else(|| "https://business-api.tiktok.com".into());
+        let endpoint = config.require_str("endpoint").map_err(reject)?;
         let url = format!("{}/open_api/v1.3/event/track/", endpoint.trim_end_matches('/'));
         let request = HttpRequest::post(url).header("access-token", config.require_str("access_token").map_err(reject)?).json_text(body);
         let response = host.http().send(&request).map_err(|e| {
