@@ -9,8 +9,13 @@ use sluice::{Container, ContainerConfig, authoring};
 use sluice_manifest::PermissionSet;
 
 /// Prints a line of CLI output through the output masker, like every line the process writes.
+/// A closed stdout (`sluice inspect x.wasm | head -3`) ends the output, not the process with a
+/// panic.
 macro_rules! out {
-    ($($arg:tt)*) => { println!("{}", sluice::output::mask(&format!($($arg)*))) };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), "{}", sluice::output::mask(&format!($($arg)*)));
+    }};
 }
 
 /// Sluice: a server-side tag host running sandboxed WebAssembly templates.
