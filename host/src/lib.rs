@@ -43,6 +43,7 @@ pub mod server;
 mod services;
 mod state;
 mod template;
+pub mod testing;
 pub mod trace;
 mod trigger;
 

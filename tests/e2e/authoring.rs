@@ -96,3 +96,38 @@ fn a_tag_made_with_sluice_new_outside_the_repository_tests_builds_loads_and_deli
     let refused = authoring::build(&root).expect_err("sluice build checks the features first").to_string();
     assert!(refused.contains("features = [\"tag\"]"), "{refused}");
 }
+
+/// `sluice::testing::TagTest`: an author's test of the built component in the real engine,
+/// against a scripted vendor — here the bundled Meta tag (fire, then a batch from `deliver`)
+/// and the webhook (no fire) against a vendor that refuses everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_built_tag_runs_in_the_real_engine_against_a_scripted_vendor() {
+    use sluice::testing::TagTest;
+    let purchase = serde_json::json!({ "event_name": "purchase", "event_id": "T-1", "value": 30, "currency": "EUR",
+                                       "ip_override": "203.0.113.9", "user_agent": "UA/1", "user_data": { "email_address": "jane@example.com" } });
+    let run = TagTest::new(template("meta-capi-tag"))
+        .param("pixel_id", "42")
+        .secret_param("access_token", "tok-secret-123")
+        .param("endpoint", "{vendor}")
+        .answer(200, r#"{"events_received":1}"#)
+        .run(purchase.clone())
+        .await
+        .expect("loads");
+    assert!(run.outcome.is_ok() && run.denials.is_empty(), "{} {:?}", run.outcome, run.denials);
+    assert_eq!((run.sent.len(), run.still_pending, run.dead_letters.len()), (1, 0, 0), "one batch delivered: {run:?}");
+    let sent = &run.sent[0];
+    assert_eq!((sent.method.as_str(), sent.path.as_str()), ("POST", "/v25.0/42/events"));
+    assert_eq!(sent.json()["data"][0]["event_name"], "Purchase");
+    assert_eq!(sent.json()["data"][0]["event_id"], "T-1");
+
+    let refused = TagTest::new(template("webhook-tag"))
+        .param("url", "{vendor}/in")
+        .answer(400, "no")
+        .run(purchase)
+        .await
+        .expect("loads");
+    assert_eq!(refused.outcome, sluice::Outcome::Queued);
+    assert_eq!(refused.dead_letters.len(), 1, "{refused:?}");
+    assert_eq!(refused.dead_letters[0].id, "T-1");
+    assert!(refused.sent.iter().all(|r| r.path == "/in") && !refused.sent.is_empty());
+}

@@ -37,10 +37,14 @@ impl Container {
         trace.claimed_by = Some(client.template.name.clone());
 
         // Parsed here, outside the client's sandbox, within the caps (sluice_policy::claim).
-        let caps = EventCaps { max_events: self.server.max_events_per_request, max_bytes: self.server.event_bytes(&self.runtime.limits) };
-        let admitted = sluice_policy::claim::admit(&events, caps);
+        let admitted = sluice_policy::claim::admit(&events, self.event_caps());
         trace.client_errors.extend(admitted.dropped.into_iter().map(|why| (client.template.name.clone(), why)));
         Some((client, admitted.events))
+    }
+
+    /// The caps on a request's events (`[server] max_events_per_request`, `max_event_bytes`).
+    pub(super) fn event_caps(&self) -> EventCaps {
+        EventCaps { max_events: self.server.max_events_per_request, max_bytes: self.server.event_bytes(&self.runtime.limits) }
     }
 
     /// Runs a client; `Some(events)` when it claimed.

@@ -208,6 +208,26 @@ impl Container {
     }
 }
 
+impl Container {
+    /// Runs the tags on `event` as if a client had claimed `request` with it: consent,
+    /// triggers, permissions, `fire` and queueing exactly as for a claimed request (the claim
+    /// caps included). For running a built tag in the real engine ([`crate::testing`]).
+    pub async fn handle_event(self: &Arc<Self>, request: RequestData, event: serde_json::Value) -> (ResponseDraft, RequestTrace) {
+        self.start_delivery();
+        let started = Instant::now();
+        let request = Arc::new(request);
+        let response = Arc::new(Mutex::new(ResponseDraft::default()));
+        let mut trace = RequestTrace::new(&request);
+        let deadline = started + std::time::Duration::from_millis(self.runtime.limits.request_ms);
+        let admitted = sluice_policy::claim::admit(&[event.to_string()], self.event_caps());
+        trace.events = self.fan_out((&request, &response, deadline), admitted.events).await;
+        let draft = response.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        trace.status = draft.status;
+        trace.duration = started.elapsed();
+        (draft, trace)
+    }
+}
+
 /// Highest priority first; equal priorities in name order, so runs are reproducible.
 fn run_order(a: &Template, b: &Template) -> std::cmp::Ordering {
     b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name))
