@@ -265,6 +265,7 @@ rustflags = ["-C", "link-arg=--initial-memory=4194304"]
 
 const TAG_LIB: &str = r#"//! __NAME__: a Sluice tag that POSTs each event's name to the `endpoint` parameter.
 
+use sluice_sdk::prelude::*;
 use sluice_sdk::{Delivery, Error, HttpRequest, Kind, Manifest, Parameter, Permissions, Tag, TagHost, json};
 
 /// The tag.
@@ -320,7 +321,8 @@ mod tests {
 
 const CLIENT_LIB: &str = r#"//! __NAME__: a Sluice client that claims `GET /collect?en=NAME` and makes one event of it.
 
-use sluice_sdk::{Claim, Error, Host, Kind, Manifest, Permissions, Client, json};
+use sluice_sdk::prelude::*;
+use sluice_sdk::{Claim, Client, Error, Host, Kind, Manifest, Permissions, json};
 
 /// The client.
 pub struct __TYPE__;

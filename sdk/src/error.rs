@@ -70,3 +70,19 @@ impl From<serde_json::Error> for Error {
         Error::Invalid(format!("JSON: {e}"))
     }
 }
+
+/// For a read a template can do without: a permission refusal becomes "not there".
+pub trait UnlessDenied<T> {
+    /// `Ok(None)` when the host refused the call for a permission (the refusal is still
+    /// recorded in the trace); any other error stays an error.
+    fn unless_denied(self) -> Result<Option<T>, Error>;
+}
+
+impl<T> UnlessDenied<T> for Result<Option<T>, Error> {
+    fn unless_denied(self) -> Result<Option<T>, Error> {
+        match self {
+            Err(e) if e.is_permission_denied() => Ok(None),
+            other => other,
+        }
+    }
+}

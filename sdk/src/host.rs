@@ -3,98 +3,105 @@
 //! Every method is a permission-checked host call. On wasm it goes to the Sluice host; natively
 //! it goes to the [`crate::mock::MockHost`] running the test.
 
-use std::ops::Deref;
-
 use serde::de::DeserializeOwned;
 
 use crate::sys;
 use crate::{ConsentStatus, Cookie, Error, HttpRequest, HttpResponse, Level, Purpose};
 
-/// The host as a client template sees it.
+/// What a template can call in every phase: outbound HTTP, its storage, the log, its
+/// parameters. Implemented by [`Host`], [`TagHost`] and [`DeliverHost`]; bring it into scope
+/// with `use sluice_sdk::prelude::*`.
+pub trait Services: sealed::Sealed {
+    /// Outbound HTTP.
+    fn http(&self) -> Http {
+        Http { _private: () }
+    }
+
+    /// Per-template storage.
+    fn storage(&self) -> Storage {
+        Storage { _private: () }
+    }
+
+    /// Log lines.
+    fn log(&self) -> Log {
+        Log { _private: () }
+    }
+
+    /// The operator's parameters for this template.
+    fn config(&self) -> Config {
+        Config { _private: () }
+    }
+}
+
+/// What a template can call inside the visitor's request (a client's `run`, a tag's `fire`):
+/// the request, the response, and the outbox for work to deliver later. Implemented by
+/// [`Host`] and [`TagHost`], not by [`DeliverHost`].
+pub trait InRequest: Services {
+    /// The incoming request.
+    fn request(&self) -> Request {
+        Request { _private: () }
+    }
+
+    /// The response to the browser.
+    fn response(&self) -> Response {
+        Response { _private: () }
+    }
+
+    /// Work for the host to deliver later, durably.
+    fn outbox(&self) -> Outbox {
+        Outbox { _private: () }
+    }
+}
+
+mod sealed {
+    /// Only the SDK's host types implement the host traits.
+    pub trait Sealed {}
+    impl Sealed for super::Host {}
+    impl Sealed for super::TagHost {}
+    impl Sealed for super::DeliverHost {}
+}
+
+/// The host as a client template sees it ([`Services`] and [`InRequest`]).
 #[derive(Debug)]
 pub struct Host {
     _private: (),
 }
 
-/// The host as a tag template sees it: everything a [`Host`] offers, plus the event and consent.
-#[derive(Debug)]
-pub struct TagHost {
-    host: Host,
-}
-
 impl Host {
+    // A tag template built for wasm never constructs a `Host`.
+    #[cfg_attr(all(target_arch = "wasm32", not(feature = "client")), allow(dead_code))]
     pub(crate) fn new() -> Self {
         Host { _private: () }
     }
-
-    /// The incoming request.
-    pub fn request(&self) -> Request {
-        Request { _private: () }
-    }
-
-    /// The response to the browser.
-    pub fn response(&self) -> Response {
-        Response { _private: () }
-    }
-
-    /// Outbound HTTP.
-    pub fn http(&self) -> Http {
-        Http { _private: () }
-    }
-
-    /// Per-template storage.
-    pub fn storage(&self) -> Storage {
-        Storage { _private: () }
-    }
-
-    /// Log lines.
-    pub fn log(&self) -> Log {
-        Log { _private: () }
-    }
-
-    /// The operator's parameters for this template.
-    pub fn config(&self) -> Config {
-        Config { _private: () }
-    }
-
-    /// Work for the host to deliver later, durably.
-    pub fn outbox(&self) -> Outbox {
-        Outbox { _private: () }
-    }
 }
+
+impl Services for Host {}
+impl InRequest for Host {}
+
+/// The host as a tag's `fire` sees it: what a [`Host`] offers ([`Services`], [`InRequest`]),
+/// plus the event and consent.
+#[derive(Debug)]
+pub struct TagHost {
+    _private: (),
+}
+
+impl Services for TagHost {}
+impl InRequest for TagHost {}
 
 /// The host as a tag's `deliver` sees it: outside any request, so no request, response,
-/// event or consent — only what sending needs.
+/// event or consent — only what sending needs ([`Services`]).
 #[derive(Debug)]
 pub struct DeliverHost {
-    host: Host,
+    _private: (),
 }
+
+impl Services for DeliverHost {}
 
 impl DeliverHost {
     // Only a tag's `deliver` glue (wasm) and the mock host make one.
     #[cfg_attr(all(target_arch = "wasm32", not(feature = "tag")), allow(dead_code))]
     pub(crate) fn new() -> Self {
-        DeliverHost { host: Host::new() }
-    }
-
-    /// Outbound HTTP.
-    pub fn http(&self) -> Http {
-        self.host.http()
-    }
-
-    /// Per-template storage.
-    pub fn storage(&self) -> Storage {
-        self.host.storage()
-    }
-
-    /// Log lines.
-    pub fn log(&self) -> Log {
-        self.host.log()
-    }
-
-    /// The operator's parameters for this template.
-    pub fn config(&self) -> Config {
-        self.host.config()
+        DeliverHost { _private: () }
     }
 }
 
@@ -125,7 +132,7 @@ impl TagHost {
     // A client template built for wasm never constructs a `TagHost`.
     #[cfg_attr(all(target_arch = "wasm32", not(feature = "tag")), allow(dead_code))]
     pub(crate) fn new() -> Self {
-        TagHost { host: Host::new() }
+        TagHost { _private: () }
     }
 
     /// The event this tag runs for.
@@ -136,13 +143,6 @@ impl TagHost {
     /// The visitor's consent for this event.
     pub fn consent(&self) -> Consent {
         Consent { _private: () }
-    }
-}
-
-impl Deref for TagHost {
-    type Target = Host;
-    fn deref(&self) -> &Host {
-        &self.host
     }
 }
 
@@ -195,9 +195,13 @@ impl Request {
         sys::body()
     }
 
-    /// The visitor's IP address. Needs `remote_address`.
-    pub fn remote_address(&self) -> Result<Option<String>, Error> {
-        sys::remote_address()
+    /// The visitor's IP address (behind trusted proxies, the one they name). Needs
+    /// `remote_address`.
+    pub fn remote_address(&self) -> Result<Option<std::net::IpAddr>, Error> {
+        match sys::remote_address()? {
+            Some(text) => text.parse().map(Some).map_err(|_| Error::invalid(format!("the host gave a remote address that is not an IP address: {text:?}"))),
+            None => Ok(None),
+        }
     }
 }
 
@@ -380,9 +384,9 @@ impl Storage {
         sys::storage_get(key)
     }
 
-    /// Writes a value with an optional time to live. Needs `storage`.
-    pub fn set(&self, key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), Error> {
-        sys::storage_set(key, value, ttl_ms)
+    /// Writes a value, kept for `ttl` if given (to the millisecond). Needs `storage`.
+    pub fn set(&self, key: &str, value: &[u8], ttl: Option<std::time::Duration>) -> Result<(), Error> {
+        sys::storage_set(key, value, ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)))
     }
 
     /// Removes a value. Needs `storage`.

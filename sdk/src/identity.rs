@@ -309,6 +309,7 @@ mod event_id_tests {
 
     #[test]
     fn the_mock_fingerprint_depends_on_content_not_key_order() {
+        use crate::prelude::*;
         use crate::{Error, Kind, Manifest, Permissions, Tag, TagHost, mock::MockHost};
         /// Logs the event's fingerprint.
         struct Fingerprint;

@@ -6,6 +6,7 @@
 //! [`export_client!`] or [`export_tag!`]:
 //!
 //! ```
+//! use sluice_sdk::prelude::*; // the host traits: host.config(), host.http(), ...
 //! use sluice_sdk::{Delivery, Error, HttpRequest, Kind, Manifest, Parameter, Permissions, Tag, TagHost};
 //!
 //! pub struct Webhook;
@@ -73,8 +74,14 @@ mod types;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mock;
 
-pub use error::Error;
-pub use host::{Config, Consent, DeliverHost, Event, Host, Http, Log, Outbox, Request, Response, Selected, Storage, TagHost};
+pub use error::{Error, UnlessDenied};
+pub use host::{Config, Consent, DeliverHost, Event, Host, Http, InRequest, Log, Outbox, Request, Response, Selected, Services, Storage, TagHost};
+
+/// The host traits and [`UnlessDenied`], for `use sluice_sdk::prelude::*`: their methods
+/// (`host.http()`, `host.request()`, `.unless_denied()`) need them in scope.
+pub mod prelude {
+    pub use crate::{InRequest, Services, UnlessDenied};
+}
 pub use serde_json::{self as json, Value, json};
 pub use sluice_manifest::{Batch, Delivery, Kind, Manifest, Parameter, PermissionSet, Permissions};
 pub use types::{BatchFailure, Claim, ConsentStatus, Cookie, HttpRequest, HttpResponse, Item, ItemResult, Level, Purpose, SameSite};

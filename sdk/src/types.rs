@@ -130,9 +130,9 @@ impl HttpRequest {
         self.header("content-type", "application/json").body(json.into())
     }
 
-    /// Sets the timeout.
-    pub fn timeout_ms(mut self, ms: u32) -> Self {
-        self.timeout_ms = Some(ms);
+    /// Sets the timeout (the host caps it; to the millisecond, at most ~49 days).
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout_ms = Some(u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX));
         self
     }
 }

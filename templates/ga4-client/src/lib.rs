@@ -24,6 +24,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 
+use sluice_sdk::prelude::*;
 use sluice_sdk::{Claim, Client, Cookie, Error, Host, Kind, Manifest, Parameter, Permissions, SameSite, Value};
 
 pub mod hit;
@@ -89,7 +90,7 @@ impl Client for Ga4Client {
         if !is_web && !is_mp {
             return Ok(Claim::Pass);
         }
-        let origin = optional(request.header("origin"))?;
+        let origin = request.header("origin").unless_denied()?;
         if let (Some(origin), Some(allowed)) = (&origin, config.get::<Vec<String>>("allowed_origins")?)
             && !allowed.contains(origin)
         {
@@ -112,8 +113,8 @@ impl Client for Ga4Client {
             Err(hit::Invalid(reason)) => return answer(host, 400, &reason),
         };
 
-        let ip = optional(request.remote_address())?;
-        let user_agent = optional(request.header("user-agent"))?;
+        let ip = request.remote_address().unless_denied()?.map(|ip| ip.to_string());
+        let user_agent = request.header("user-agent").unless_denied()?;
         let header_hints = header_client_hints(host)?;
         let server_client_id = if !is_mp && config.get::<bool>("manage_client_id")?.unwrap_or(false) {
             Some(client_id_cookie(host)?)
@@ -155,27 +156,19 @@ fn answer(host: &Host, status: u16, reason: &str) -> Result<Claim, Error> {
     Ok(Claim::Claimed(Vec::new()))
 }
 
-/// `Ok(None)` for a refused optional read.
-fn optional(result: Result<Option<String>, Error>) -> Result<Option<String>, Error> {
-    match result {
-        Err(e) if e.is_permission_denied() => Ok(None),
-        other => other,
-    }
-}
-
 /// Client hints from the `Sec-CH-UA*` request headers, as sGTM's GA4 client adds them: `brands`
 /// from `Sec-CH-UA`, `mobile` from `Sec-CH-UA-Mobile`, and `platform` as the header's raw value
 /// (quotes included, as in sGTM's event models). Hit parameters (`uap`, `uamb`) take precedence.
 fn header_client_hints(host: &Host) -> Result<sluice_sdk::json::Map<String, Value>, Error> {
     let request = host.request();
     let mut hints = sluice_sdk::json::Map::new();
-    if let Some(ua) = optional(request.header("sec-ch-ua"))? {
+    if let Some(ua) = request.header("sec-ch-ua").unless_denied()? {
         hints.insert("brands".into(), Value::Array(hit::brands(&ua)));
     }
-    if let Some(mobile) = optional(request.header("sec-ch-ua-mobile"))? {
+    if let Some(mobile) = request.header("sec-ch-ua-mobile").unless_denied()? {
         hints.insert("mobile".into(), Value::Bool(mobile.trim() == "?1"));
     }
-    if let Some(platform) = optional(request.header("sec-ch-ua-platform"))? {
+    if let Some(platform) = request.header("sec-ch-ua-platform").unless_denied()? {
         hints.insert("platform".into(), Value::String(platform));
     }
     Ok(hints)
@@ -190,7 +183,7 @@ fn cors(host: &Host, origin: Option<&str>, preflight: bool) -> Result<(), Error>
     response.set_header("access-control-allow-credentials", "true")?;
     if preflight {
         response.set_header("access-control-allow-methods", "POST, GET, OPTIONS")?;
-        let headers = optional(request.header("access-control-request-headers"))?.unwrap_or_else(|| "content-type".into());
+        let headers = request.header("access-control-request-headers").unless_denied()?.unwrap_or_else(|| "content-type".into());
         response.set_header("access-control-allow-headers", &headers)?;
     }
     Ok(())

@@ -26,6 +26,7 @@
 // In tests a panic is the failure report; `unwrap_used` guards production code.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+use sluice_sdk::prelude::*;
 use sluice_sdk::json::Map;
 use sluice_sdk::{Batch, BatchFailure, DeliverHost, Delivery, Error, HttpRequest, Item, ItemResult, Kind, Manifest, Parameter, Permissions, Tag, Value, json};
 

@@ -14,6 +14,7 @@
 // In tests a panic is the failure report; `unwrap_used` guards production code.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+use sluice_sdk::prelude::*;
 use sluice_sdk::{Claim, Client, Error, Host, Kind, Manifest, Parameter, Permissions, Value, json};
 
 /// The JSON collect client.
@@ -50,8 +51,8 @@ impl Client for JsonCollect {
                 return Ok(Claim::Claimed(Vec::new()));
             }
         };
-        let user_agent = optional(request.header("user-agent"))?;
-        let ip = optional(request.remote_address())?;
+        let user_agent = request.header("user-agent").unless_denied()?;
+        let ip = request.remote_address().unless_denied()?.map(|ip| ip.to_string());
         for event in &mut events {
             if let (Some(ua), Value::Object(map)) = (&user_agent, &mut *event) {
                 map.entry("user_agent").or_insert_with(|| Value::String(ua.clone()));
@@ -62,14 +63,6 @@ impl Client for JsonCollect {
         }
         respond(host, 200, &json!({ "received": events.len() }))?;
         Ok(Claim::Claimed(events))
-    }
-}
-
-/// `Ok(None)` for a refused optional read; other errors propagate.
-fn optional(result: Result<Option<String>, Error>) -> Result<Option<String>, Error> {
-    match result {
-        Err(e) if e.is_permission_denied() => Ok(None),
-        other => other,
     }
 }
 

@@ -22,6 +22,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use sluice_sdk::prelude::*;
 use sluice_sdk::data::{str_at as text, url_param};
 use sluice_sdk::identity::{self, Field, Vendor};
 use sluice_sdk::json::Map;
