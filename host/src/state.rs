@@ -219,7 +219,24 @@ impl Invocation {
         }
         self.services.metrics.denials.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.denials.keep(&message);
-        crate::bindings::types::Error::PermissionDenied(message)
+        let (permission, name) = denial.scope.permission();
+        crate::bindings::types::Error::PermissionDenied(crate::bindings::types::Denial {
+            permission: permission.into(),
+            name: crate::output::mask(&name),
+            message,
+        })
+    }
+
+    /// The WIT error for a request the `[outbound]` rules refused (not the grant): permission
+    /// `network`, the URL's origin, the rule's explanation.
+    pub(crate) fn network_refusal(url: &str, refusal: &sluice_policy::egress::EgressRefusal) -> crate::bindings::types::Error {
+        let Ok(url) = url::Url::parse(url) else { return crate::bindings::types::Error::Invalid(crate::output::mask(&refusal.to_string())) };
+        let (permission, name, message) = refusal.denial_parts(&url);
+        crate::bindings::types::Error::PermissionDenied(crate::bindings::types::Denial {
+            permission: permission.into(),
+            name: crate::output::mask(&name),
+            message: crate::output::mask(&message),
+        })
     }
 
     /// Refuses request, response, event and consent calls while delivering a batch: there is

@@ -73,6 +73,30 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// What a template is told was refused, as data: the permission as the manifest and the
+    /// grant spell it (`request_headers`, `cookies`, `event_data`, `outbound`, ...) and the
+    /// name under it (a header, cookie or key; a URL's origin; empty for a yes/no one). The
+    /// host and the mock host both send these in the WIT `denial`.
+    pub fn permission(&self) -> (&'static str, String) {
+        match self {
+            Scope::RequestHeader(n) => ("request_headers", n.clone()),
+            Scope::Cookie(n) => ("cookies", n.clone()),
+            Scope::EventData(k) => ("event_data", k.clone()),
+            Scope::AllEventData => ("event_data", "*".into()),
+            Scope::ResponseHeader(n) => ("response_headers", n.clone()),
+            Scope::ResponseCookie(n) => ("response_cookies", n.clone()),
+            Scope::Outbound(u) => ("outbound", origin_of(u)),
+            Scope::Query => ("query", String::new()),
+            Scope::Body => ("body", String::new()),
+            Scope::RemoteAddress => ("remote_address", String::new()),
+            Scope::Consent => ("consent", String::new()),
+            Scope::Storage => ("storage", String::new()),
+            Scope::Logging => ("logging", String::new()),
+            Scope::ResponseStatus => ("response_status", String::new()),
+            Scope::ResponseBody => ("response_body", String::new()),
+        }
+    }
+
     /// The grant key that controls this scope, and the value an operator would add.
     fn grant_hint(&self) -> (&'static str, String) {
         match self {

@@ -87,6 +87,14 @@ pub enum EgressRefusal {
     PrivateName(String),
 }
 
+impl EgressRefusal {
+    /// What a template is told (the WIT `denial`): the permission `network` (the container's
+    /// rules refused it, not the grant), the URL's origin, and this explanation.
+    pub fn denial_parts(&self, url: &Url) -> (&'static str, String, String) {
+        ("network", url.origin().ascii_serialization(), self.to_string())
+    }
+}
+
 impl EgressRules {
     /// Parses `allow_http` origins and `allow_private` CIDRs (a bare address is a /32 or /128).
     pub fn new(allow_http: &[String], allow_private: &[String]) -> Result<Self, EgressConfigError> {

@@ -4,9 +4,9 @@
 /// so a template can tell a refusal it may work around from a real failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
-    /// The template's declaration or the operator's grant does not allow the call; the text
-    /// names what was refused and how to allow it.
-    PermissionDenied(String),
+    /// The template's declaration or the operator's grant (or the container's network rules)
+    /// does not allow the call: what was refused, as data, and how to allow it.
+    PermissionDenied(Denied),
     /// Malformed input: a bad URL, a missing parameter, an event that is not what was expected.
     Invalid(String),
     /// The operation ran out of time.
@@ -18,6 +18,27 @@ pub enum Error {
     /// or `?` on an `ok_or_else` — and the host records `skipped: <reason>` in the log line
     /// and the trace instead of `ok`. Host calls never return it.
     Skipped(String),
+}
+
+/// A refused call (the WIT `denial`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The permission it needs, as the manifest and the grant spell it (`request_headers`,
+    /// `cookies`, `event_data`, `outbound`, ...), or `network` when the container's
+    /// `[outbound]` rules refused the address.
+    pub permission: String,
+    /// What was refused under it: a header, cookie or event key, a URL's origin; empty for a
+    /// yes/no permission.
+    pub name: String,
+    /// The explanation with the fix, masked.
+    pub message: String,
+}
+
+impl Denied {
+    /// A refusal of `name` under `permission`, explained by `message`.
+    pub fn new(permission: impl Into<String>, name: impl Into<String>, message: impl Into<String>) -> Self {
+        Denied { permission: permission.into(), name: name.into(), message: message.into() }
+    }
 }
 
 impl Error {
@@ -54,7 +75,7 @@ impl Error {
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::PermissionDenied(m) => write!(f, "permission denied: {m}"),
+            Error::PermissionDenied(d) => write!(f, "permission denied: {}", d.message),
             Error::Invalid(m) => write!(f, "invalid: {m}"),
             Error::Timeout => f.write_str("timed out"),
             Error::Failed(m) => write!(f, "failed: {m}"),

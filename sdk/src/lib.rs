@@ -74,7 +74,7 @@ mod types;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod mock;
 
-pub use error::{Error, UnlessDenied};
+pub use error::{Denied, Error, UnlessDenied};
 pub use host::{Config, Consent, DeliverHost, Event, Host, Http, InRequest, Log, Outbox, Request, Response, Selected, Services, Storage, TagHost};
 
 /// The host traits and [`UnlessDenied`], for `use sluice_sdk::prelude::*`: their methods

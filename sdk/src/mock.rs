@@ -66,7 +66,7 @@ use sluice_policy::response::{self as rules, CookieSpec};
 use sluice_policy::secrets::Masker;
 use sluice_policy::storage::TemplateStorage;
 
-use crate::{BatchFailure, Claim, Client, ConsentStatus, Cookie, Error, HttpRequest, HttpResponse, Item, ItemResult, Level, Purpose, SameSite, Tag};
+use crate::{BatchFailure, Claim, Client, ConsentStatus, Cookie, Denied, Error, HttpRequest, HttpResponse, Item, ItemResult, Level, Purpose, SameSite, Tag};
 
 /// What [`MockHost::deliver_queued`] did with the queued items.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -393,9 +393,13 @@ impl MockHost {
         let decl = self.prepare(&T::MANIFEST, Kind::Tag)?;
         if let Some(missing) = self.gate(&decl) {
             let names: Vec<&str> = missing.iter().map(|p| p.name()).collect();
-            return Err(Error::PermissionDenied(format!(
-                "blocked by consent: {} not granted; the host does not run this tag (grant it with .consent(..) or a consent signal)",
-                names.join(", ")
+            return Err(Error::PermissionDenied(Denied::new(
+                "consent",
+                names.join(", "),
+                format!(
+                    "blocked by consent: {} not granted; the host does not run this tag (grant it with .consent(..) or a consent signal)",
+                    names.join(", ")
+                ),
             )));
         }
         if !decl.delivery.fire {
@@ -648,6 +652,12 @@ pub(crate) mod sys {
         state.run.as_ref().expect("prepared before run")
     }
 
+    /// A request the `[outbound]` rules refused, as the host reports it.
+    fn network_refusal(run: &Run, url: &Url, refusal: &sluice_policy::egress::EgressRefusal) -> Error {
+        let (permission, name, message) = refusal.denial_parts(url);
+        Error::PermissionDenied(Denied::new(permission, run.masker.mask(&name).into_owned(), run.masker.mask(&message).into_owned()))
+    }
+
     /// Runs `check` against the effective grant; a denial is recorded and returned as an error
     /// (its text masked, as the host masks what it logs and traces).
     fn allowed(state: &mut State, check: impl FnOnce(&EffectiveGrant) -> Result<(), Denial>) -> Result<(), Error> {
@@ -656,8 +666,10 @@ pub(crate) mod sys {
             Ok(()) => Ok(()),
             Err(denial) => {
                 let msg = run.masker.mask(&denial.to_string()).into_owned();
+                let (permission, name) = denial.scope.permission();
+                let name = run.masker.mask(&name).into_owned();
                 state.denials.push(denial);
-                Err(Error::PermissionDenied(msg))
+                Err(Error::PermissionDenied(Denied::new(permission, name, msg)))
             }
         }
     }
@@ -785,7 +797,7 @@ pub(crate) mod sys {
                 Error::Invalid(run(s).masker.mask(&format!("outbound URL {:?}: {e}", request.url)).into_owned())
             })?;
             allowed(s, |g| g.check_outbound(&url))?;
-            run(s).egress.check_url(&url).map_err(|e| Error::PermissionDenied(e.to_string()))?;
+            run(s).egress.check_url(&url).map_err(|e| network_refusal(run(s), &url, &e))?;
             s.sent.push(request.clone());
             match s.stubs.iter_mut().rev().find(|(prefix, _)| request.url.starts_with(prefix.as_str())) {
                 Some((_, answers)) if answers.len() > 1 => answers.pop_front().unwrap_or_else(|| Err(Error::Failed("no answer".into()))),
@@ -836,7 +848,7 @@ pub(crate) mod sys {
             let url = Url::parse(&request.url)
                 .map_err(|e| Error::Invalid(current.masker.mask(&format!("outbound URL {:?}: {e}", request.url)).into_owned()))?;
             allowed(s, |g| g.check_outbound(&url))?;
-            run(s).egress.check_url(&url).map_err(|e| Error::PermissionDenied(e.to_string()))?;
+            run(s).egress.check_url(&url).map_err(|e| network_refusal(run(s), &url, &e))?;
             if let Some(run) = s.run.as_mut() {
                 run.queued += 1;
             }

@@ -39,6 +39,8 @@ grants = {{ event_data = ["*"], outbound = ["{origin}/"], request_headers = ["us
     let refused = report["event"]["header_result"]["error"].as_str().expect("client saw an error");
     assert!(refused.starts_with("permission denied: request header \"x-session\" is not granted"), "{refused}");
     assert!(refused.contains("request_headers"), "the message says how to grant it: {refused}");
+    let denied = &report["event"]["header_result"];
+    assert_eq!((denied["permission"].as_str(), denied["name"].as_str()), (Some("request_headers"), Some("x-session")), "and as data: {denied}");
     assert_eq!(report["header_result"]["ok"], "test-agent/1.0", "a granted header reads fine");
     assert!(!report.to_string().contains("visitor-secret"));
     // x-session, plus the query string and response header the probe tries without grants.
@@ -92,6 +94,7 @@ async fn an_outbound_url_outside_the_grant_is_refused_and_never_sent() {
     let result = extra_result(&vendor, &overreaching_tag(&vendor, &url, true)).await;
     let err = result["error"].as_str().expect("refused");
     assert!(err.contains("outbound request to") && err.contains("/admin") && err.contains("not granted"), "{err}");
+    assert_eq!((result["permission"].as_str(), result["name"].as_str()), (Some("outbound"), Some(vendor.origin().as_str())), "{result}");
     assert!(vendor.received_at("/admin").is_empty(), "nothing reached the vendor");
 }
 

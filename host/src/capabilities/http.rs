@@ -53,7 +53,7 @@ impl Invocation {
             Err(e) => {
                 tracing::info!(request_id = %id, template = %name, url = %url_for_log, "outbound not completed: {e}");
                 Err(match e {
-                    OutboundError::Policy(refusal) => Error::PermissionDenied(refusal.to_string()),
+                    OutboundError::Policy(refusal) => Invocation::network_refusal(url_for_log, &refusal),
                     OutboundError::Invalid(m) => Error::Invalid(m),
                     OutboundError::Timeout => Error::Timeout,
                     other => Error::Failed(other.to_string()),

@@ -51,7 +51,7 @@ impl Host for Invocation {
         match self.services.outbound.check_url(&self.template.grant, &request.url) {
             Ok(()) => {}
             Err(OutboundError::Denied(denial)) => return Err(self.deny(denial)),
-            Err(OutboundError::Policy(refusal)) => return Err(Error::PermissionDenied(refusal.to_string())),
+            Err(OutboundError::Policy(refusal)) => return Err(Invocation::network_refusal(&request.url, &refusal)),
             Err(e) => return Err(Error::Invalid(e.to_string())),
         }
         let plain = PlainRequest {

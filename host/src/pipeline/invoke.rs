@@ -138,7 +138,7 @@ impl Outcome {
     pub(super) fn from_template_error(e: crate::bindings::types::Error) -> Self {
         use crate::bindings::types::Error;
         Outcome::Failed(match e {
-            Error::PermissionDenied(m) => format!("permission denied: {m}"),
+            Error::PermissionDenied(d) => format!("permission denied: {}", d.message),
             Error::Invalid(m) => format!("invalid: {m}"),
             Error::Timeout => "timed out".into(),
             Error::Failed(m) => m,

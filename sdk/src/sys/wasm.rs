@@ -40,11 +40,11 @@ use bindings::sluice::template as wit;
 
 #[cfg(feature = "client")]
 use crate::Claim;
-use crate::{ConsentStatus, Cookie, Error, HttpRequest, HttpResponse, Level, Purpose, SameSite};
+use crate::{ConsentStatus, Cookie, Denied, Error, HttpRequest, HttpResponse, Level, Purpose, SameSite};
 
 fn err(e: wit::types::Error) -> Error {
     match e {
-        wit::types::Error::PermissionDenied(m) => Error::PermissionDenied(m),
+        wit::types::Error::PermissionDenied(d) => Error::PermissionDenied(Denied { permission: d.permission, name: d.name, message: d.message }),
         wit::types::Error::Invalid(m) => Error::Invalid(m),
         wit::types::Error::Timeout => Error::Timeout,
         wit::types::Error::Failed(m) => Error::Failed(m),
@@ -54,7 +54,7 @@ fn err(e: wit::types::Error) -> Error {
 fn to_wit(e: Error) -> wit::types::Error {
     // Only a tag's `fire` can skip (`run_tag` maps it first); anywhere else it is a failure.
     match e.skip_as_failure() {
-        Error::PermissionDenied(m) => wit::types::Error::PermissionDenied(m),
+        Error::PermissionDenied(d) => wit::types::Error::PermissionDenied(wit::types::Denial { permission: d.permission, name: d.name, message: d.message }),
         Error::Invalid(m) => wit::types::Error::Invalid(m),
         Error::Timeout => wit::types::Error::Timeout,
         Error::Failed(m) | Error::Skipped(m) => wit::types::Error::Failed(m),
