@@ -272,14 +272,14 @@ fn inspect(path: PathBuf) -> anyhow::Result<()> {
     print_set("  permissions", &d.permissions);
     if d.permissions.outbound.iter().any(|p| p.starts_with('{')) {
         // What it reaches when the operator keeps the defaults.
-        let defaults = d.resolved_permissions(|name| d.parameter(name).and_then(|p| p.default.clone()));
+        let defaults = d.resolved_permissions(|name| d.parameter(name).and_then(|p| p.default.as_ref()?.as_str().map(str::to_string)));
         match defaults {
             Ok(set) => out!("  outbound with the default parameters: {:?}", set.outbound),
             Err(e) => out!("  outbound needs its parameters set: {e}"),
         }
     }
     for p in &d.parameters {
-        let default = p.default.as_ref().map(|v| format!("default {v:?}"));
+        let default = p.default.as_ref().map(|v| format!("default {v}"));
         let flags = [p.required.then(|| "required".to_string()), p.secret.then(|| "secret".to_string()), default]
             .into_iter()
             .flatten()

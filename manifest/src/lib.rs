@@ -27,7 +27,7 @@ mod url_pattern;
 pub use delivery::{Batch, BatchFailure, Delivery, DeliverySpec, ItemResult, event_id};
 pub use declaration::{Declaration, DeclarationError, ParameterSpec, PermissionSet};
 pub use grant::{CREDENTIAL_HEADERS, Denial, DenialCause, EffectiveGrant, KeyPattern, MAX_NAME_SHOWN, Scope, shorten};
-pub use manifest::{JsonBuf, Kind, MANIFEST_SECTION, Manifest, Parameter, Permissions};
+pub use manifest::{JsonBuf, Kind, MANIFEST_SECTION, Manifest, ParamDefault, Parameter, Permissions};
 pub use purpose::{ConsentStatus, Purpose};
 pub use url_pattern::{UrlPattern, UrlPatternError};
 pub use url::Url;

@@ -142,8 +142,18 @@ pub struct Parameter {
     /// A credential: the operator must supply it as `${ENV_VAR}` and it is never printed.
     pub secret: bool,
     /// The value when the operator sets none: declared once, here, and what
-    /// `Config::str` returns and an outbound `{name}` pattern is filled with.
-    pub default: Option<&'static str>,
+    /// `Config::str`/`Config::get` return and an outbound `{name}` pattern is filled with.
+    pub default: Option<ParamDefault>,
+}
+
+/// A parameter's declared default, which also declares its type: the host refuses at load an
+/// operator's value of another type, naming the parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamDefault {
+    /// A string.
+    Text(&'static str),
+    /// `true` or `false`.
+    Flag(bool),
 }
 
 impl Parameter {
@@ -162,9 +172,14 @@ impl Parameter {
         Parameter { secret: true, ..self }
     }
 
-    /// An optional parameter's value when the operator sets none.
+    /// An optional string parameter's value when the operator sets none.
     pub const fn default(self, value: &'static str) -> Self {
-        Parameter { default: Some(value), ..self }
+        Parameter { default: Some(ParamDefault::Text(value)), ..self }
+    }
+
+    /// An optional `true`/`false` parameter and its value when the operator sets none.
+    pub const fn flag(self, value: bool) -> Self {
+        Parameter { default: Some(ParamDefault::Flag(value)), ..self }
     }
 }
 
@@ -327,9 +342,13 @@ impl Manifest {
             w.string(param.description);
             w.boolean("required", param.required);
             w.boolean("secret", param.secret);
-            if let Some(default) = param.default {
-                w.key("default", false);
-                w.string(default);
+            match param.default {
+                Some(ParamDefault::Text(text)) => {
+                    w.key("default", false);
+                    w.string(text);
+                }
+                Some(ParamDefault::Flag(flag)) => w.boolean("default", flag),
+                None => {}
             }
             w.byte(b'}');
             i += 1;

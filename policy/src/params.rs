@@ -61,6 +61,14 @@ pub enum ParamError {
     /// A secret given in clear.
     #[error("parameter {0:?} is a secret: write it as \"${{ENV_VAR}}\" and export the value, so it is not stored in the config file")]
     SecretInClear(String),
+    /// A value of another type than the declared default's.
+    #[error("parameter {name:?} takes {expected}")]
+    WrongType {
+        /// The parameter.
+        name: String,
+        /// What it takes.
+        expected: &'static str,
+    },
     /// A required one is missing.
     #[error("parameter {name:?} is required ({description}): add it under params")]
     Missing {
@@ -86,6 +94,16 @@ pub fn check(decl: &Declaration, given: &[(String, Param)]) -> Result<HashMap<St
         if spec.secret && !param.is_secret() {
             return Err(ParamError::SecretInClear(name.clone()));
         }
+        // A declared default declares the type too.
+        match &spec.default {
+            Some(Value::Bool(_)) if !param.value.is_boolean() => {
+                return Err(ParamError::WrongType { name: name.clone(), expected: "true or false (no quotes)" });
+            }
+            Some(Value::String(_)) if !param.value.is_string() => {
+                return Err(ParamError::WrongType { name: name.clone(), expected: "a string (in quotes)" });
+            }
+            _ => {}
+        }
     }
     if let Some(spec) = decl.parameters.iter().find(|p| p.required && !given.iter().any(|(n, _)| *n == p.name)) {
         return Err(ParamError::Missing { name: spec.name.clone(), description: spec.description.clone() });
@@ -93,7 +111,7 @@ pub fn check(decl: &Declaration, given: &[(String, Param)]) -> Result<HashMap<St
     let mut params: HashMap<String, Param> = given.iter().cloned().collect();
     for spec in &decl.parameters {
         if let Some(default) = &spec.default {
-            params.entry(spec.name.clone()).or_insert_with(|| Param::plain(Value::String(default.clone())));
+            params.entry(spec.name.clone()).or_insert_with(|| Param::plain(default.clone()));
         }
     }
     Ok(params)
@@ -153,6 +171,18 @@ mod tests {
         assert_eq!(resolved_permissions(&decl, &params).unwrap().outbound, ["https://api.vendor.example/v1/"]);
         let regional = check(&decl, &[url, ("endpoint".into(), Param::plain("https://eu.vendor.example/".into()))]).unwrap();
         assert_eq!(resolved_permissions(&decl, &regional).unwrap().outbound, ["https://eu.vendor.example/v1/"], "one slash");
+    }
+
+    #[test]
+    fn a_flag_default_declares_the_type_the_operator_must_give() {
+        const F: Manifest = Manifest { parameters: &[Parameter::optional("set_cookies", "Set cookies.").flag(true)], ..M };
+        let decl = Declaration::from_json(&F.to_json()).unwrap();
+        assert_eq!(check(&decl, &[]).unwrap()["set_cookies"].value, true, "the declared default, as a boolean");
+        let given = |v: Value| check(&decl, &[("set_cookies".to_string(), Param::plain(v))]);
+        assert_eq!(given(false.into()).unwrap()["set_cookies"].value, false);
+        let err = given("no".into()).unwrap_err();
+        assert!(err.to_string().contains("\"set_cookies\" takes true or false"), "{err}");
+        assert!(matches!(check(&Declaration::from_json(&M.to_json()).unwrap(), &[("url".into(), Param::plain(3.into()))]), Ok(_)), "no default: any type");
     }
 
     #[test]

@@ -64,8 +64,9 @@ fn a_vendor_tag_is_allowed_the_host_its_endpoint_names() {
     let meta = template("meta-capi-tag");
     let d = sluice::read_declaration(&meta, &std::fs::read(&meta).expect("built")).expect("manifest");
     assert_eq!(d.permissions.outbound, ["{endpoint}/"]);
-    assert_eq!(d.parameter("endpoint").and_then(|p| p.default.as_deref()), Some("https://graph.facebook.com"));
-    let defaults = d.resolved_permissions(|n| d.parameter(n).and_then(|p| p.default.clone())).expect("resolves");
+    assert_eq!(d.parameter("endpoint").and_then(|p| p.default.clone()), Some("https://graph.facebook.com".into()));
+    assert_eq!(d.parameter("set_cookies").and_then(|p| p.default.clone()), Some(true.into()), "a flag's default is a boolean");
+    let defaults = d.resolved_permissions(|n| d.parameter(n).and_then(|p| p.default.as_ref()?.as_str().map(str::to_string))).expect("resolves");
     assert_eq!(defaults.outbound, ["https://graph.facebook.com/"]);
 
     let container = |params: &str, outbound: &str| {

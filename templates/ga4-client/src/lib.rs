@@ -66,8 +66,8 @@ impl Client for Ga4Client {
         parameters: &[
             Parameter::optional("path_prefix", "Prefix before /g/collect and /mp/collect (default none)."),
             Parameter::optional("extra_paths", "More paths that receive GA4 web hits, e.g. [\"/collect\"]."),
-            Parameter::optional("manage_client_id", "Keep the client id in a server-set HttpOnly cookie (default false)."),
-            Parameter::optional("cookie_name", "Name of that cookie (default \"FPID\")."),
+            Parameter::optional("manage_client_id", "Keep the client id in a server-set HttpOnly cookie.").flag(false),
+            Parameter::optional("cookie_name", "Name of that cookie.").default("FPID"),
             Parameter::optional("cookie_max_age_days", "Its lifetime in days (default 730, as sGTM)."),
             Parameter::optional("cookie_domain", "Its Domain attribute (default: the request host only)."),
             Parameter::optional(
@@ -116,7 +116,7 @@ impl Client for Ga4Client {
         let ip = request.remote_address().unless_denied()?.map(|ip| ip.to_string());
         let user_agent = request.header("user-agent").unless_denied()?;
         let header_hints = header_client_hints(host)?;
-        let server_client_id = if !is_mp && config.get::<bool>("manage_client_id")?.unwrap_or(false) {
+        let server_client_id = if !is_mp && config.get::<bool>("manage_client_id")? == Some(true) {
             Some(client_id_cookie(host)?)
         } else {
             None
@@ -192,7 +192,7 @@ fn cors(host: &Host, origin: Option<&str>, preflight: bool) -> Result<(), Error>
 /// The server-managed client id: the cookie's value, or a new random id set as the cookie.
 fn client_id_cookie(host: &Host) -> Result<String, Error> {
     let config = host.config();
-    let name = config.str("cookie_name").unwrap_or_else(|| "FPID".into());
+    let name = config.require_str("cookie_name")?;
     if let Some(existing) = host.request().cookie(&name)?.filter(|v| !v.is_empty()) {
         return Ok(existing);
     }

@@ -34,13 +34,13 @@ impl Client for JsonCollect {
             ..Permissions::NONE
         },
         consent: &[],
-        parameters: &[Parameter::optional("path", "Path to claim (default \"/collect\").")],
+        parameters: &[Parameter::optional("path", "Path to claim.").default("/collect")],
         delivery: sluice_sdk::Delivery::IN_REQUEST,
     };
 
     fn run(host: &Host) -> Result<Claim, Error> {
         let request = host.request();
-        let path = host.config().str("path").unwrap_or_else(|| "/collect".into());
+        let path = host.config().require_str("path")?;
         if request.method() != "POST" || request.path() != path {
             return Ok(Claim::Pass);
         }

@@ -66,7 +66,7 @@ impl Tag for MetaCapi {
             Parameter::optional("test_event_code", "Send to the Test Events tool with this code."),
             Parameter::optional("action_source", "Meta's action_source.").default("website"),
             Parameter::optional("phone_calling_code", "Country calling code for phone numbers given without one, e.g. \"1\"."),
-            Parameter::optional("set_cookies", "Set the _fbp/_fbc first-party cookies (default true)."),
+            Parameter::optional("set_cookies", "Set the _fbp/_fbc first-party cookies.").flag(true),
         ],
         delivery: Delivery::batched(Batch { max_items: 1000, max_bytes: 2 << 20, max_wait_ms: 1000, max_age_secs: MAX_AGE_SECS as u32 })
             .with_fire(),
@@ -82,7 +82,7 @@ impl Tag for MetaCapi {
         let mut server_event = server_event(&event, &cookies, now_ms, calling_code.as_deref(), &config.require_str("action_source")?)?;
         server_event["event_id"] = json!(host.event().dedup_id(&event)?);
 
-        if config.get::<bool>("set_cookies")?.unwrap_or(true) {
+        if config.get::<bool>("set_cookies")? == Some(true) {
             set_cookies(host, &server_event, &cookies, now_ms);
         }
         let id = server_event["event_id"].as_str().unwrap_or_default().to_string();
