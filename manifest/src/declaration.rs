@@ -46,8 +46,8 @@ pub struct ParameterSpec {
     /// Must be given as `${ENV_VAR}`; never printed.
     #[serde(default)]
     pub secret: bool,
-    /// The value when the operator sets none (a string or a boolean, which is then the
-    /// parameter's type; never for a secret).
+    /// The value when the operator sets none (a string, a boolean or a whole number, which is
+    /// then the parameter's type; never for a secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<serde_json::Value>,
 }
@@ -153,8 +153,8 @@ impl Declaration {
         if let Some(p) = decl.parameters.iter().find(|p| p.secret && p.default.is_some()) {
             return Err(DeclarationError::Entry { list: "parameters", name: p.name.clone(), why: "a secret parameter cannot have a default" });
         }
-        if let Some(p) = decl.parameters.iter().find(|p| p.default.as_ref().is_some_and(|d| !d.is_string() && !d.is_boolean())) {
-            return Err(DeclarationError::Entry { list: "parameters", name: p.name.clone(), why: "a default is a string or a boolean" });
+        if let Some(p) = decl.parameters.iter().find(|p| p.default.as_ref().is_some_and(|d| !d.is_string() && !d.is_boolean() && !d.is_i64())) {
+            return Err(DeclarationError::Entry { list: "parameters", name: p.name.clone(), why: "a default is a string, a boolean or a whole number" });
         }
         if let Some(name) = decl.consent.iter().find(|n| crate::Purpose::named(n).is_none()) {
             return Err(DeclarationError::Purpose { name: name.clone() });

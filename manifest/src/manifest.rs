@@ -154,6 +154,8 @@ pub enum ParamDefault {
     Text(&'static str),
     /// `true` or `false`.
     Flag(bool),
+    /// A whole number.
+    Number(i64),
 }
 
 impl Parameter {
@@ -180,6 +182,11 @@ impl Parameter {
     /// An optional `true`/`false` parameter and its value when the operator sets none.
     pub const fn flag(self, value: bool) -> Self {
         Parameter { default: Some(ParamDefault::Flag(value)), ..self }
+    }
+
+    /// An optional whole-number parameter and its value when the operator sets none.
+    pub const fn number(self, value: i64) -> Self {
+        Parameter { default: Some(ParamDefault::Number(value)), ..self }
     }
 }
 
@@ -249,6 +256,26 @@ impl<const N: usize> JsonBuf<N> {
     const fn boolean(&mut self, key: &str, value: bool) {
         self.key(key, false);
         self.raw(if value { "true" } else { "false" });
+    }
+
+    const fn integer(&mut self, n: i64) {
+        if n < 0 {
+            self.byte(b'-');
+        }
+        let mut digits = [0u8; 20];
+        let (mut rest, mut len) = (n.unsigned_abs(), 0);
+        loop {
+            digits[len] = b'0' + (rest % 10) as u8;
+            len += 1;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        while len > 0 {
+            len -= 1;
+            self.byte(digits[len]);
+        }
     }
 
     const fn strings(&mut self, key: &str, list: &[&str]) {
@@ -348,6 +375,10 @@ impl Manifest {
                     w.string(text);
                 }
                 Some(ParamDefault::Flag(flag)) => w.boolean("default", flag),
+                Some(ParamDefault::Number(n)) => {
+                    w.key("default", false);
+                    w.integer(n);
+                }
                 None => {}
             }
             w.byte(b'}');

@@ -102,6 +102,9 @@ pub fn check(decl: &Declaration, given: &[(String, Param)]) -> Result<HashMap<St
             Some(Value::String(_)) if !param.value.is_string() => {
                 return Err(ParamError::WrongType { name: name.clone(), expected: "a string (in quotes)" });
             }
+            Some(Value::Number(_)) if !param.value.is_i64() => {
+                return Err(ParamError::WrongType { name: name.clone(), expected: "a whole number (no quotes)" });
+            }
             _ => {}
         }
     }
@@ -175,9 +178,15 @@ mod tests {
 
     #[test]
     fn a_flag_default_declares_the_type_the_operator_must_give() {
-        const F: Manifest = Manifest { parameters: &[Parameter::optional("set_cookies", "Set cookies.").flag(true)], ..M };
+        const F: Manifest = Manifest {
+            parameters: &[Parameter::optional("set_cookies", "Set cookies.").flag(true), Parameter::optional("days", "Days.").number(-730)],
+            ..M
+        };
         let decl = Declaration::from_json(&F.to_json()).unwrap();
         assert_eq!(check(&decl, &[]).unwrap()["set_cookies"].value, true, "the declared default, as a boolean");
+        assert_eq!(check(&decl, &[]).unwrap()["days"].value, -730, "a number's, as a number");
+        let days = check(&decl, &[("days".into(), Param::plain("30".into()))]).unwrap_err();
+        assert!(days.to_string().contains("\"days\" takes a whole number"), "{days}");
         let given = |v: Value| check(&decl, &[("set_cookies".to_string(), Param::plain(v))]);
         assert_eq!(given(false.into()).unwrap()["set_cookies"].value, false);
         let err = given("no".into()).unwrap_err();

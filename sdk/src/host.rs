@@ -456,8 +456,17 @@ impl Config {
         }
     }
 
-    /// A string parameter that must be set.
+    /// A string parameter that must be set (or has a declared default).
     pub fn require_str(&self, name: &str) -> Result<String, Error> {
-        self.str(name).ok_or_else(|| Error::Invalid(format!("parameter {name:?} is not set")))
+        self.str(name).ok_or_else(|| not_set(name))
     }
+
+    /// As [`Config::get`], for a parameter that must be set (or has a declared default).
+    pub fn require<T: DeserializeOwned>(&self, name: &str) -> Result<T, Error> {
+        self.get(name)?.ok_or_else(|| not_set(name))
+    }
+}
+
+fn not_set(name: &str) -> Error {
+    Error::Invalid(format!("parameter {name:?} is not set"))
 }

@@ -68,7 +68,7 @@ impl Client for Ga4Client {
             Parameter::optional("extra_paths", "More paths that receive GA4 web hits, e.g. [\"/collect\"]."),
             Parameter::optional("manage_client_id", "Keep the client id in a server-set HttpOnly cookie.").flag(false),
             Parameter::optional("cookie_name", "Name of that cookie.").default("FPID"),
-            Parameter::optional("cookie_max_age_days", "Its lifetime in days (default 730, as sGTM)."),
+            Parameter::optional("cookie_max_age_days", "Its lifetime in days (sGTM's 730 by default).").number(730),
             Parameter::optional("cookie_domain", "Its Domain attribute (default: the request host only)."),
             Parameter::optional(
                 "allowed_origins",
@@ -116,7 +116,7 @@ impl Client for Ga4Client {
         let ip = request.remote_address().unless_denied()?.map(|ip| ip.to_string());
         let user_agent = request.header("user-agent").unless_denied()?;
         let header_hints = header_client_hints(host)?;
-        let server_client_id = if !is_mp && config.get::<bool>("manage_client_id")? == Some(true) {
+        let server_client_id = if !is_mp && config.require::<bool>("manage_client_id")? {
             Some(client_id_cookie(host)?)
         } else {
             None
@@ -196,7 +196,7 @@ fn client_id_cookie(host: &Host) -> Result<String, Error> {
     if let Some(existing) = host.request().cookie(&name)?.filter(|v| !v.is_empty()) {
         return Ok(existing);
     }
-    let days: i64 = config.get("cookie_max_age_days")?.unwrap_or(730);
+    let days: i64 = config.require("cookie_max_age_days")?;
     let id = new_client_id();
     let mut cookie = Cookie::new(name, id.clone());
     cookie.http_only = true;

@@ -82,7 +82,7 @@ impl Tag for MetaCapi {
         let mut server_event = server_event(&event, &cookies, now_ms, calling_code.as_deref(), &config.require_str("action_source")?)?;
         server_event["event_id"] = json!(host.event().dedup_id(&event)?);
 
-        if config.get::<bool>("set_cookies")? == Some(true) {
+        if config.require::<bool>("set_cookies")? {
             set_cookies(host, &server_event, &cookies, now_ms);
         }
         let id = server_event["event_id"].as_str().unwrap_or_default().to_string();
