@@ -36,6 +36,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use sluice_manifest::PermissionSet;
+use sluice_policy::params::Param;
 
 use crate::delivery::DeadLetterView;
 use crate::{Container, ContainerConfig, Outcome, RequestData};
@@ -177,32 +178,23 @@ impl TagTest {
         let text = format!(
             "[consent]\nunset = \"grant\"\naudit = \"off\"\n\n[outbound]\nallow_http = [{origin:?}]\nallow_private = [\"127.0.0.1/32\"]\n\n\
              [outbox]\ndir = {dir:?}\nretry_base_ms = 50\n\n[[client]]\nname = \"none\"\nwasm = \"none.wasm\"\n\n\
-             [[tag]]\nname = \"tag\"\nwasm = {wasm:?}\ntrigger = {{ events = [\"*\"] }}\nparams = {{ {params} }}\n",
+             [[tag]]\nname = \"tag\"\nwasm = {wasm:?}\ntrigger = {{ events = [\"*\"] }}\n",
             dir = scratch.display().to_string(),
             wasm = self.wasm.display().to_string(),
-            params = self
-                .params
-                .iter()
-                .enumerate()
-                .map(|(n, (name, _, secret))| if *secret { format!("{name} = \"${{SECRET_{n}}}\"") } else { format!("{name} = \"${{PLAIN_{n}}}\"") })
-                .collect::<Vec<_>>()
-                .join(", "),
         );
-        // Values reach the config through its own `${...}` substitution, so no quoting can break
-        // the TOML; plain ones are then marked plain again.
-        let value = |key: &str| {
-            let (kind, n) = key.split_once('_')?;
-            let (_, value, secret) = self.params.get(n.parse::<usize>().ok()?)?;
-            (*secret == (kind == "SECRET")).then(|| value.replace("{vendor}", origin))
-        };
-        let mut config = ContainerConfig::parse(&text, &scratch.join("tag-test.toml"), &value).map_err(|e| load(e.to_string()))?;
+        let mut config = ContainerConfig::parse(&text, &scratch.join("tag-test.toml"), &|_| None).map_err(|e| load(e.to_string()))?;
         config.clients.clear();
         let tag = config.tags.first_mut().ok_or_else(|| load("no tag entry".into()))?;
-        for (name, param) in &mut tag.template.params {
-            if self.params.iter().any(|(n, _, secret)| n == name && !secret) {
-                *param = sluice_policy::params::Param::plain(param.value.clone());
-            }
-        }
+        // Set as the config's `${ENV_VAR}` substitution would set them: a secret is masked.
+        tag.template.params = self
+            .params
+            .iter()
+            .map(|(name, value, secret)| {
+                let value = value.replace("{vendor}", origin);
+                let param = if *secret { Param::secret(&value) } else { Param::plain(value.into()) };
+                (name.clone(), param)
+            })
+            .collect();
         tag.template.grants = match &self.grants {
             Some(g) => {
                 let mut g = g.clone();

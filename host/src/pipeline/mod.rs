@@ -155,12 +155,7 @@ impl Container {
     /// Runs the pipeline for one request. The trace is complete unless the claiming client
     /// answers before tags, in which case the tags' part is logged when they finish.
     pub async fn handle(self: &Arc<Self>, request: RequestData) -> (ResponseDraft, RequestTrace) {
-        self.start_delivery();
-        let started = Instant::now();
-        let request = Arc::new(request);
-        let response = Arc::new(Mutex::new(ResponseDraft::default()));
-        let mut trace = RequestTrace::new(&request);
-        let deadline = started + std::time::Duration::from_millis(self.runtime.limits.request_ms);
+        let Start { started, request, response, mut trace, deadline } = self.start(request);
 
         let Some((client, events)) = self.claim((&request, &response, deadline), &mut trace).await else {
             let draft = ResponseDraft { status: 400, body: b"no client claimed the request".to_vec(), ..Default::default() };
@@ -213,18 +208,34 @@ impl Container {
     /// triggers, permissions, `fire` and queueing exactly as for a claimed request (the claim
     /// caps included). For running a built tag in the real engine ([`crate::testing`]).
     pub async fn handle_event(self: &Arc<Self>, request: RequestData, event: serde_json::Value) -> (ResponseDraft, RequestTrace) {
-        self.start_delivery();
-        let started = Instant::now();
-        let request = Arc::new(request);
-        let response = Arc::new(Mutex::new(ResponseDraft::default()));
-        let mut trace = RequestTrace::new(&request);
-        let deadline = started + std::time::Duration::from_millis(self.runtime.limits.request_ms);
+        let Start { started, request, response, mut trace, deadline } = self.start(request);
         let admitted = sluice_policy::claim::admit(&[event.to_string()], self.event_caps());
         trace.events = self.fan_out((&request, &response, deadline), admitted.events).await;
         let draft = response.lock().unwrap_or_else(|p| p.into_inner()).clone();
         trace.status = draft.status;
         trace.duration = started.elapsed();
         (draft, trace)
+    }
+}
+
+/// What every request's handling starts with.
+struct Start {
+    started: Instant,
+    request: Arc<RequestData>,
+    response: Arc<Mutex<ResponseDraft>>,
+    trace: RequestTrace,
+    /// `[limits] request_ms` from `started`.
+    deadline: Instant,
+}
+
+impl Container {
+    fn start(self: &Arc<Self>, request: RequestData) -> Start {
+        self.start_delivery();
+        let started = Instant::now();
+        let request = Arc::new(request);
+        let trace = RequestTrace::new(&request);
+        let deadline = started + std::time::Duration::from_millis(self.runtime.limits.request_ms);
+        Start { started, request, response: Arc::new(Mutex::new(ResponseDraft::default())), trace, deadline }
     }
 }
 
