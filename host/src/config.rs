@@ -72,6 +72,8 @@ pub struct ContainerConfig {
     pub outbox: OutboxConfig,
     /// Where the queues live (`[outbox] dir`, or beside the config file).
     pub outbox_dir: PathBuf,
+    /// The admin listener (preview UI, `/metrics`, reload), when configured.
+    pub admin: Option<crate::admin::AdminConfig>,
     /// Clients, in file order.
     pub clients: Vec<ClientConfig>,
     /// Tags, in file order.
@@ -161,6 +163,9 @@ pub struct TemplateConfig {
     pub params: Vec<(String, Param)>,
     /// The operator's grant.
     pub grants: PermissionSet,
+    /// Outbound requests are checked as usual, then recorded (shown in the preview) instead
+    /// of sent, and answered `200 {}`: a destination to try a container without a vendor.
+    pub record_only: bool,
 }
 
 /// A client entry.
@@ -201,6 +206,7 @@ struct RawFile {
     consent: ConsentConfig,
     #[serde(default)]
     outbox: OutboxConfig,
+    admin: Option<crate::admin::RawAdmin>,
     #[serde(default, rename = "client")]
     clients: Vec<RawClient>,
     #[serde(default, rename = "tag")]
@@ -223,6 +229,8 @@ struct RawClient {
     #[serde(default)]
     params: toml::Table,
     #[serde(default)]
+    record_only: bool,
+    #[serde(default)]
     grants: PermissionSet,
 }
 
@@ -237,6 +245,8 @@ struct RawTag {
     consent: Option<Vec<String>>,
     #[serde(default)]
     params: toml::Table,
+    #[serde(default)]
+    record_only: bool,
     #[serde(default)]
     grants: PermissionSet,
     #[serde(default)]
@@ -267,7 +277,7 @@ impl ContainerConfig {
         raw.outbox.validate().map_err(|m| entry_err("[outbox]".into(), m))?;
 
         let mut seen = std::collections::HashSet::new();
-        let mut template = |kind: &str, name: String, wasm: PathBuf, priority, params: toml::Table, grants: PermissionSet| {
+        let mut template = |kind: &str, name: String, wasm: PathBuf, priority, params: toml::Table, grants: PermissionSet, record_only: bool| {
             let entry = format!("{kind} {name:?}");
             if name.is_empty() || !seen.insert(name.clone()) {
                 return Err(entry_err(entry, "names must be non-empty and unique across clients and tags".into()));
@@ -281,7 +291,7 @@ impl ContainerConfig {
                     Ok((key, param))
                 })
                 .collect::<Result<Vec<_>, ConfigError>>()?;
-            Ok(TemplateConfig { name, wasm: base.join(wasm), priority, params, grants })
+            Ok(TemplateConfig { name, wasm: base.join(wasm), priority, params, grants, record_only })
         };
 
         let clients = raw
@@ -289,7 +299,7 @@ impl ContainerConfig {
             .into_iter()
             .map(|c| {
                 Ok(ClientConfig {
-                    template: template("client", c.name, c.wasm, c.priority, c.params, c.grants)?,
+                    template: template("client", c.name, c.wasm, c.priority, c.params, c.grants, c.record_only)?,
                     respond_before_tags: c.respond_before_tags,
                 })
             })
@@ -304,7 +314,7 @@ impl ContainerConfig {
                     return Err(entry_err(entry, format!("consent purpose {bad:?} is unknown: use one of {}", Purpose::all_names())));
                 }
                 Ok(TagConfig {
-                    template: template("tag", t.name, t.wasm, t.priority, t.params, t.grants)?,
+                    template: template("tag", t.name, t.wasm, t.priority, t.params, t.grants, t.record_only)?,
                     trigger: t.trigger,
                     consent: t.consent,
                     delivery: t.delivery,
@@ -315,6 +325,11 @@ impl ContainerConfig {
             return Err(entry_err("[[client]]".into(), "no client is configured, so every request would get 400: add at least one [[client]]".into()));
         }
 
+        let admin = raw
+            .admin
+            .map(|a| crate::admin::AdminConfig::new(a, raw.listen, &|v| resolve_param(v, env)))
+            .transpose()
+            .map_err(|m| entry_err("[admin]".into(), m))?;
         let outbox_dir = base.join(raw.outbox.dir_for(&file));
         Ok(ContainerConfig {
             outbox_dir,
@@ -325,6 +340,7 @@ impl ContainerConfig {
             outbound: raw.outbound,
             server: raw.server,
             consent: raw.consent,
+            admin,
             clients,
             tags,
         })

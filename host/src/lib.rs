@@ -18,7 +18,8 @@
 //! * `capabilities/`: one module per host interface a template can call;
 //! * `delivery` (the durable outbox per tag, its workers, and `sluice outbox`'s view of it);
 //! * `consent` (signals from HTTP, audit sink), `outbound` (the single egress choke point),
-//!   `output` (the one masker), `server` (the hyper front end), `trace`.
+//!   `output` (the one masker), `server` (the hyper front end), `trace`;
+//! * `audit` (`sluice audit`: the consent audit's records summarised over a time window).
 //!
 //! The rules shared with the SDK's mock host live in `sluice-policy` and `sluice-manifest`.
 
@@ -27,6 +28,8 @@
 
 #![deny(missing_docs)]
 
+pub mod audit;
+pub mod admin;
 mod bindings;
 mod capabilities;
 pub mod authoring;
@@ -36,9 +39,13 @@ pub mod delivery;
 mod engine;
 pub mod error;
 mod limits;
+pub mod metrics;
 mod outbound;
 pub mod output;
 mod pipeline;
+pub mod preview;
+pub mod reload;
+mod request;
 pub mod server;
 mod services;
 mod state;
@@ -54,9 +61,11 @@ pub use config::ContainerConfig;
 pub use engine::Runtime;
 pub use error::{AuditOpenError, ConfigError, LoadError, TemplateError};
 pub use pipeline::{Container, Warning};
-pub use state::{RequestData, ResponseDraft};
+pub use reload::Live;
+pub use services::Telemetry;
+pub use request::{RequestData, ResponseDraft};
 pub use template::{Template, read_declaration};
-pub use trace::{EventTrace, Outcome, Phases, RequestTrace, TagRun};
+pub use trace::{ClientRun, EventTrace, Outcome, Phases, RequestTrace, TagRun};
 
 /// A JSON value as text, for a template. `serde_json::to_string` writes straight into a buffer;
 /// `Value`'s `Display` goes through a formatter per fragment and is several times slower. A

@@ -1,7 +1,6 @@
 //! The `sluice` binary: `serve`, `check`, `inspect` and `outbox`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -46,6 +45,12 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Exit 0 when the server's health endpoint answers 200 (a container's HEALTHCHECK).
+    Healthcheck {
+        /// The endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
     /// Validate a container config and show, per template, what it asks for and what it gets.
     Check {
         /// The container config (TOML).
@@ -86,6 +91,26 @@ enum Command {
         /// The crate's directory.
         #[arg(default_value = ".")]
         dir: PathBuf,
+    },
+    /// Summarise the consent audit over a time window: per tag, events allowed, stripped of
+    /// personal data and blocked; per purpose, granted and missing; the keys removed.
+    Audit {
+        /// The container config (TOML): its `[consent] audit` file is read.
+        #[arg(long, short, required_unless_present = "file")]
+        config: Option<PathBuf>,
+        /// Read this audit file instead (`-`: standard input, e.g. a server's captured output).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Records from this time on (inclusive): RFC 3339 UTC (`2026-12-01T10:00:00Z`) or a
+        /// duration ago (`30m`, `24h`, `7d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Records before this time (exclusive), in the same forms.
+        #[arg(long)]
+        until: Option<String>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -146,6 +171,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config, listen } => serve(config, listen),
         Command::Check { config } => check(config),
+        Command::Healthcheck { url } => healthcheck(&url),
         Command::Inspect { file } => inspect(file),
         Command::New { kind, name, dir, sdk_path } => {
             let kind = match kind {
@@ -169,7 +195,25 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Outbox { config, action } => outbox(config, action.unwrap_or(OutboxAction::Status)),
+        Command::Audit { config, file, since, until, json } => audit(config, file, (since, until), json),
     }
+}
+
+fn audit(config: Option<PathBuf>, file: Option<PathBuf>, (since, until): (Option<String>, Option<String>), json: bool) -> anyhow::Result<()> {
+    use sluice::audit::{Summary, Window, configured_file};
+    let window = Window::from_args(since.as_deref(), until.as_deref(), std::time::SystemTime::now())?;
+    let summary = match (file, config) {
+        (Some(file), _) if file.as_os_str() == "-" => Summary::read("standard input", std::io::stdin().lock(), window)?,
+        (Some(file), _) => Summary::read_file(&file, window)?,
+        (None, Some(config)) => Summary::read_file(&configured_file(&ContainerConfig::load(&config)?)?, window)?,
+        (None, None) => anyhow::bail!("pass --config FILE (its [consent] audit file is read) or --file PATH"),
+    };
+    if json {
+        out!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        out!("{summary}");
+    }
+    Ok(())
 }
 
 fn outbox(path: PathBuf, action: OutboxAction) -> anyhow::Result<()> {
@@ -199,19 +243,57 @@ fn outbox(path: PathBuf, action: OutboxAction) -> anyhow::Result<()> {
 
 fn serve(path: PathBuf, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     let config = ContainerConfig::load(&path)?;
-    let container = Arc::new(Container::load(&config)?);
+    let admin = config.admin.clone();
     let addr = listen.unwrap_or(config.listen);
+    let live = sluice::Live::load(config)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-        tracing::info!(
-            "sluice listening on http://{} with {} templates",
-            listener.local_addr().unwrap_or(addr),
-            container.templates().count()
-        );
-        sluice::server::serve(container, listener, shutdown_signal()).await;
+        let bound = listener.local_addr().unwrap_or(addr);
+        tracing::info!("sluice listening on http://{bound} with {} templates", live.current().templates().count());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        if let Some(admin) = admin {
+            let admin_listener = tokio::net::TcpListener::bind(admin.listen).await.with_context(|| format!("cannot listen on {} ([admin] listen)", admin.listen))?;
+            let admin_bound = admin_listener.local_addr().unwrap_or(admin.listen);
+            tracing::info!("admin listener (preview UI, /metrics, reload) on http://{admin_bound}");
+            // The one line that is not masked: the operator needs the URL with its token to
+            // open the UI. It goes to stdout only, never to the log.
+            {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stdout(), "preview UI: {}", admin.ui_url(admin_bound));
+            }
+            let mut stopped = stopped.clone();
+            tokio::spawn(sluice::server::serve_admin(live.clone(), admin_listener, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+        }
+        tokio::spawn(sluice::reload::on_sighup(live.clone()));
+        sluice::server::serve_live(live, listener, shutdown_signal()).await;
+        let _ = stop.send(true);
+        drop(stopped);
         Ok(())
     })
+}
+
+/// `sluice healthcheck`: exit 0 when `url` answers 200 (for a container's HEALTHCHECK, with no
+/// curl in the image).
+fn healthcheck(url: &str) -> anyhow::Result<()> {
+    use std::io::{Read as _, Write as _};
+    let parsed = url::Url::parse(url).with_context(|| format!("{url:?} is not a URL"))?;
+    anyhow::ensure!(parsed.scheme() == "http", "only http:// URLs can be checked (got {url:?})");
+    let host = parsed.host_str().context("the URL has no host")?;
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let timeout = std::time::Duration::from_secs(3);
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?.next().with_context(|| format!("{host} does not resolve"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("cannot connect to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(stream, "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n", parsed.path())?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head)?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    let status = line.split_whitespace().nth(1).unwrap_or("");
+    anyhow::ensure!(status == "200", "{url} answered {:?}", line.lines().next().unwrap_or(""));
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -230,6 +230,17 @@ impl Outbound {
         Err(OutboundError::Failed(format!("more than {} redirects", self.max_redirects)))
     }
 
+    /// For a `record_only` template: every check `send` makes before connecting (URL, method,
+    /// headers, grant, `[outbound]` rules), then `200 {}` instead of the network. What would
+    /// have been sent is shown in the preview.
+    pub fn record(&self, grant: &EffectiveGrant, request: &OutboundRequest) -> Result<OutboundResponse, OutboundError> {
+        reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| OutboundError::Invalid(format!("method {:?} is not valid", request.method)))?;
+        build_headers(&request.headers)?;
+        self.check_url(grant, &request.url)?;
+        Ok(OutboundResponse { status: 200, headers: vec![("content-type".into(), "application/json".into())], body: b"{}".to_vec() })
+    }
+
     /// The checks `send` makes before connecting (grant, scheme, literal addresses), for a
     /// request queued to be sent later: a mistake is reported to the template at once, not
     /// found by the delivery worker hours later. `send` checks again.

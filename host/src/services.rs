@@ -1,10 +1,11 @@
 //! What every invocation of a container shares: the egress choke point, the consent rules and
 //! audit sink, and the counters.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use crate::consent::Consent;
-use crate::outbound::Outbound;
+use crate::outbound::{Outbound, OutboundError, OutboundRequest, OutboundResponse};
 
 /// Counters exported in logs.
 #[derive(Debug, Default)]
@@ -71,6 +72,66 @@ pub struct Services {
     pub metrics: Metrics,
     /// Consent resolution, the gate's rules and the audit sink.
     pub consent: Consent,
+    /// What outlives a reload: Prometheus metrics, the preview, request ids.
+    pub telemetry: Arc<Telemetry>,
+}
+
+impl Services {
+    /// Every outbound request a template makes goes through here: sent through the choke
+    /// point (or recorded, for a `record_only` template), counted by status, and shown in the
+    /// preview when `request_id` is being recorded.
+    pub(crate) async fn send(
+        &self,
+        template: &crate::template::Template,
+        (export, request_id): (&str, &str),
+        request: OutboundRequest,
+    ) -> Result<OutboundResponse, OutboundError> {
+        let preview = &self.telemetry.preview;
+        let copy = preview.records(request_id).then(|| request.clone());
+        let started = std::time::Instant::now();
+        let result = if template.record_only {
+            self.outbound.record(&template.grant, &request)
+        } else {
+            self.outbound.send(&template.grant, request).await
+        };
+        let status = match &result {
+            Ok(r) => r.status.to_string(),
+            Err(OutboundError::Denied(_) | OutboundError::Policy(_)) => "refused".into(),
+            Err(_) => "error".into(),
+        };
+        self.telemetry.metrics.outbound(&template.name, &status);
+        if let Some(sent) = copy {
+            preview.exchange(request_id, || {
+                let answer = result.as_ref().map(|r| (r.status, r.body.as_slice())).map_err(ToString::to_string);
+                crate::preview::exchange_view(
+                    (&template.name, export),
+                    (&sent.method, &sent.url, &sent.headers, &sent.body),
+                    answer,
+                    (started.elapsed(), template.record_only),
+                )
+            });
+        }
+        result
+    }
+}
+
+/// What the process keeps across reloads: every container a reload swaps in shares it, so
+/// counters do not reset, the preview keeps its sessions and requests, and request ids stay
+/// unique in the logs.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    /// `/metrics`.
+    pub metrics: crate::metrics::Metrics,
+    /// The preview's sessions and recorded requests.
+    pub preview: crate::preview::Preview,
+    next_id: AtomicU64,
+}
+
+impl Telemetry {
+    /// A new request id, unique in this process.
+    pub fn next_request_id(&self) -> String {
+        format!("{:08x}", self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
+    }
 }
 
 

@@ -4,76 +4,16 @@
 //! tag run, so nothing a template does survives into the next request except through the
 //! host-mediated storage capability.
 
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use bytes::Bytes;
-use http::HeaderMap;
 use serde_json::Value;
 use sluice_manifest::Denial;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use sluice_policy::consent::ConsentState;
+pub(crate) use crate::request::{RequestData, ResponseDraft};
 use crate::template::Template;
-
-/// The incoming HTTP request, as the host read it.
-#[derive(Debug)]
-pub struct RequestData {
-    /// Request id used in logs and traces.
-    pub id: String,
-    /// Method, upper case.
-    pub method: String,
-    /// Path without query.
-    pub path: String,
-    /// Raw query string.
-    pub query: String,
-    /// Headers.
-    pub headers: HeaderMap,
-    /// Body.
-    pub body: Bytes,
-    /// Visitor IP.
-    pub remote_addr: Option<IpAddr>,
-}
-
-impl sluice_policy::request::RequestSource for RequestData {
-    fn query(&self) -> &str {
-        &self.query
-    }
-
-    fn header_values(&self, name: &str) -> Vec<&str> {
-        self.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect()
-    }
-
-    fn body(&self) -> &[u8] {
-        &self.body
-    }
-
-    fn remote_address(&self) -> Option<String> {
-        self.remote_addr.map(|ip| ip.to_string())
-    }
-}
-
-/// The response being built by the claiming client (and tags' cookies and headers).
-#[derive(Debug, Clone)]
-pub struct ResponseDraft {
-    /// Status code.
-    pub status: u16,
-    /// Headers (lower-case names, one value each).
-    pub headers: Vec<(String, String)>,
-    /// Body.
-    pub body: Vec<u8>,
-    /// `Set-Cookie` values.
-    pub cookies: Vec<String>,
-    /// Already sent to the browser (respond-before-tags): later writes fail.
-    pub sent: bool,
-}
-
-impl Default for ResponseDraft {
-    fn default() -> Self {
-        ResponseDraft { status: 200, headers: Vec::new(), body: Vec::new(), cookies: Vec::new(), sent: false }
-    }
-}
 
 /// An event as the tags matching it see it. Serialised and fingerprinted at most once, on first
 /// request, however many tags read it: tags of one event share this through an `Arc`.
@@ -144,6 +84,15 @@ pub(crate) enum Phase {
 }
 
 impl Phase {
+    /// The export running: `run` (a client), `fire` or `deliver` (a tag).
+    pub(crate) fn export(self, kind: sluice_manifest::Kind) -> &'static str {
+        match (self, kind) {
+            (Phase::Deliver(_), _) => "deliver",
+            (Phase::InRequest, sluice_manifest::Kind::Client) => "run",
+            (Phase::InRequest, _) => "fire",
+        }
+    }
+
     /// How many times `[limits] cpu_ms` the invocation may use: one per started 100 items for
     /// `deliver` (a batch of 1,000 events does 1,000 events' work, outside any request), else 1.
     pub(crate) fn cpu_scale(self) -> u32 {
@@ -218,6 +167,7 @@ impl Invocation {
             tracing::debug!(request_id = %self.request.id, template = %self.template.name, "permission denied: {message}");
         }
         self.services.metrics.denials.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.services.telemetry.metrics.denial(&self.template.name);
         self.denials.keep(&message);
         let (permission, name) = denial.scope.permission();
         crate::bindings::types::Error::PermissionDenied(crate::bindings::types::Denial {

@@ -12,6 +12,8 @@ use std::path::Path;
 use sluice_manifest::{Declaration, EffectiveGrant, Kind, MANIFEST_SECTION};
 use wasmtime::component::Component;
 
+use std::sync::Arc;
+
 use sluice_policy::storage::TemplateStorage;
 
 use crate::config::{Param, TemplateConfig};
@@ -29,8 +31,10 @@ pub struct Template {
     pub grant: EffectiveGrant,
     /// Parameters, by name.
     pub params: HashMap<String, Param>,
-    /// Its private storage.
-    pub storage: TemplateStorage,
+    /// Its private storage (kept across a reload for the same template name).
+    pub storage: Arc<TemplateStorage>,
+    /// Its outbound requests are recorded, not sent (`record_only` in the config).
+    pub record_only: bool,
 }
 
 impl Template {
@@ -123,7 +127,8 @@ pub(crate) fn load(
         declaration,
         grant,
         params,
-        storage: TemplateStorage::default(),
+        storage: Arc::default(),
+        record_only: cfg.record_only,
     };
     Ok((template, component))
 }

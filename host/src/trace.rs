@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::state::RequestData;
+use crate::request::RequestData;
 
 /// How a template invocation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +59,40 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+impl Outcome {
+    /// Its kind without the message: the `outcome` label of `sluice_tag_runs_total`, the preview's badge.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Skipped(_) => "skipped",
+            Outcome::Failed(_) => "failed",
+            Outcome::Trapped(_) => "trapped",
+            Outcome::CpuLimit => "cpu_limit",
+            Outcome::MemoryLimit => "memory_limit",
+            Outcome::TimedOut => "timed_out",
+            Outcome::DeadlinePassed => "deadline_passed",
+            Outcome::BlockedByConsent(_) => "blocked_by_consent",
+            Outcome::Queued => "queued",
+            Outcome::NotQueued(_) => "not_queued",
+        }
+    }
+}
+
+/// One client's run on a request.
+#[derive(Debug, Clone)]
+pub struct ClientRun {
+    /// Client name.
+    pub client: String,
+    /// How it ended (`Ok` whether it claimed or passed).
+    pub outcome: Outcome,
+    /// Whether it claimed the request.
+    pub claimed: bool,
+    /// Host calls it was refused.
+    pub denials: Vec<String>,
+    /// Where its time went.
+    pub phases: Phases,
+}
+
 /// One tag's run for one event.
 #[derive(Debug, Clone)]
 pub struct TagRun {
@@ -112,6 +146,8 @@ pub struct RequestTrace {
     pub path: String,
     /// The client that claimed it.
     pub claimed_by: Option<String>,
+    /// The clients that ran, in run order: those that passed, then the one that claimed.
+    pub clients: Vec<ClientRun>,
     /// Clients that failed, and events a client produced that were dropped.
     pub client_errors: Vec<(String, String)>,
     /// Per event, the tags that ran.
@@ -131,6 +167,7 @@ impl RequestTrace {
             method: request.method.clone(),
             path: request.path.clone(),
             claimed_by: None,
+            clients: Vec::new(),
             client_errors: Vec::new(),
             events: Vec::new(),
             status: 0,

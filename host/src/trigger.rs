@@ -58,13 +58,38 @@ impl Trigger {
 
     /// Whether the tag fires for this event.
     pub fn matches(&self, event: &Value) -> bool {
+        self.name_matches(event) && self.conditions.iter().all(|c| c.holds(event))
+    }
+
+    fn name_matches(&self, event: &Value) -> bool {
         let name = event.get("event_name").and_then(Value::as_str).unwrap_or("");
-        let name_ok = self.events.iter().any(|e| e == "*" || e == name);
-        name_ok && self.conditions.iter().all(|c| c.holds(event))
+        self.events.iter().any(|e| e == "*" || e == name)
+    }
+
+    /// Why the tag does not fire for this event (the preview's "not fired" reason): the event
+    /// name not listed, or the first condition that fails. `None` when it fires.
+    pub fn explain(&self, event: &Value) -> Option<String> {
+        if !self.name_matches(event) {
+            let name = event.get("event_name").and_then(Value::as_str).unwrap_or("");
+            return Some(format!("event {name:?} is not in the trigger's events {:?}", self.events));
+        }
+        let failed = self.conditions.iter().find(|c| !c.holds(event))?;
+        let actual = sluice_manifest::event_value(event, &failed.key).map_or("absent".to_string(), crate::json_text);
+        Some(format!("condition failed: {} (the event has {actual})", failed.describe()))
     }
 }
 
 impl Condition {
+    /// The condition as the operator wrote it: `currency equals "EUR"`.
+    fn describe(&self) -> String {
+        match (&self.equals, &self.contains, self.exists) {
+            (Some(v), _, _) => format!("{} equals {}", self.key, to_json(v)),
+            (_, Some(v), _) => format!("{} contains {}", self.key, to_json(v)),
+            (_, _, Some(true)) => format!("{} exists", self.key),
+            _ => format!("{} is absent", self.key),
+        }
+    }
+
     fn holds(&self, event: &Value) -> bool {
         let value = sluice_manifest::event_value(event, &self.key);
         if let Some(expected) = self.exists {
@@ -153,5 +178,18 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("exactly one"));
         let never: Trigger = toml::from_str("events = []").expect("parses");
         assert!(never.validate().unwrap_err().contains("never fire"));
+    }
+
+    #[test]
+    fn explain_names_the_event_or_the_first_failing_condition() {
+        let t = trigger(r#"events = ["purchase"]
+            conditions = [{ key = "value", exists = true }, { key = "currency", equals = "EUR" }]"#);
+        assert_eq!(t.explain(&json!({"event_name":"purchase","value":1,"currency":"EUR"})), None);
+        assert_eq!(t.explain(&json!({"event_name":"page_view"})).unwrap(), r#"event "page_view" is not in the trigger's events ["purchase"]"#);
+        assert_eq!(t.explain(&json!({"event_name":"purchase"})).unwrap(), "condition failed: value exists (the event has absent)");
+        assert_eq!(
+            t.explain(&json!({"event_name":"purchase","value":1,"currency":"USD"})).unwrap(),
+            r#"condition failed: currency equals "EUR" (the event has "USD")"#
+        );
     }
 }

@@ -218,30 +218,46 @@ async fn a_damaged_queue_file_is_reported_and_skipped_and_the_rest_is_delivered_
 }
 
 /// Set in a child process of the test binary: serve the container config at this path until
-/// killed, writing the port to `<config>.port`.
+/// killed, writing the port to `<config>.port` (and the admin listener's, if the config has
+/// one, to `<config>.admin-port`).
 const CHILD_ENV: &str = "SLUICE_E2E_SERVE";
 
-/// Not a test of its own: in a child process started by
-/// [`a_server_killed_mid_load_delivers_every_accepted_event_after_restart`], the real server.
+/// Not a test of its own: in a child process started by [`spawn_server`], the real server as
+/// `sluice serve` runs it — reloading on `SIGHUP`, with its admin listener.
 #[test]
 fn serve_in_child_process() {
     let Ok(path) = std::env::var(CHILD_ENV) else { return };
+    // Its log goes to stderr, which the test shows when it fails.
+    let _ = tracing::subscriber::set_global_default(sluice::output::subscriber(sluice::output::LogFormat::Text, "warn", std::io::stderr, false));
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
         let config = sluice::ContainerConfig::load(std::path::Path::new(&path)).expect("config");
-        let container = Arc::new(Container::load(&config).expect("load"));
+        let admin = config.admin.clone();
+        let live = sluice::Live::load(config).expect("load");
+        if let Some(admin) = admin {
+            let listener = tokio::net::TcpListener::bind(admin.listen).await.expect("bind admin");
+            let port = listener.local_addr().expect("addr").port();
+            tokio::spawn(sluice::server::serve_admin(live.clone(), listener, std::future::pending()));
+            std::fs::write(format!("{path}.admin-port"), port.to_string()).expect("admin port file");
+        }
+        tokio::spawn(sluice::reload::on_sighup(live.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         std::fs::write(format!("{path}.port"), port.to_string()).expect("port file");
-        sluice::server::serve(container, listener, std::future::pending()).await;
+        sluice::server::serve_live(live, listener, std::future::pending()).await;
     });
 }
 
 /// The server in a child process, SIGKILLed and reaped when dropped (a failing test leaves no
 /// server behind).
-struct ChildServer(std::process::Child);
+pub(crate) struct ChildServer(std::process::Child);
 
 impl ChildServer {
+    /// The child's process id (to signal it).
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     /// `kill -9` and reap.
     fn kill(&mut self) {
         let _ = self.0.kill();
@@ -256,12 +272,14 @@ impl Drop for ChildServer {
 }
 
 /// Starts the server in a child process; its address once it listens.
-async fn spawn_server(config: &std::path::Path) -> (ChildServer, String) {
+pub(crate) async fn spawn_server(config: &std::path::Path) -> (ChildServer, String) {
     let port_file = format!("{}.port", config.display());
     let _ = std::fs::remove_file(&port_file);
+    let _ = std::fs::remove_file(format!("{}.admin-port", config.display()));
     let child = std::process::Command::new(std::env::current_exe().expect("test binary"))
         .args(["--exact", "delivery::serve_in_child_process", "--nocapture", "--test-threads", "1"])
         .env(CHILD_ENV, config)
+        .env("TEST_SECRET", "s3cr3t-value")
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("spawn the server");

@@ -3,12 +3,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod audit;
+mod admin;
 mod authoring;
 mod config;
 mod consent;
 mod delivery;
 mod front;
 mod hardening;
+mod image;
 mod ga4;
 mod logs;
 mod parity;

@@ -18,7 +18,7 @@ impl Host for Invocation {
         let url_for_log = crate::outbound::without_query(&request.url).to_string();
         // Waiting on the vendor is paid for by wall_ms, not the CPU budget.
         let sent = self.cpu.epoch();
-        let result = self.services.outbound.send(&self.template.grant, outbound(request)).await;
+        let result = self.services.send(&self.template, (self.phase.export(self.template.declaration.kind), &self.request.id), outbound(request)).await;
         self.cpu.waited_since(sent);
         self.answer(&url_for_log, result)
     }
@@ -30,9 +30,10 @@ impl Host for Invocation {
         let urls: Vec<String> = requests.iter().map(|r| crate::outbound::without_query(&r.url).to_string()).collect();
         let sent = self.cpu.epoch();
         let (services, template) = (self.services.clone(), self.template.clone());
+        let (export, request_id) = (self.phase.export(template.declaration.kind), self.request.id.clone());
         let results = futures::future::join_all(requests.into_iter().map(|r| {
-            let (services, template) = (&services, &template);
-            async move { services.outbound.send(&template.grant, outbound(r)).await }
+            let (services, template, request_id) = (&services, &template, &request_id);
+            async move { services.send(template, (export, request_id), outbound(r)).await }
         }))
         .await;
         self.cpu.waited_since(sent);

@@ -20,10 +20,11 @@ impl Invocation {
         self.outbox.clone().ok_or_else(|| Error::Invalid(rules::NO_OUTBOX.into()))
     }
 
-    fn queued(&mut self, result: Result<(), QueueError>) -> Result<(), Error> {
+    fn queued(&mut self, id: &str, result: Result<(), QueueError>) -> Result<(), Error> {
         match result {
             Ok(()) => {
                 self.queued += 1;
+                self.services.telemetry.preview.queued(&self.request.id, &self.template.name, id);
                 Ok(())
             }
             Err(QueueError::TooLarge { size, max }) => Err(Error::Invalid(QueueError::TooLarge { size, max }.to_string())),
@@ -42,8 +43,8 @@ impl Host for Invocation {
             return Err(Error::Invalid(rules::NO_DELIVER_PHASE.into()));
         };
         rules::check_item(&item, batch.max_bytes).map_err(Error::Invalid)?;
-        let result = outbox.push(ItemKind::Tag, id, item.into_bytes());
-        self.queued(result)
+        let result = outbox.push(ItemKind::Tag, id.clone(), item.into_bytes());
+        self.queued(&id, result)
     }
 
     async fn send_later(&mut self, id: String, request: OutgoingRequest) -> Result<(), Error> {
@@ -62,7 +63,7 @@ impl Host for Invocation {
             timeout_ms: request.timeout_ms,
         };
         let data = serde_json::to_vec(&plain).map_err(|e| Error::Invalid(e.to_string()))?;
-        let result = outbox.push(ItemKind::Plain, id, data);
-        self.queued(result)
+        let result = outbox.push(ItemKind::Plain, id.clone(), data);
+        self.queued(&id, result)
     }
 }

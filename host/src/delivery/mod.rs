@@ -29,7 +29,7 @@ use sluice_manifest::Batch;
 use self::store::{Item, Store, StoreConfig, StoreError};
 
 /// `[outbox]`: where the queues live and how they commit and retry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutboxConfig {
     /// The directory holding one queue per tag. Unset: `<config file name>.outbox/` beside the
@@ -204,7 +204,8 @@ pub(crate) struct TagOutbox {
     /// The effective batch limits; `None` for a tag without `deliver` (plain requests only).
     pub(crate) batch: Option<Batch>,
     pub(crate) concurrency: usize,
-    pub(crate) counters: Counters,
+    /// Shared with the same tag's outbox in the container a reload swaps in.
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for TagOutbox {
@@ -286,7 +287,7 @@ mod tests {
 }
 
 /// One queue's state, as `sluice outbox status` prints it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OutboxStatus {
     /// The template it belongs to.
     pub template: String,
@@ -460,9 +461,14 @@ pub(crate) fn dir_name(tag: &str) -> String {
 }
 
 /// Opens one tag's queue under `dir`, reporting what recovery found.
+/// The directory of `tag`'s queue under the outbox directory.
+pub(crate) fn queue_dir(dir: &Path, tag: &str) -> PathBuf {
+    dir.join(dir_name(tag))
+}
+
 pub(crate) fn open_store(dir: &Path, tag: &str, cfg: &OutboxConfig) -> Result<Arc<Store>, StoreError> {
     let (store, recovery) = Store::open(StoreConfig {
-        dir: dir.join(dir_name(tag)),
+        dir: queue_dir(dir, tag),
         segment_bytes: cfg.segment_mb << 20,
         quota_bytes: cfg.quota_mb << 20,
         commit_interval: Duration::from_millis(cfg.commit_ms),

@@ -440,6 +440,8 @@ struct State {
     /// The segment being appended to (never one found at open).
     current: Option<u64>,
     unread: VecDeque<Entry>,
+    /// Items a stopping worker handed back unfinished (a reload): handed out again first.
+    returned: VecDeque<(Position, Item)>,
     /// `created_ms` → how many unfinished items have it.
     oldest: BTreeMap<u64, usize>,
     pending: usize,
@@ -617,12 +619,27 @@ impl Store {
     /// in-flight and retrying items itself. A record that no longer reads back is logged and
     /// skipped (it stays pending, and start-up reports it).
     pub(crate) fn read_next(&self, max_items: usize, max_bytes: usize) -> Result<Vec<(Position, Item)>, StoreError> {
+        let mut items = Vec::new();
         let taken = {
             let mut st = lock(&self.shared.state);
-            let (mut out, mut bytes) = (Vec::new(), 0usize);
+            let mut bytes = 0usize;
+            while let Some((pos, _)) = st.returned.front() {
+                let open = st.segments.get(&pos.segment).and_then(|s| s.records.get(pos.index as usize)).is_some_and(Option::is_some);
+                if open && items.len() >= max_items {
+                    return Ok(items);
+                }
+                if let Some((pos, item)) = st.returned.pop_front()
+                    && open
+                {
+                    bytes += item.data.len();
+                    items.push((pos, item));
+                }
+            }
+            let mut out = Vec::new();
             while let Some(e) = st.unread.front().copied() {
                 let open = st.segments.get(&e.pos.segment).and_then(|s| s.records.get(e.pos.index as usize)).is_some_and(Option::is_some);
-                if open && (out.len() >= max_items || (!out.is_empty() && bytes.saturating_add(e.data_len) > max_bytes)) {
+                let count = out.len() + items.len();
+                if open && (count >= max_items || (count > 0 && bytes.saturating_add(e.data_len) > max_bytes)) {
                     break;
                 }
                 st.unread.pop_front();
@@ -633,7 +650,7 @@ impl Store {
             }
             out
         };
-        let mut items = Vec::with_capacity(taken.len());
+        items.reserve(taken.len());
         let mut file: Option<(u64, File)> = None;
         for e in taken {
             let path = segment_path(&self.shared.dir, e.pos.segment, "log");
@@ -643,6 +660,18 @@ impl Store {
             }
         }
         Ok(items)
+    }
+
+    /// Takes back items handed out by [`Self::read_next`] and not finished, with their
+    /// attempts so far: the next `read_next` hands them out again, first. A worker stopping
+    /// for a reload gives its items to the next container's worker this way.
+    pub(crate) fn hand_back(&self, items: Vec<(Position, Item)>) {
+        let mut st = lock(&self.shared.state);
+        let mut items = items;
+        items.sort_by_key(|(pos, _)| *pos);
+        for entry in items.into_iter().rev() {
+            st.returned.push_front(entry);
+        }
     }
 
     /// Marks an item finished (delivered). Durable at the next commit; a segment no longer
@@ -683,6 +712,11 @@ impl Store {
         };
         self.shared.wake.notify_all();
         rx.await.map_err(|_| StoreError::Closed)?.map_err(Failure::into_error)
+    }
+
+    /// The queue's directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.shared.dir
     }
 
     /// Counts for status and metrics.
@@ -1355,6 +1389,26 @@ mod tests {
         assert!(later[0].0 < later[1].0);
         assert_eq!(store.stats().pending, 7);
         assert_eq!(store.stats().oldest_created_ms, Some(1_000));
+    }
+
+    #[tokio::test]
+    async fn handed_back_items_come_out_first_with_their_attempts_unless_finished_meanwhile() {
+        let dir = TestDir::new("hand-back");
+        let (store, _) = Store::open(dir.cfg()).unwrap();
+        for n in 0..5 {
+            store.append(item(n)).unwrap();
+        }
+        store.flush().await.unwrap();
+        let mut taken = store.read_next(3, usize::MAX).unwrap();
+        taken[1].1.attempts = 4;
+        // ev-0 was delivered; ev-1 and ev-2 go back unfinished (a worker stopping for a reload).
+        store.ack(taken[0].0).unwrap();
+        store.hand_back(taken);
+        let again = store.read_next(2, usize::MAX).unwrap();
+        assert_eq!(ids(&again), ["ev-1", "ev-2"], "handed back first, in order, a finished one skipped, max_items held");
+        assert_eq!(again[0].1.attempts, 4, "the attempts so far travel with the item");
+        assert_eq!(ids(&drain(&store)), ["ev-3", "ev-4"]);
+        assert_eq!(store.stats().pending, 4);
     }
 
     #[tokio::test]

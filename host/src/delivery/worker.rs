@@ -39,6 +39,8 @@ pub(crate) trait Deliver: Send + Sync + 'static {
     fn deliver(&self, items: Vec<Item>) -> BoxFuture<'static, Option<Answer>>;
     /// One plain request: the result by [`rules::plain_result`].
     fn send_plain(&self, request: PlainRequest) -> BoxFuture<'static, Option<ItemResult>>;
+    /// What became of an item: `delivered`, `retrying` or `dead` (for the preview).
+    fn settled(&self, _item: &Item, _state: &str, _detail: Option<String>) {}
 }
 
 /// An item the worker holds.
@@ -58,6 +60,10 @@ pub(crate) struct Worker {
     pub(crate) plain_max_age_secs: u32,
     pub(crate) drain: Duration,
     pub(crate) shutdown: CancellationToken,
+    /// A reload: finish the batches in flight, hand every other held item back to the store
+    /// (for the next container's worker), stop. Nothing waits for a retry's time or a batch
+    /// to fill.
+    pub(crate) handover: CancellationToken,
 }
 
 /// A plain request's batch has no `deliver` limits: one request each.
@@ -78,8 +84,13 @@ impl Worker {
         let mut state = State::default();
         let mut committed = self.outbox.store.subscribe();
         let mut drain_until: Option<Instant> = None;
+        let mut handing_over = false;
         loop {
-            if !self.dispatch(&mut state, drain_until.is_some()).await {
+            if handing_over {
+                if state.in_flight.is_empty() {
+                    break;
+                }
+            } else if !self.dispatch(&mut state, drain_until.is_some()).await {
                 break;
             }
             if let Some(until) = drain_until
@@ -105,9 +116,13 @@ impl Worker {
                 () = self.shutdown.cancelled(), if drain_until.is_none() => {
                     drain_until = Some(Instant::now() + self.drain);
                 }
+                () = self.handover.cancelled(), if !handing_over => handing_over = true,
             }
         }
         state.in_flight.abort_all();
+        if handing_over {
+            self.outbox.store.hand_back(state.into_held());
+        }
         if let Err(e) = self.outbox.store.flush().await {
             tracing::error!(tag = %self.outbox.tag, "outbox commit at shutdown failed: {e}");
         }
@@ -194,6 +209,7 @@ impl Worker {
                     match result {
                         ItemResult::Delivered => {
                             Counters::add(&self.outbox.counters.delivered, 1);
+                            self.deliverer.settled(&h.item, "delivered", None);
                             if let Err(e) = self.outbox.store.ack(h.pos) {
                                 tracing::error!(tag = %self.outbox.tag, "outbox ack failed: {e}");
                             }
@@ -226,6 +242,7 @@ impl Worker {
         Counters::add(&self.outbox.counters.retried, 1);
         let wait = self.backoff.delay(h.item.attempts, fastrand::f64(), after);
         h.item.attempts = h.item.attempts.saturating_add(1);
+        self.deliverer.settled(&h.item, "retrying", Some(format!("attempt {} failed, next in {} ms", h.item.attempts, wait.as_millis())));
         state.seq += 1;
         state.retrying.insert((Instant::now() + wait, state.seq), h);
     }
@@ -234,6 +251,7 @@ impl Worker {
         Counters::add(&self.outbox.counters.dead, 1);
         let reason = crate::output::bounded(reason, 2048);
         tracing::warn!(tag = %self.outbox.tag, item = %h.item.id, "dead-lettered: {reason}");
+        self.deliverer.settled(&h.item, "dead", Some(reason.clone()));
         if let Err(e) = self.outbox.store.dead_letter(h.pos, &h.item, &reason) {
             tracing::error!(tag = %self.outbox.tag, "outbox dead letter failed: {e}");
         }
@@ -263,6 +281,12 @@ struct State {
 }
 
 impl State {
+    /// Every item held and not in flight, for [`super::store::Store::hand_back`].
+    fn into_held(self) -> Vec<(Position, Item)> {
+        let State { forming, ready, retrying, .. } = self;
+        forming.into_iter().chain(ready.into_iter().flatten()).chain(retrying.into_values()).map(|h| (h.pos, h.item)).collect()
+    }
+
     fn held(&self) -> usize {
         self.forming.len() + self.ready.iter().map(Vec::len).sum::<usize>() + self.retrying.len() + self.in_flight_items
     }

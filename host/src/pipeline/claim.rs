@@ -11,7 +11,7 @@ use super::invoke::Invoked;
 use super::{ClientEntry, Container};
 use crate::bindings::client::Claim;
 use crate::state::{Phase, RequestData, ResponseDraft};
-use crate::trace::{Outcome, RequestTrace};
+use crate::trace::{ClientRun, Outcome, RequestTrace};
 
 impl Container {
     /// Offers the request to each client in run order; the first to claim wins. Returns it
@@ -24,13 +24,14 @@ impl Container {
     ) -> Option<(&ClientEntry, Vec<Value>)> {
         let mut claimed = None;
         for client in &self.clients {
-            match self.run_client(client, (request, response, deadline)).await {
-                (Outcome::Ok, Some(events)) => {
-                    claimed = Some((client, events));
-                    break;
-                }
-                (Outcome::Ok, None) => {}
-                (outcome, _) => trace.client_errors.push((client.template.name.clone(), outcome.to_string())),
+            let (run, events) = self.run_client(client, (request, response, deadline)).await;
+            if run.outcome != Outcome::Ok {
+                trace.client_errors.push((client.template.name.clone(), run.outcome.to_string()));
+            }
+            trace.clients.push(run);
+            if let Some(events) = events {
+                claimed = Some((client, events));
+                break;
             }
         }
         let (client, events) = claimed?;
@@ -52,7 +53,7 @@ impl Container {
         &self,
         client: &ClientEntry,
         request: (&Arc<RequestData>, &Arc<Mutex<ResponseDraft>>, Instant),
-    ) -> (Outcome, Option<Vec<String>>) {
+    ) -> (ClientRun, Option<Vec<String>>) {
         let pre = client.pre.clone();
         let invoked = self
             .invoke(
@@ -64,11 +65,13 @@ impl Container {
                 |instance, store| Box::pin(async move { instance.call_run(store).await }),
             )
             .await;
-        match invoked.result {
+        let (outcome, events) = match invoked.result {
             Invoked::Returned(Ok(Claim::Pass)) => (Outcome::Ok, None),
             Invoked::Returned(Ok(Claim::Claimed(events))) => (Outcome::Ok, Some(events)),
             Invoked::Returned(Err(e)) => (Outcome::from_template_error(e).masked(), None),
             other => (Outcome::from_invocation(other.map_unit()).masked(), None),
-        }
+        };
+        let run = ClientRun { client: client.template.name.clone(), outcome, claimed: events.is_some(), denials: invoked.denials, phases: invoked.phases };
+        (run, events)
     }
 }

@@ -37,13 +37,15 @@ pub(super) struct Workers {
     /// workers run on the caller's runtime instead).
     started: OnceLock<Option<tokio::runtime::Runtime>>,
     shutdown: CancellationToken,
+    /// A reload: hand the queues to the next container's workers ([`Workers::hand_over`]).
+    handover: CancellationToken,
     tasks: TaskTracker,
     config: OutboxConfig,
 }
 
 impl Workers {
     pub(super) fn new(config: OutboxConfig) -> Self {
-        Workers { started: OnceLock::new(), shutdown: CancellationToken::new(), tasks: TaskTracker::new(), config }
+        Workers { started: OnceLock::new(), shutdown: CancellationToken::new(), handover: CancellationToken::new(), tasks: TaskTracker::new(), config }
     }
 
     /// Runs `worker` on the delivery runtime, logging where the caller logs (the process's
@@ -55,6 +57,14 @@ impl Workers {
             Some(rt) => drop(rt.spawn(tracked)),
             None => drop(tokio::spawn(tracked)),
         }
+    }
+
+    /// Tells the workers to finish the batches in flight and give every other item back to its
+    /// queue (the next container's workers deliver them), and waits.
+    pub(super) async fn hand_over(&self) {
+        self.handover.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// Tells the workers to finish (each drains for at most `[outbox] drain_ms`) and waits.
@@ -89,6 +99,8 @@ struct Deliverer {
     container: Weak<Container>,
     owner: Owner,
     outbox: Arc<TagOutbox>,
+    /// For the preview's delivery states (it outlives the container).
+    telemetry: Arc<crate::services::Telemetry>,
 }
 
 impl Deliver for Deliverer {
@@ -114,8 +126,12 @@ impl Deliver for Deliverer {
                 Owner::Tag(i) => container.tags.get(i)?.template.clone(),
                 Owner::Client(i) => container.clients.get(i)?.template.clone(),
             };
-            Some(container.send_plain(&template.grant, &template.name, request).await)
+            Some(container.send_plain(&template, request).await)
         })
+    }
+
+    fn settled(&self, item: &Item, state: &str, detail: Option<String>) {
+        self.telemetry.preview.delivery(&self.outbox.tag, &item.id, state, detail);
     }
 }
 
@@ -149,12 +165,13 @@ impl Container {
             let Some(outbox) = outbox else { continue };
             let config = &self.delivery.config;
             let worker = Worker {
-                deliverer: Arc::new(Deliverer { container: Arc::downgrade(self), owner, outbox: outbox.clone() }),
+                deliverer: Arc::new(Deliverer { container: Arc::downgrade(self), owner, outbox: outbox.clone(), telemetry: self.services.telemetry.clone() }),
                 outbox,
                 backoff: config.backoff(),
                 plain_max_age_secs: config.send_later_max_age_secs,
                 drain: Duration::from_millis(config.drain_ms),
                 shutdown: self.delivery.shutdown.clone(),
+                handover: self.delivery.handover.clone(),
             };
             self.delivery.spawn(runtime, worker.run());
         }
@@ -185,6 +202,10 @@ impl Container {
             .collect();
         let pre = tag.pre.clone();
         let items = batch.len();
+        let preview = &self.services.telemetry.preview;
+        let ids: Vec<String> = batch.iter().map(|i| i.id.clone()).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let watched = preview.begin_delivery(&tag.template.name, &ids, &request.id);
         let invoked = self
             .invoke(
                 &tag.template,
@@ -195,6 +216,10 @@ impl Container {
                 move |instance, store| Box::pin(async move { instance.call_deliver(store, &batch).await }),
             )
             .await;
+        self.services.telemetry.metrics.phases(&tag.template.name, "deliver", &invoked.phases);
+        if watched {
+            preview.end_delivery(&tag.template.name, &ids, &request.id);
+        }
         let result = match invoked.result {
             Invoked::Returned(Ok(results)) => Ok(results.into_iter().map(item_result).collect()),
             Invoked::Returned(Err(failure)) => Err(Some(batch_failure(failure))),
@@ -209,13 +234,11 @@ impl Container {
     }
 
     /// One plain queued request, through the same choke point as a template's own.
-    async fn send_plain(&self, grant: &sluice_manifest::EffectiveGrant, template: &str, request: PlainRequest) -> ItemResult {
+    async fn send_plain(&self, template: &crate::template::Template, request: PlainRequest) -> ItemResult {
         let url = crate::outbound::without_query(&request.url).to_string();
-        let sent = self
-            .services
-            .outbound
-            .send(grant, OutboundRequest::new(request.method, request.url, request.headers, request.body, request.timeout_ms))
-            .await;
+        let outbound = OutboundRequest::new(request.method, request.url, request.headers, request.body, request.timeout_ms);
+        let sent = self.services.send(template, ("deliver", "send-later"), outbound).await;
+        let template = &template.name;
         match sent {
             Ok(response) => {
                 let retry_after = response

@@ -12,6 +12,7 @@ use crate::bindings::tag::Fired;
 use super::{Container, TagEntry};
 use crate::delivery::ItemKind;
 use crate::state::{Phase, RequestData, ResponseDraft, SharedEvent};
+use crate::preview::EventRecord;
 use crate::trace::{EventTrace, Outcome, Phases, TagRun};
 
 impl Container {
@@ -23,17 +24,35 @@ impl Container {
         events: Vec<Value>,
     ) -> Vec<EventTrace> {
         let consent = &self.services.consent;
+        let telemetry = &self.services.telemetry;
         let policy = consent.policy();
         let mut traces = Vec::with_capacity(events.len());
         for event in events {
             let event_name = event.get("event_name").and_then(Value::as_str).unwrap_or("").to_string();
             let matching: Vec<&Arc<TagEntry>> = self.tags.iter().filter(|t| t.trigger.matches(&event)).collect();
+            // The preview shows the tags that did not fire too, with the condition that failed.
+            let recorded = telemetry.preview.records(&request.id);
+            let not_triggered = || {
+                self.tags.iter().filter_map(|t| Some((t.template.name.clone(), t.trigger.explain(&event)?))).collect::<Vec<_>>()
+            };
             if matching.is_empty() {
+                if recorded {
+                    let record = EventRecord { data: &event, consent: Value::Null, personal_data_removed: false, removed: &[], not_triggered: not_triggered() };
+                    telemetry.preview.event(&request.id, record, &[]);
+                }
                 traces.push(EventTrace { event_name, tags: Vec::new() });
                 continue;
             }
             // Consent is decided here, per event, before any tag is instantiated.
             let state = consent.resolve(&**request, &event, &request.id);
+            let mut needed: Vec<&Purpose> = matching.iter().flat_map(|t| &t.purposes).collect();
+            needed.sort_by_key(|p| p.index());
+            needed.dedup();
+            for purpose in needed {
+                telemetry.metrics.consent(purpose.name(), state.status(*purpose).name());
+            }
+            let not_triggered = if recorded { not_triggered() } else { Vec::new() };
+            let original = recorded.then(|| event.clone());
             let minimise = policy.minimises(&state);
             let (seen, removed) = if minimise {
                 let minimised = policy.minimiser().event(&event);
@@ -80,7 +99,7 @@ impl Container {
                 runs.iter().map(|tag| self.run_tag(tag, (request, response, deadline), &seen, state, minimise)),
             )
             .await;
-            tags.extend(queue.into_iter().map(|tag| queue_event(tag, &seen)));
+            tags.extend(queue.into_iter().map(|tag| self.queue_event(tag, &seen, &request.id)));
             for (tag, missing) in blocked {
                 tags.push(TagRun {
                     tag,
@@ -90,6 +109,10 @@ impl Container {
                     phases: Phases::default(),
                     queued: 0,
                 });
+            }
+            if let Some(original) = &original {
+                let record = EventRecord { data: original, consent: state.to_json(), personal_data_removed: minimise, removed: &removed, not_triggered };
+                telemetry.preview.event(&request.id, record, &tags);
             }
             traces.push(EventTrace { event_name, tags });
         }
@@ -133,12 +156,14 @@ impl Container {
     }
 }
 
+impl Container {
 /// Writes the event, as this tag may see it, to the tag's outbox. Its id is the event id the
 /// vendor deduplicates on ([`sluice_manifest::event_id`]), so a retried hit is one event.
-fn queue_event(tag: &TagEntry, event: &SharedEvent) -> TagRun {
+fn queue_event(&self, tag: &TagEntry, event: &SharedEvent, request_id: &str) -> TagRun {
     let started = Instant::now();
     let no_keys = serde_json::Map::new();
     let id = sluice_manifest::event_id(event.value().as_object().unwrap_or(&no_keys), event.fingerprint());
+    self.services.telemetry.preview.queued(request_id, &tag.template.name, &id);
     let outcome = match &tag.outbox {
         Some(outbox) => match outbox.push(ItemKind::Tag, id, event.json().as_bytes().to_vec()) {
             Ok(()) => Outcome::Queued,
@@ -151,4 +176,5 @@ fn queue_event(tag: &TagEntry, event: &SharedEvent) -> TagRun {
     };
     let queued = usize::from(outcome == Outcome::Queued);
     TagRun { tag: tag.template.name.clone(), outcome, denials: Vec::new(), duration: started.elapsed(), phases: Phases::default(), queued }
+}
 }

@@ -2,7 +2,6 @@
 //! decided here, so a mistake stops the host at start with a message naming the entry.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use sluice_manifest::{Kind, Purpose};
 use tokio_util::task::TaskTracker;
@@ -24,10 +23,19 @@ impl Container {
     /// Loads every template in the config: reads manifests, checks parameters and grants,
     /// compiles and pre-instantiates. Fails on the first problem, naming the entry.
     pub fn load(config: &ContainerConfig) -> Result<Self, LoadError> {
+        Self::load_with(config, Arc::default(), None)
+    }
+
+    /// [`Container::load`] for a reload: the process's `telemetry` carries on, and every queue
+    /// and template storage `previous` has for a template of the same name is taken over
+    /// (the same files and lock, its counters) instead of opened again. Nothing of `previous`
+    /// changes if this fails.
+    pub(crate) fn load_with(config: &ContainerConfig, telemetry: Arc<crate::services::Telemetry>, previous: Option<&Container>) -> Result<Self, LoadError> {
         let runtime = Runtime::new(&config.limits)?;
         let outbound = Outbound::new(&config.outbound).map_err(LoadError::Engine)?;
         let consent = Consent::new(config.consent.clone())?;
-        let services = Arc::new(Services { outbound, metrics: Default::default(), consent });
+        telemetry.preview.configure(config.admin.as_ref().map(|a| a.preview.clone()).unwrap_or_default());
+        let services = Arc::new(Services { outbound, metrics: Default::default(), consent, telemetry });
 
         let pre_err = |name: &str, e: wasmtime::Error| LoadError::Template { entry: name.to_string(), error: TemplateError::Link(e.to_string()) };
         let outbox_err = |entry: &str, message: String| LoadError::Template { entry: entry.to_string(), error: TemplateError::Delivery(message) };
@@ -38,20 +46,22 @@ impl Container {
             if batch.is_none() && grant.summary().outbound.is_empty() {
                 return Ok(None);
             }
-            let store = open_store(&config.outbox_dir, name, &config.outbox).map_err(|e| outbox_err(entry, e.to_string()))?;
-            let outbox = Arc::new(TagOutbox {
-                tag: name.to_string(),
-                store,
-                batch,
-                concurrency: concurrency.unwrap_or(2) as usize,
-                counters: Default::default(),
-            });
+            let taken_over = previous
+                .and_then(|p| p.outboxes.by_tag.get(name))
+                .filter(|o| o.store.dir() == crate::delivery::queue_dir(&config.outbox_dir, name))
+                .map(|o| (o.store.clone(), o.counters.clone()));
+            let (store, counters) = match taken_over {
+                Some(shared) => shared,
+                None => (open_store(&config.outbox_dir, name, &config.outbox).map_err(|e| outbox_err(entry, e.to_string()))?, Default::default()),
+            };
+            let outbox = Arc::new(TagOutbox { tag: name.to_string(), store, batch, concurrency: concurrency.unwrap_or(2) as usize, counters });
             outboxes.by_tag.insert(name.to_string(), outbox.clone());
             Ok::<_, LoadError>(Some(outbox))
         };
         let mut clients = Vec::new();
         for c in &config.clients {
-            let (template, component) = template::load(&runtime.engine, runtime.limits.memory_mb, Kind::Client, &c.template)?;
+            let (mut template, component) = template::load(&runtime.engine, runtime.limits.memory_mb, Kind::Client, &c.template)?;
+            keep_storage(&mut template, previous);
             let entry = format!("client {:?}", c.template.name);
             let pre = runtime.client_linker.instantiate_pre(&component).map_err(|e| pre_err(&entry, e))?;
             let pre = ClientPre::new(pre).map_err(|e| pre_err(&entry, e))?;
@@ -60,7 +70,8 @@ impl Container {
         }
         let mut tags = Vec::new();
         for t in &config.tags {
-            let (template, component) = template::load(&runtime.engine, runtime.limits.memory_mb, Kind::Tag, &t.template)?;
+            let (mut template, component) = template::load(&runtime.engine, runtime.limits.memory_mb, Kind::Tag, &t.template)?;
+            keep_storage(&mut template, previous);
             let entry = format!("tag {:?}", t.template.name);
             let pre = runtime.tag_linker.instantiate_pre(&component).map_err(|e| pre_err(&entry, e))?;
             let pre = TagPre::new(pre).map_err(|e| pre_err(&entry, e))?;
@@ -88,13 +99,20 @@ impl Container {
             clients,
             tags,
             server: config.server.clone(),
-            next_id: AtomicU64::new(1),
             background: TaskTracker::new(),
             background_slots: Arc::new(tokio::sync::Semaphore::new((config.limits.max_concurrent as usize / 2).max(1))),
             outboxes,
             delivery: super::deliver::Workers::new(config.outbox.clone()),
             answer_after_commit: config.outbox.answer_after_commit,
         })
+    }
+}
+
+/// On a reload, a template keeps the storage of the one it replaces (same name, same
+/// template): what it cached survives, as it would without the reload.
+fn keep_storage(template: &mut template::Template, previous: Option<&Container>) {
+    if let Some(old) = previous.and_then(|p| p.templates().find(|o| o.name == template.name && o.declaration.name == template.declaration.name)) {
+        template.storage = old.storage.clone();
     }
 }
 

@@ -38,7 +38,7 @@ mod invoke;
 mod load;
 pub use load::Warning;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -83,7 +83,6 @@ pub struct Container {
     clients: Vec<ClientEntry>,
     tags: Vec<Arc<TagEntry>>,
     server: ServerConfig,
-    next_id: AtomicU64,
     background: TaskTracker,
     /// Requests whose tags may run in the background at once (see the module docs).
     background_slots: Arc<tokio::sync::Semaphore>,
@@ -116,7 +115,19 @@ impl Container {
 
     /// A new request id.
     pub fn next_request_id(&self) -> String {
-        format!("{:08x}", self.next_id.fetch_add(1, Ordering::Relaxed))
+        self.services.telemetry.next_request_id()
+    }
+
+    /// What this container shares with the ones a reload swaps in (metrics, preview).
+    pub fn telemetry(&self) -> &Arc<crate::services::Telemetry> {
+        &self.services.telemetry
+    }
+
+    /// The end of a request: the log line, the metrics, the preview's recording.
+    fn finish(&self, trace: &RequestTrace, response: &ResponseDraft) {
+        trace.log();
+        self.services.telemetry.metrics.request(trace);
+        self.services.telemetry.preview.finish(trace, response);
     }
 
     /// Each outbox's state, live.
@@ -128,6 +139,51 @@ impl Container {
             .collect();
         all.sort_by(|a, b| a.template.cmp(&b.template));
         all
+    }
+
+    /// Each outbox's state and counters, for a `/metrics` scrape.
+    pub(crate) fn outbox_samples(&self) -> Vec<crate::metrics::OutboxSample> {
+        let mut all: Vec<_> = self
+            .outboxes
+            .by_tag
+            .values()
+            .map(|o| {
+                let stats = o.store.stats();
+                let c = &o.counters;
+                let get = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+                crate::metrics::OutboxSample {
+                    tag: o.tag.clone(),
+                    pending: stats.pending as u64,
+                    oldest_age_secs: stats.oldest_created_ms.map_or(0, |t| crate::delivery::now_ms().saturating_sub(t) / 1000),
+                    retrying: get(&c.retrying),
+                    dead: stats.dead as u64,
+                    bytes_on_disk: stats.bytes_on_disk,
+                    queued: get(&c.queued),
+                    delivered: get(&c.delivered),
+                    retried: get(&c.retried),
+                    dead_lettered: get(&c.dead),
+                    refused: get(&c.refused),
+                    requests: get(&c.requests),
+                }
+            })
+            .collect();
+        all.sort_by(|a, b| a.tag.cmp(&b.tag));
+        all
+    }
+
+    /// What the admin UI's status panel shows: the templates and their queues.
+    pub fn status(&self) -> ContainerStatus {
+        let templates = self
+            .templates()
+            .map(|t| TemplateStatus {
+                name: t.name.clone(),
+                kind: t.declaration.kind.to_string(),
+                template: t.declaration.name.clone(),
+                version: t.declaration.version.clone(),
+                record_only: t.record_only,
+            })
+            .collect();
+        ContainerStatus { templates, outboxes: self.outbox_status() }
     }
 
     /// One template's dead letters, masked as `sluice outbox dead` shows them.
@@ -152,6 +208,15 @@ impl Container {
         self.delivery.stop().await;
     }
 
+    /// Steps aside for the container a reload swapped in: waits for this one's background
+    /// tags, then its delivery workers finish their batches in flight and hand every other
+    /// item back to the queues, which the new container's workers deliver.
+    pub(crate) async fn retire(&self) {
+        self.background.close();
+        self.background.wait().await;
+        self.delivery.hand_over().await;
+    }
+
     /// Runs the pipeline for one request. The trace is complete unless the claiming client
     /// answers before tags, in which case the tags' part is logged when they finish.
     pub async fn handle(self: &Arc<Self>, request: RequestData) -> (ResponseDraft, RequestTrace) {
@@ -161,7 +226,7 @@ impl Container {
             let draft = ResponseDraft { status: 400, body: b"no client claimed the request".to_vec(), ..Default::default() };
             trace.status = 400;
             trace.duration = started.elapsed();
-            trace.log();
+            self.finish(&trace, &draft);
             return (draft, trace);
         };
 
@@ -184,7 +249,8 @@ impl Container {
             self.background.spawn(async move {
                 bg_trace.events = this.fan_out((&request, &response, deadline), events).await;
                 bg_trace.duration = started.elapsed();
-                bg_trace.log();
+                let sent = response.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                this.finish(&bg_trace, &sent);
                 drop(slot);
             });
             trace.duration = started.elapsed();
@@ -198,7 +264,7 @@ impl Container {
         let draft = response.lock().unwrap_or_else(|p| p.into_inner()).clone();
         trace.status = draft.status;
         trace.duration = started.elapsed();
-        trace.log();
+        self.finish(&trace, &draft);
         (draft, trace)
     }
 }
@@ -214,8 +280,33 @@ impl Container {
         let draft = response.lock().unwrap_or_else(|p| p.into_inner()).clone();
         trace.status = draft.status;
         trace.duration = started.elapsed();
+        self.services.telemetry.preview.finish(&trace, &draft);
         (draft, trace)
     }
+}
+
+/// The running container, as the admin UI shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ContainerStatus {
+    /// Clients then tags, in run order.
+    pub templates: Vec<TemplateStatus>,
+    /// Each queue's state.
+    pub outboxes: Vec<crate::delivery::OutboxStatus>,
+}
+
+/// One loaded template.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TemplateStatus {
+    /// Its name in the config.
+    pub name: String,
+    /// `client` or `tag`.
+    pub kind: String,
+    /// The template's own name and version.
+    pub template: String,
+    /// Its version.
+    pub version: String,
+    /// Its outbound requests are recorded, not sent.
+    pub record_only: bool,
 }
 
 /// What every request's handling starts with.
@@ -232,6 +323,7 @@ impl Container {
     fn start(self: &Arc<Self>, request: RequestData) -> Start {
         self.start_delivery();
         let started = Instant::now();
+        self.services.telemetry.preview.begin(&request);
         let request = Arc::new(request);
         let trace = RequestTrace::new(&request);
         let deadline = started + std::time::Duration::from_millis(self.runtime.limits.request_ms);

@@ -1,6 +1,10 @@
 //! The HTTP front end (hyper, HTTP/1.1): reads each request within limits, hands it to the
-//! [`Container`], writes the response. `/healthz` answers while serving. On shutdown it stops
-//! accepting, lets in-flight requests finish, then waits for background tags.
+//! [`Container`] current when it arrived ([`Live`]), writes the response. `/healthz` answers
+//! while serving. On shutdown it stops accepting, lets in-flight requests finish, then waits
+//! for background tags. The admin routes are never served here ([`crate::admin`]).
+
+mod admin;
+pub use admin::serve_admin;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,18 +21,25 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::pipeline::Container;
-use crate::state::{RequestData, ResponseDraft};
+use crate::reload::Live;
+use crate::request::{RequestData, ResponseDraft};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Serves `container` on `listener` until `shutdown` resolves, then drains gracefully.
 pub async fn serve(container: Arc<Container>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    serve_live(Live::fixed(container), listener, shutdown).await;
+}
+
+/// Serves whatever container `live` holds (each request on the one current when it arrived,
+/// so a reload never cuts one off) until `shutdown` resolves, then drains gracefully.
+pub async fn serve_live(live: Arc<Live>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     // A backlog left by the previous run is delivered without waiting for traffic.
-    container.start_delivery();
+    live.current().start_delivery();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    let read_timeout = container.server_config().read_timeout();
+    let read_timeout = live.current().server_config().read_timeout();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -40,9 +51,9 @@ pub async fn serve(container: Arc<Container>, listener: TcpListener, shutdown: i
                         continue;
                     }
                 };
-                let container = container.clone();
+                let live = live.clone();
                 let service = service_fn(move |req| {
-                    let container = container.clone();
+                    let container = live.current();
                     async move { Ok::<_, Infallible>(handle(&container, req, peer).await) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
@@ -64,7 +75,7 @@ pub async fn serve(container: Arc<Container>, listener: TcpListener, shutdown: i
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("some connections did not finish within {SHUTDOWN_GRACE:?}");
     }
-    container.drain().await;
+    live.current().drain().await;
     tracing::info!("stopped");
 }
 
