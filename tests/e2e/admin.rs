@@ -75,6 +75,7 @@ struct Served {
     admin: String,
     http: reqwest::Client,
     live: Arc<sluice::Live>,
+    token: String,
 }
 
 async fn serve(text: &str) -> Served {
@@ -82,6 +83,10 @@ async fn serve(text: &str) -> Served {
     let path = dir.join("container.toml");
     std::fs::write(&path, text).expect("write the config");
     let config = sluice::ContainerConfig::parse(text, &path, &|name| (name == "TEST_SECRET").then(|| "s3cr3t-value".to_string())).expect("config");
+    serve_config(config, TOKEN).await
+}
+
+async fn serve_config(config: sluice::ContainerConfig, token: &str) -> Served {
     let admin = config.admin.clone().expect("the config has [admin]");
     let live = sluice::Live::load(config).expect("load");
     let admin_listener = tokio::net::TcpListener::bind(admin.listen).await.expect("bind admin");
@@ -90,7 +95,7 @@ async fn serve(text: &str) -> Served {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let public = listener.local_addr().expect("addr");
     tokio::spawn(sluice::server::serve_live(live.clone(), listener, std::future::pending()));
-    Served { public: format!("http://{public}"), admin: format!("http://{admin_addr}"), http: reqwest::Client::new(), live }
+    Served { public: format!("http://{public}"), admin: format!("http://{admin_addr}"), http: reqwest::Client::new(), live, token: token.to_string() }
 }
 
 impl Served {
@@ -103,7 +108,7 @@ impl Served {
     }
 
     async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, String) {
-        let response = self.http.request(method, format!("{}{path}", self.admin)).bearer_auth(TOKEN).send().await.expect("admin request");
+        let response = self.http.request(method, format!("{}{path}", self.admin)).bearer_auth(&self.token).send().await.expect("admin request");
         (response.status().as_u16(), response.text().await.expect("body"))
     }
 
@@ -411,4 +416,44 @@ async fn the_preview_ui_works_in_a_real_browser() {
     assert!(output.status.success(), "the browser session failed:\n{}\n{}", text(&output.stdout), text(&output.stderr));
     eprintln!("{}", text(&output.stdout).trim());
     drop(served.live);
+}
+
+/// The README's first run: the example container, as shipped, shows a newcomer's first hit end to
+/// end in the preview, its webhook delivery recorded (not sent) with what it would have sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_container_shows_a_first_hit_end_to_end() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/container.toml");
+    let mut config = sluice::ContainerConfig::load(&path).expect("example parses");
+    config.outbox_dir = scratch_dir("example-outbox");
+    for t in config.clients.iter_mut().map(|c| &mut c.template).chain(config.tags.iter_mut().map(|t| &mut t.template)) {
+        let file = t.wasm.file_name().expect("file name").to_string_lossy().into_owned();
+        t.wasm = template(file.trim_end_matches(".wasm"));
+    }
+    let admin = config.admin.as_mut().expect("the example turns the admin listener on");
+    assert!(admin.listen.ip().is_loopback(), "on loopback only");
+    admin.listen = "127.0.0.1:0".parse().unwrap();
+    // The token is made at start and printed with the UI's address; take it from there.
+    let url = admin.ui_url(admin.listen);
+    let token = url.split("#token=").nth(1).expect("the URL carries the token").to_string();
+    let served = serve_config(config, &token).await;
+    let hit = served.http.post(format!("{}/collect", served.public)).body(r#"{"event_name":"purchase","value":30,"currency":"EUR"}"#).send().await.unwrap();
+    assert!(hit.status().is_success(), "{}", hit.status());
+    let id = wait_for("the hit in the preview", async || {
+        let (_, list) = served.admin(reqwest::Method::GET, "/api/requests").await;
+        let list: Vec<Value> = serde_json::from_str(&list).unwrap();
+        list.first().map(|r| r["id"].as_str().unwrap().to_string())
+    })
+    .await;
+    let webhook = wait_for("the webhook's delivery recorded", async || {
+        let (_, view) = served.admin(reqwest::Method::GET, &format!("/api/requests/{id}")).await;
+        let view: Value = serde_json::from_str(&view).unwrap();
+        assert_eq!(view["claimed_by"], "collect");
+        let webhook = view["events"][0]["tags"].as_array().unwrap().iter().find(|t| t["tag"] == "webhook").cloned().unwrap();
+        (webhook["delivery"][0]["state"] == "delivered").then_some(webhook)
+    })
+    .await;
+    let exchange = &webhook["delivery"][0]["exchanges"][0];
+    assert_eq!(exchange["recorded_only"], true, "nothing left the machine: {exchange}");
+    assert_eq!(exchange["url"], "https://hooks.example.com/sluice");
+    assert!(exchange["request_body"].as_str().unwrap().contains(r#""event_name":"purchase""#), "{exchange}");
 }
