@@ -20,7 +20,7 @@
 //! log, and sends it as that header.
 //!
 //!
-//! The listener itself and its routes are [`crate::server::admin`].
+//! The listener itself and its routes are [`crate::server::serve_admin`].
 
 use std::net::SocketAddr;
 

@@ -7,7 +7,9 @@
 //!
 //! The public API is small: load a [`ContainerConfig`] into a [`Container`], hand it requests
 //! ([`Container::handle`], or [`server::serve`] for HTTP), read what happened in the
-//! [`RequestTrace`]. [`output`] is the masked log subscriber the binary installs.
+//! [`RequestTrace`]. [`Live`] holds the container a reload swaps ([`server::serve_live`], and
+//! [`server::serve_admin`] for the admin listener). [`output`] is the masked log subscriber the
+//! binary installs.
 //!
 //! Inside, the modules follow the request and the capabilities (none imports another in a
 //! circle):
@@ -18,8 +20,10 @@
 //! * `capabilities/`: one module per host interface a template can call;
 //! * `delivery` (the durable outbox per tag, its workers, and `sluice outbox`'s view of it);
 //! * `consent` (signals from HTTP, audit sink), `outbound` (the single egress choke point),
-//!   `output` (the one masker), `server` (the hyper front end), `trace`;
-//! * `audit` (`sluice audit`: the consent audit's records summarised over a time window).
+//!   `output` (the one masker), `trace`, `request` (the request and the response draft);
+//! * `audit` (`sluice audit`: the consent audit's records summarised over a time window);
+//! * operating it: `admin` (`[admin]`), `preview` (debug sessions, recorded requests),
+//!   `metrics` (Prometheus), `reload` ([`Live`]), `server` (the public and admin front ends).
 //!
 //! The rules shared with the SDK's mock host live in `sluice-policy` and `sluice-manifest`.
 
