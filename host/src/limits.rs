@@ -14,7 +14,7 @@ use serde::Deserialize;
 pub const TICK: Duration = Duration::from_millis(2);
 
 /// `[limits]`: per-invocation sandbox limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Guest CPU time per invocation, in milliseconds.

@@ -5,7 +5,7 @@
 //! so a rate over a reload is not a reset. Everything is recorded from what the pipeline
 //! already knows — the finished [`RequestTrace`], a consent decision, an outbound answer — so a
 //! metric and the trace of the same request can never disagree. The outbox gauges are read at
-//! scrape time from the running container's queues ([`Metrics::encode`]).
+//! scrape time from the running container's queues (`Metrics::encode`).
 //!
 //! Every name, its labels and its unit are listed in the README ("Metrics"); the names follow
 //! Prometheus conventions: `sluice_` prefix, base units (seconds, bytes), `_total` on counters.

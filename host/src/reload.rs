@@ -11,7 +11,12 @@
 //!   (files, lock, counters), and the old container's workers finish their batches in flight
 //!   and hand their other items back ([`crate::Container`]'s retirement), so nothing queued is
 //!   lost or waits for a restart;
-//! * metrics, the preview and request ids live in [`crate::Telemetry`], shared by both.
+//! * metrics, the preview and request ids live in [`crate::Telemetry`], shared by both;
+//! * with the same `[limits]` the engine, its instance pool and permits are shared too, and a
+//!   template whose file did not change is not compiled again: a reload that only changes
+//!   parameters, grants or triggers costs milliseconds, and does not take the CPU the requests
+//!   in flight need (compiling every template on each reload starved them enough, on two
+//!   cores, for a client to overrun its CPU budget).
 //!
 //! A config that fails to load changes nothing: the error (file, entry, fix) is returned to the
 //! caller and logged, the old container keeps serving. Reloads run one at a time. The listen
@@ -53,6 +58,9 @@ pub enum ReloadError {
 pub struct Reloaded {
     /// Templates now serving.
     pub templates: usize,
+    /// Of those, how many were compiled (new or changed files, or all of them when `[limits]`
+    /// changed); the others reuse the running container's components.
+    pub compiled: usize,
     /// Settings that changed but apply only at restart.
     pub at_restart: Vec<String>,
 }
@@ -124,6 +132,7 @@ impl Live {
         }
         let at_restart = running.map(|old| at_restart(&old, &config)).unwrap_or_default();
         let templates = next.templates().count();
+        let compiled = next.compiled_since(&self.current());
         let next = Arc::new(next);
         next.start_delivery();
         let old = std::mem::replace(&mut *self.current.write().unwrap_or_else(|p| p.into_inner()), next);
@@ -132,8 +141,8 @@ impl Live {
         for note in &at_restart {
             tracing::warn!("reload: {note}");
         }
-        tracing::info!(templates, "reloaded the container");
-        Ok(Reloaded { templates, at_restart })
+        tracing::info!(templates, compiled, "reloaded the container");
+        Ok(Reloaded { templates, compiled, at_restart })
     }
 
     async fn load_next(&self) -> Result<(Container, ContainerConfig), ReloadError> {

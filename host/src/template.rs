@@ -95,13 +95,19 @@ fn scan(file: &Path, bytes: &[u8]) -> Result<(Declaration, u64), TemplateError> 
     Ok((declaration, largest))
 }
 
-/// Reads, checks and compiles one configured template.
+/// Components already compiled by an engine, by the SHA-256 of their bytes: a reload on the
+/// same engine compiles only the templates whose files changed.
+pub(crate) type Compiled = HashMap<[u8; 32], Component>;
+
+/// Reads, checks and compiles one configured template (or takes it from `compiled` when the
+/// same bytes were compiled before); returns it with its component and the bytes' digest.
 pub(crate) fn load(
+    compiled: &Compiled,
     engine: &wasmtime::Engine,
     memory_mb: u64,
     kind: Kind,
     cfg: &TemplateConfig,
-) -> Result<(Template, Component), LoadError> {
+) -> Result<(Template, Component, [u8; 32]), LoadError> {
     let entry = format!("{kind} {:?}", cfg.name);
     let bytes = std::fs::read(&cfg.wasm).map_err(|error| LoadError::ReadWasm {
         entry: entry.clone(),
@@ -120,7 +126,14 @@ pub(crate) fn load(
     let grant_err = |source| fail(TemplateError::Grant { template: declaration.name.clone(), source });
     let declared = sluice_policy::params::resolved_permissions(&declaration, &params).map_err(grant_err)?;
     let grant = EffectiveGrant::new(kind, &declared, &cfg.grants).map_err(grant_err)?;
-    let component = Component::new(engine, &bytes).map_err(|e| fail(TemplateError::Compile(e.to_string())))?;
+    let digest: [u8; 32] = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&bytes).into()
+    };
+    let component = match compiled.get(&digest) {
+        Some(component) => component.clone(),
+        None => Component::new(engine, &bytes).map_err(|e| fail(TemplateError::Compile(e.to_string())))?,
+    };
     let template = Template {
         name: cfg.name.clone(),
         priority: cfg.priority,
@@ -130,7 +143,7 @@ pub(crate) fn load(
         storage: Arc::default(),
         record_only: cfg.record_only,
     };
-    Ok((template, component))
+    Ok((template, component, digest))
 }
 
 #[cfg(test)]

@@ -97,7 +97,7 @@ fn the_image_config_loads_with_the_bundled_templates() {
 
     // `ContainerConfig::load` with a known environment: `${SLUICE_ADMIN_TOKEN}` is set in the
     // container (deploy/compose.yaml) and must not depend on the test's environment.
-    let env = |name: &str| (name == "SLUICE_ADMIN_TOKEN").then(|| "test-admin-token-0123456789".to_string());
+    let env = |name: &str| (name == "SLUICE_ADMIN_TOKEN").then(|| "image-test-admin-token-qwzx".to_string());
     let mut config = ContainerConfig::parse(&std::fs::read_to_string(&path).expect("read"), &path, &env).expect("deploy/container.toml parses");
     let wasm: Vec<PathBuf> = config.clients.iter().map(|c| c.template.wasm.clone()).chain(config.tags.iter().map(|t| t.template.wasm.clone())).collect();
     assert!(wasm.len() >= 3 && wasm.iter().all(|w| w.starts_with(&built) && w.is_file()), "every template is a bundled one: {wasm:?}");

@@ -31,7 +31,14 @@ impl Container {
     /// (the same files and lock, its counters) instead of opened again. Nothing of `previous`
     /// changes if this fails.
     pub(crate) fn load_with(config: &ContainerConfig, telemetry: Arc<crate::services::Telemetry>, previous: Option<&Container>) -> Result<Self, LoadError> {
-        let runtime = Runtime::new(&config.limits)?;
+        // The same limits: the same engine, whose components can be reused.
+        let reused = previous.filter(|p| p.runtime.limits == config.limits);
+        let runtime = match reused {
+            Some(p) => p.runtime.clone(),
+            None => Arc::new(Runtime::new(&config.limits)?),
+        };
+        let cache = reused.map(|p| p.compiled.clone()).unwrap_or_default();
+        let mut compiled = crate::template::Compiled::new();
         let outbound = Outbound::new(&config.outbound).map_err(LoadError::Engine)?;
         let consent = Consent::new(config.consent.clone())?;
         telemetry.preview.configure(config.admin.as_ref().map(|a| a.preview.clone()).unwrap_or_default());
@@ -60,7 +67,8 @@ impl Container {
         };
         let mut clients = Vec::new();
         for c in &config.clients {
-            let (mut template, component) = template::load(&runtime.engine, runtime.limits.memory_mb, Kind::Client, &c.template)?;
+            let (mut template, component, digest) = template::load(&cache, &runtime.engine, runtime.limits.memory_mb, Kind::Client, &c.template)?;
+            compiled.insert(digest, component.clone());
             keep_storage(&mut template, previous);
             let entry = format!("client {:?}", c.template.name);
             let pre = runtime.client_linker.instantiate_pre(&component).map_err(|e| pre_err(&entry, e))?;
@@ -70,7 +78,8 @@ impl Container {
         }
         let mut tags = Vec::new();
         for t in &config.tags {
-            let (mut template, component) = template::load(&runtime.engine, runtime.limits.memory_mb, Kind::Tag, &t.template)?;
+            let (mut template, component, digest) = template::load(&cache, &runtime.engine, runtime.limits.memory_mb, Kind::Tag, &t.template)?;
+            compiled.insert(digest, component.clone());
             keep_storage(&mut template, previous);
             let entry = format!("tag {:?}", t.template.name);
             let pre = runtime.tag_linker.instantiate_pre(&component).map_err(|e| pre_err(&entry, e))?;
@@ -95,6 +104,7 @@ impl Container {
 
         Ok(Container {
             runtime,
+            compiled,
             services,
             clients,
             tags,

@@ -78,7 +78,12 @@ struct TagEntry {
 
 /// A loaded container: the templates, in run order, and the runtime that executes them.
 pub struct Container {
-    runtime: Runtime,
+    /// Shared with the container a reload swaps in when `[limits]` did not change: the same
+    /// engine, pool and permits, so unchanged templates need no compiling and old and new
+    /// requests together stay within `max_concurrent`.
+    runtime: Arc<Runtime>,
+    /// Every template's component, by the digest of its bytes (for a reload's reuse).
+    compiled: crate::template::Compiled,
     services: Arc<Services>,
     clients: Vec<ClientEntry>,
     tags: Vec<Arc<TagEntry>>,
@@ -206,6 +211,15 @@ impl Container {
         self.background.wait().await;
         self.outboxes.flush().await;
         self.delivery.stop().await;
+    }
+
+    /// How many of this container's templates were compiled for it rather than taken from
+    /// `previous` (a reload with the same `[limits]` reuses the components of unchanged files).
+    pub(crate) fn compiled_since(&self, previous: &Container) -> usize {
+        if !Arc::ptr_eq(&self.runtime, &previous.runtime) {
+            return self.compiled.len();
+        }
+        self.compiled.keys().filter(|digest| !previous.compiled.contains_key(*digest)).count()
     }
 
     /// Steps aside for the container a reload swapped in: waits for this one's background
