@@ -287,7 +287,8 @@ fn healthcheck(url: &str) -> anyhow::Result<()> {
     let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?.next().with_context(|| format!("{host} does not resolve"))?;
     let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
-    write!(stream, "GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n", parsed.path())?;
+    // One write: a server may answer (and close) as soon as it has the request line.
+    stream.write_all(format!("GET {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n", parsed.path()).as_bytes())?;
     let mut head = [0u8; 64];
     let n = stream.read(&mut head)?;
     let line = String::from_utf8_lossy(&head[..n]);

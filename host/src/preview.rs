@@ -195,6 +195,33 @@ pub struct RequestView {
     pending: bool,
 }
 
+impl RequestView {
+    /// A recording just started: nothing known yet but its id and why it is recorded.
+    fn started(id: &str, why: &'static str) -> Self {
+        RequestView {
+            id: id.into(),
+            at_ms: now_ms(),
+            why,
+            method: String::new(),
+            path: String::new(),
+            query: String::new(),
+            headers: Vec::new(),
+            body: String::new(),
+            remote_addr: None,
+            clients: Vec::new(),
+            claimed_by: None,
+            client_errors: Vec::new(),
+            status: 0,
+            response_headers: Vec::new(),
+            response_cookies: Vec::new(),
+            duration_us: 0,
+            events: Vec::new(),
+            exchanges: Vec::new(),
+            pending: true,
+        }
+    }
+}
+
 /// A line of the UI's list.
 #[derive(Debug, Clone, Serialize)]
 pub struct RequestSummary {
@@ -408,25 +435,13 @@ impl Preview {
             }
         };
         let view = RequestView {
-            id: request.id.clone(),
-            at_ms: now_ms(),
-            why,
             method: request.method.clone(),
             path: crate::output::mask(&request.path),
             query: crate::output::bounded(&request.query, MAX_BODY),
             headers: shown_headers(request.headers.iter().map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("(not text)")))),
             body: shown(&request.body),
             remote_addr: request.remote_addr.map(|a| a.to_string()),
-            clients: Vec::new(),
-            claimed_by: None,
-            client_errors: Vec::new(),
-            status: 0,
-            response_headers: Vec::new(),
-            response_cookies: Vec::new(),
-            duration_us: 0,
-            events: Vec::new(),
-            exchanges: Vec::new(),
-            pending: true,
+            ..RequestView::started(&request.id, why)
         };
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let recording = Arc::new(Mutex::new(Recording { seq, view, queued: HashMap::new() }));
@@ -531,11 +546,8 @@ impl Preview {
             ids.iter().any(|id| watched.contains_key(&(tag.to_string(), id.to_string())))
         };
         if any {
-            let view = RequestView {
-                id: deliver_id.into(), at_ms: now_ms(), why: "session", method: String::new(), path: String::new(), query: String::new(),
-                headers: Vec::new(), body: String::new(), remote_addr: None, clients: Vec::new(), claimed_by: None, client_errors: Vec::new(),
-                status: 0, response_headers: Vec::new(), response_cookies: Vec::new(), duration_us: 0, events: Vec::new(), exchanges: Vec::new(), pending: true,
-            };
+            // Only its exchanges are kept; it is never listed.
+            let view = RequestView::started(deliver_id, "session");
             lock(&self.active).insert(deliver_id.into(), Arc::new(Mutex::new(Recording { seq: 0, view, queued: HashMap::new() })));
             self.live.fetch_add(1, Ordering::Relaxed);
         }

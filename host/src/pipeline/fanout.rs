@@ -157,24 +157,24 @@ impl Container {
 }
 
 impl Container {
-/// Writes the event, as this tag may see it, to the tag's outbox. Its id is the event id the
-/// vendor deduplicates on ([`sluice_manifest::event_id`]), so a retried hit is one event.
-fn queue_event(&self, tag: &TagEntry, event: &SharedEvent, request_id: &str) -> TagRun {
-    let started = Instant::now();
-    let no_keys = serde_json::Map::new();
-    let id = sluice_manifest::event_id(event.value().as_object().unwrap_or(&no_keys), event.fingerprint());
-    self.services.telemetry.preview.queued(request_id, &tag.template.name, &id);
-    let outcome = match &tag.outbox {
-        Some(outbox) => match outbox.push(ItemKind::Tag, id, event.json().as_bytes().to_vec()) {
-            Ok(()) => Outcome::Queued,
-            Err(e) => {
-                tracing::warn!(tag = %tag.template.name, "event not queued: {e}");
-                Outcome::NotQueued(e.to_string())
-            }
-        },
-        None => Outcome::NotQueued("the tag has no outbox".into()),
-    };
-    let queued = usize::from(outcome == Outcome::Queued);
-    TagRun { tag: tag.template.name.clone(), outcome, denials: Vec::new(), duration: started.elapsed(), phases: Phases::default(), queued }
-}
+    /// Writes the event, as this tag may see it, to the tag's outbox. Its id is the event id the
+    /// vendor deduplicates on ([`sluice_manifest::event_id`]), so a retried hit is one event.
+    fn queue_event(&self, tag: &TagEntry, event: &SharedEvent, request_id: &str) -> TagRun {
+        let started = Instant::now();
+        let no_keys = serde_json::Map::new();
+        let id = sluice_manifest::event_id(event.value().as_object().unwrap_or(&no_keys), event.fingerprint());
+        self.services.telemetry.preview.queued(request_id, &tag.template.name, &id);
+        let outcome = match &tag.outbox {
+            Some(outbox) => match outbox.push(ItemKind::Tag, id, event.json().as_bytes().to_vec()) {
+                Ok(()) => Outcome::Queued,
+                Err(e) => {
+                    tracing::warn!(tag = %tag.template.name, "event not queued: {e}");
+                    Outcome::NotQueued(e.to_string())
+                }
+            },
+            None => Outcome::NotQueued("the tag has no outbox".into()),
+        };
+        let queued = usize::from(outcome == Outcome::Queued);
+        TagRun { tag: tag.template.name.clone(), outcome, denials: Vec::new(), duration: started.elapsed(), phases: Phases::default(), queued }
+    }
 }
