@@ -105,6 +105,11 @@ impl AdminConfig {
         a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 
+    /// Where the token comes from, for `sluice check`.
+    pub fn token_source(&self) -> &'static str {
+        if self.generated { "made at each start and printed with the UI's address" } else { "from the config" }
+    }
+
     /// The UI's address with the token in its fragment, as the server prints it at start.
     pub fn ui_url(&self, bound: SocketAddr) -> String {
         format!("http://{bound}/#token={}", self.token)

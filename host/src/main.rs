@@ -321,6 +321,9 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
     let config = ContainerConfig::load(&path)?;
     let container = Container::load(&config)?;
     out!("{}: OK, listen {}", path.display(), config.listen);
+    if let Some(admin) = &config.admin {
+        out!("admin listener {} (preview UI, /metrics, reload), token {}", admin.listen, admin.token_source());
+    }
     for t in container.templates() {
         let d = &t.declaration;
         out!("\n{} {:?} (template {} {}, priority {})", d.kind, t.name, d.name, d.version, t.priority);

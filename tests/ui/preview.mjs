@@ -52,6 +52,11 @@ try {
   await page.waitForFunction(() => document.querySelector("[data-testid=tag][data-tag=checkout]")?.dataset.state === "queued", null, { timeout: 5000 });
   const outgoing = await page.getByTestId("outgoing").textContent();
   check(outgoing.includes("ads") && outgoing.includes("/sink") && outgoing.includes("200"), "the vendor exchange: " + outgoing);
+  // The container panel: the templates and their queues.
+  await page.getByTestId("container").locator("summary").click();
+  await page.waitForFunction(() => document.querySelector("#container-body table"), null, { timeout: 5000 });
+  const panel = await page.getByTestId("container").textContent();
+  check(panel.includes("webhook") && panel.includes("Outboxes") && panel.includes("pending"), "the container panel: " + panel);
   if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
   check(errors.length === 0, "no script errors: " + errors.join("; "));
   console.log("preview UI: session started, 2 hits recorded, blocked and not-fired reasons read, exchange shown");
