@@ -91,7 +91,10 @@ async fn a_templates_error_message_is_traced_and_logged_in_bounded_form() {
 async fn a_client_cannot_hand_the_host_more_event_json_than_its_memory_budget_parses() {
     let vendor = FakeVendor::start().await;
     // One 8 MB event: over the default cap (1 MiB with memory_mb = 64), so it is never parsed.
-    let server = TestServer::start(&container(&vendor, "", ", pad_bytes = 8000000", "")).await;
+    // Writing 8 MB takes the client tens of milliseconds, more on a loaded test machine: the
+    // CPU budget is roomy, this is about the event cap.
+    let roomy = "[limits]\ncpu_ms = 400\n";
+    let server = TestServer::start(&container(&vendor, roomy, ", pad_bytes = 8000000", "")).await;
     let (response, trace) = server.container.handle(request("GET", "/hit", b"")).await;
     assert_eq!(response.status, 200, "the client's answer stands");
     assert!(trace.events.is_empty(), "no tag ran on the oversized event");
@@ -100,7 +103,7 @@ async fn a_client_cannot_hand_the_host_more_event_json_than_its_memory_budget_pa
     server.stop().await;
 
     // Three 400 kB events under a 1,000,000-byte cap: the first two run, the third is dropped.
-    let sections = "[server]\nmax_event_bytes = 1000000\n";
+    let sections = "[limits]\ncpu_ms = 400\n\n[server]\nmax_event_bytes = 1000000\n";
     let server = TestServer::start(&container(&vendor, sections, ", pad_bytes = 400000, events = [\"e1\", \"e2\", \"e3\"]", "")).await;
     let (_, trace) = server.container.handle(request("GET", "/hit", b"")).await;
     let events: Vec<&str> = trace.events.iter().map(|e| e.event_name.as_str()).collect();
