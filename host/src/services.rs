@@ -7,11 +7,12 @@ use std::sync::atomic::AtomicU64;
 use crate::consent::Consent;
 use crate::outbound::{Outbound, OutboundError, OutboundRequest, OutboundResponse};
 
-/// Counters exported in logs.
+/// Refused host calls: how many (for [`crate::Container::denial_count`]), and which were
+/// already logged at warn level. (The Prometheus counters are [`crate::metrics`]'s.)
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub struct DenialLog {
     /// Host calls refused by a grant.
-    pub denials: AtomicU64,
+    pub count: AtomicU64,
     /// Denials already logged at warn level, by template.
     warned: std::sync::Mutex<Warned>,
 }
@@ -23,13 +24,13 @@ struct Warned {
     count: usize,
 }
 
-/// How many distinct (template, denial) pairs are remembered for [`Metrics::first_denial`];
+/// How many distinct (template, denial) pairs are remembered for [`DenialLog::first_denial`];
 /// beyond that (a template probing many names) every denial is logged at debug level. A
 /// denial's text is bounded (the names in it are cut at [`sluice_manifest::MAX_NAME_SHOWN`]
 /// characters), so this holds well under a megabyte, whatever templates ask for.
 const WARNED_DENIALS_MAX: usize = 1024;
 
-impl Metrics {
+impl DenialLog {
     /// Whether this is the first time `template` met `denial`. A denial is a configuration
     /// hint ("add X to the grant") or a deliberate choice (an optional header withheld): worth
     /// one warning, not one per request — at thousands of requests a second those lines cost
@@ -47,11 +48,11 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
-    use super::Metrics;
+    use super::DenialLog;
 
     #[test]
     fn each_denial_warns_once_per_template_and_the_memory_is_bounded() {
-        let m = Metrics::default();
+        let m = DenialLog::default();
         assert!(m.first_denial("ga4", "header x"));
         assert!(!m.first_denial("ga4", "header x"), "the same denial again is not a first");
         assert!(m.first_denial("meta", "header x"), "another template's is");
@@ -68,8 +69,8 @@ mod tests {
 pub struct Services {
     /// The egress choke point.
     pub outbound: Outbound,
-    /// Counters.
-    pub metrics: Metrics,
+    /// Refused host calls, counted and warned about once.
+    pub denials: DenialLog,
     /// Consent resolution, the gate's rules and the audit sink.
     pub consent: Consent,
     /// What outlives a reload: Prometheus metrics, the preview, request ids.

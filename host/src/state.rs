@@ -160,13 +160,13 @@ impl Invocation {
     pub(crate) fn deny(&mut self, denial: Denial) -> crate::bindings::types::Error {
         // A refused URL can carry secrets (a token in the query, a webhook path).
         let message = crate::output::mask(&denial.to_string());
-        if self.services.metrics.first_denial(&self.template.name, &message) {
+        if self.services.denials.first_denial(&self.template.name, &message) {
             tracing::warn!(request_id = %self.request.id, template = %self.template.name,
                 "permission denied: {message} (logged once per template; later ones at debug level, all counted and traced)");
         } else {
             tracing::debug!(request_id = %self.request.id, template = %self.template.name, "permission denied: {message}");
         }
-        self.services.metrics.denials.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.services.denials.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.services.telemetry.metrics.denial(&self.template.name);
         self.denials.keep(&message);
         let (permission, name) = denial.scope.permission();

@@ -42,7 +42,7 @@ impl Container {
         let outbound = Outbound::new(&config.outbound).map_err(LoadError::Engine)?;
         let consent = Consent::new(config.consent.clone())?;
         telemetry.preview.configure(config.admin.as_ref().map(|a| a.preview.clone()).unwrap_or_default());
-        let services = Arc::new(Services { outbound, metrics: Default::default(), consent, telemetry });
+        let services = Arc::new(Services { outbound, denials: Default::default(), consent, telemetry });
 
         let pre_err = |name: &str, e: wasmtime::Error| LoadError::Template { entry: name.to_string(), error: TemplateError::Link(e.to_string()) };
         let outbox_err = |entry: &str, message: String| LoadError::Template { entry: entry.to_string(), error: TemplateError::Delivery(message) };

@@ -200,7 +200,7 @@ impl Container {
 
     /// Host calls refused so far.
     pub fn denial_count(&self) -> u64 {
-        self.services.metrics.denials.load(Ordering::Relaxed)
+        self.services.denials.count.load(Ordering::Relaxed)
     }
 
     /// Waits for tags still running in the background (respond-before-tags) to finish, then
