@@ -251,26 +251,20 @@ fn serve(path: PathBuf, listen: Option<std::net::SocketAddr>) -> anyhow::Result<
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let bound = listener.local_addr().unwrap_or(addr);
         tracing::info!("sluice listening on http://{bound} with {} templates", live.current().templates().count());
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        if let Some(admin) = admin {
-            let admin_listener = tokio::net::TcpListener::bind(admin.listen).await.with_context(|| format!("cannot listen on {} ([admin] listen)", admin.listen))?;
-            let admin_bound = admin_listener.local_addr().unwrap_or(admin.listen);
-            tracing::info!("admin listener (preview UI, /metrics, reload) on http://{admin_bound}");
-            // The one line that is not masked: the operator needs the URL with its token to
-            // open the UI. It goes to stdout only, never to the log.
-            {
+        let admin_listener = match admin {
+            Some(admin) => {
+                let admin_listener = tokio::net::TcpListener::bind(admin.listen).await.with_context(|| format!("cannot listen on {} ([admin] listen)", admin.listen))?;
+                let admin_bound = admin_listener.local_addr().unwrap_or(admin.listen);
+                tracing::info!("admin listener (preview UI, /metrics, reload) on http://{admin_bound}");
+                // The one line that is not masked: the operator needs the URL with its token to
+                // open the UI. It goes to stdout only, never to the log.
                 use std::io::Write as _;
                 let _ = writeln!(std::io::stdout(), "preview UI: {}", admin.ui_url(admin_bound));
+                Some(admin_listener)
             }
-            let mut stopped = stopped.clone();
-            tokio::spawn(sluice::server::serve_admin(live.clone(), admin_listener, async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            }));
-        }
-        tokio::spawn(sluice::reload::on_sighup(live.clone()));
-        sluice::server::serve_live(live, listener, shutdown_signal()).await;
-        let _ = stop.send(true);
-        drop(stopped);
+            None => None,
+        };
+        sluice::server::serve_all(live, listener, admin_listener, shutdown_signal()).await;
         Ok(())
     })
 }

@@ -278,6 +278,8 @@ pub struct Session {
 pub struct Preview {
     config: RwLock<PreviewConfig>,
     sessions: Mutex<HashMap<String, Instant>>,
+    /// A session was ever started: until then no request's headers are searched for a token.
+    sessions_started: std::sync::atomic::AtomicBool,
     /// Requests being handled now, by request id.
     active: Mutex<HashMap<String, Arc<Mutex<Recording>>>>,
     /// `active.len()` plus watched items, read without a lock by every hook.
@@ -299,6 +301,7 @@ impl Default for Preview {
         Preview {
             config: RwLock::new(PreviewConfig::default()),
             sessions: Mutex::default(),
+            sessions_started: Default::default(),
             active: Mutex::default(),
             live: AtomicUsize::new(0),
             ring: Mutex::default(),
@@ -406,6 +409,7 @@ impl Preview {
             let now = Instant::now();
             sessions.retain(|_, until| *until > now);
             sessions.insert(token.clone(), now + lifetime);
+            self.sessions_started.store(true, Ordering::Relaxed);
         }
         Session { token, expires_in_secs: lifetime.as_secs(), header: PREVIEW_HEADER, cookie: PREVIEW_COOKIE }
     }
@@ -424,7 +428,9 @@ impl Preview {
 
     /// Whether `request` is to be recorded; if so, its recording starts now.
     pub(crate) fn begin(&self, request: &RequestData) -> bool {
-        let why = match carried_token(request) {
+        // Most servers never start a session: their requests' headers are not searched.
+        let token = if self.sessions_started.load(Ordering::Relaxed) { carried_token(request) } else { None };
+        let why = match token {
             Some(token) if !token.is_empty() && lock(&self.sessions).get(&token).is_some_and(|until| *until > Instant::now()) => "session",
             _ => {
                 let sample = self.config.read().unwrap_or_else(|p| p.into_inner()).sample;

@@ -234,17 +234,17 @@ fn serve_in_child_process() {
         let config = sluice::ContainerConfig::load(std::path::Path::new(&path)).expect("config");
         let admin = config.admin.clone();
         let live = sluice::Live::load(config).expect("load");
+        let mut admin_listener = None;
         if let Some(admin) = admin {
             let listener = tokio::net::TcpListener::bind(admin.listen).await.expect("bind admin");
             let port = listener.local_addr().expect("addr").port();
-            tokio::spawn(sluice::server::serve_admin(live.clone(), listener, std::future::pending()));
             std::fs::write(format!("{path}.admin-port"), port.to_string()).expect("admin port file");
+            admin_listener = Some(listener);
         }
-        tokio::spawn(sluice::reload::on_sighup(live.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         std::fs::write(format!("{path}.port"), port.to_string()).expect("port file");
-        sluice::server::serve_live(live, listener, std::future::pending()).await;
+        sluice::server::serve_all(live, listener, admin_listener, std::future::pending()).await;
     });
 }
 

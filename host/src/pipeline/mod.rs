@@ -153,16 +153,16 @@ impl Container {
             .by_tag
             .values()
             .map(|o| {
-                let stats = o.store.stats();
                 let c = &o.counters;
                 let get = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+                let status = crate::delivery::status(&o.tag, &o.store, None, Vec::new());
                 crate::metrics::OutboxSample {
-                    tag: o.tag.clone(),
-                    pending: stats.pending as u64,
-                    oldest_age_secs: stats.oldest_created_ms.map_or(0, |t| crate::delivery::now_ms().saturating_sub(t) / 1000),
+                    tag: status.template,
+                    pending: status.pending as u64,
+                    oldest_age_secs: status.oldest_age_secs.unwrap_or(0),
                     retrying: get(&c.retrying),
-                    dead: stats.dead as u64,
-                    bytes_on_disk: stats.bytes_on_disk,
+                    dead: status.dead as u64,
+                    bytes_on_disk: status.bytes_on_disk,
                     queued: get(&c.queued),
                     delivered: get(&c.delivered),
                     retried: get(&c.retried),

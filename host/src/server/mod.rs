@@ -32,6 +32,22 @@ pub async fn serve(container: Arc<Container>, listener: TcpListener, shutdown: i
     serve_live(Live::fixed(container), listener, shutdown).await;
 }
 
+/// What `sluice serve` runs: the public listener ([`serve_live`]) and, when given, the admin
+/// listener ([`serve_admin`]), both stopping at `shutdown`; `SIGHUP` reloads
+/// ([`crate::reload::on_sighup`]).
+pub async fn serve_all(live: Arc<Live>, listener: TcpListener, admin: Option<TcpListener>, shutdown: impl Future<Output = ()>) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    if let Some(admin) = admin {
+        let mut stopped = stopped.clone();
+        tokio::spawn(serve_admin(live.clone(), admin, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+    }
+    tokio::spawn(crate::reload::on_sighup(live.clone()));
+    serve_live(live, listener, shutdown).await;
+    let _ = stop.send(true);
+}
+
 /// Serves whatever container `live` holds (each request on the one current when it arrived,
 /// so a reload never cuts one off) until `shutdown` resolves, then drains gracefully.
 pub async fn serve_live(live: Arc<Live>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
