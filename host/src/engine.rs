@@ -6,10 +6,10 @@
 //!   count keeps requests from asking for more instances than the pool holds (they wait
 //!   instead of failing).
 //! * **Epoch interruption** for CPU limits. A ticker thread advances the epoch every
-//!   [`TICK`]; at each tick of guest execution the host counts against the CPU budget
-//!   ([`CpuClock`]) and the guest yields to tokio, so one busy template cannot
-//!   starve the server. A call hook charges each host call's measured time to the same
-//!   budget. Over budget → trap.
+//!   [`TICK`]; at each tick of guest execution the host checks the CPU budget ([`CpuClock`]:
+//!   the thread CPU time the invocation used, host calls included) and the guest yields to
+//!   tokio, so one busy template cannot starve the server. A call hook checks it again when a
+//!   host call that spanned a tick returns. Over budget → trap.
 //! * **Our own `ResourceLimiter`** for memory ([`crate::limits`]): growing past `memory_mb`
 //!   traps with a typed error.
 //! * **Minimal WASI**: only what a plain Rust `wasm32-wasip2` guest imports (io, clocks, random,
@@ -132,28 +132,22 @@ impl Runtime {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
             if !ctx.data_mut().cpu.tick() {
-                let (guest, host) = ctx.data().cpu.split();
-                tracing::debug!(guest_ticks = guest, host_ticks = host, "CPU budget spent");
+                tracing::debug!(spent = ?ctx.data().cpu.spent(), "CPU budget spent");
                 Err(wasmtime::Error::new(CpuLimitExceeded))
             } else {
-                // The yield happens inside a libcall the call hook counts as a host call.
-                ctx.data_mut().cpu.yielding();
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        // Host calls are charged by their measured time ([`CpuClock`]).
+        // A host call that spanned a tick is checked when it returns ([`CpuClock`]).
         store.call_hook(|mut ctx, hook| {
             let cpu = &mut ctx.data_mut().cpu;
             match hook {
                 CallHook::CallingHost => cpu.enter_host(),
                 CallHook::ReturningFromHost if !cpu.leave_host() => {
-                    let (guest, host) = cpu.split();
-                    tracing::debug!(guest_ticks = guest, host_ticks = host, "CPU budget spent");
+                    tracing::debug!(spent = ?cpu.spent(), "CPU budget spent");
                     return Err(wasmtime::Error::new(CpuLimitExceeded));
                 }
-                CallHook::ReturningFromHost => {}
-                CallHook::CallingWasm => cpu.enter_guest(),
-                CallHook::ReturningFromWasm => cpu.leave_guest(),
+                CallHook::ReturningFromHost | CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
             }
             Ok(())
         });

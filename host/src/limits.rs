@@ -1,7 +1,6 @@
-//! What bounds one invocation: a CPU budget counted in epoch ticks of guest execution plus the
-//! time of the host calls it makes, and a linear-memory cap enforced by our own
-//! [`wasmtime::ResourceLimiter`]. Both end the
-//! invocation with a typed error ([`CpuLimitExceeded`], [`MemoryLimitExceeded`]), so the
+//! What bounds one invocation: a CPU budget measured with the thread's CPU clock ([`CpuClock`]:
+//! guest code and the host calls it makes, not the time it waits), and a linear-memory cap
+//! enforced by our own [`wasmtime::ResourceLimiter`]. Both end the invocation with a typed error ([`CpuLimitExceeded`], [`MemoryLimitExceeded`]), so the
 //! pipeline recognises them by type, not by matching wasmtime's message text.
 
 use std::sync::Arc;
@@ -90,119 +89,130 @@ impl Epoch {
     }
 }
 
-/// The CPU budget of one invocation, in [`TICK`]s: ticks of guest execution, plus the ticks
-/// long host calls spanned.
+/// The CPU budget of one invocation: the CPU time its thread spent running it — guest code,
+/// the host calls it made, instantiating it — measured with the thread's own CPU clock
+/// (`CLOCK_THREAD_CPUTIME_ID`), not counted in wall-clock ticks.
 ///
-/// Ticks count wall time while the store runs, host calls included: the epoch callback fires
-/// when the guest next checks the epoch after a tick, and wasmtime re-arms the deadline only
-/// after the guest resumes from its yield, so time spent queued behind other work is not
-/// counted. That is what makes this a CPU budget rather than a wall-clock one (which
-/// `[limits] wall_ms` is). Short host calls are paid for by the ticks they fall in.
+/// Why not ticks: a tick counts wall time, and under contention wall time is not the
+/// template's. On a busy core (the delivery thread runs at a lower priority, see
+/// `pipeline::deliver`) a template that needs 2 ms of CPU can take 20 ms of wall time, and a
+/// tick-counted budget stopped such templates for CPU twice in this project's history (a
+/// yield queued behind other tasks; every template recompiled at reload on a loaded machine).
+/// The thread's CPU clock counts only what ran.
 ///
-/// But one long host call is charged one tick however long it ran, since the guest checks
-/// the epoch only when it runs again: a guest that passes a 16 MiB string to a host call in a
-/// loop makes the host copy and check it each time while its budget barely moves. So the
-/// store's call hook notes the [`Epoch`] when a host call starts and charges, when it returns,
-/// the ticks it spanned beyond the one the callback counts — minus those it spent waiting on
-/// the network ([`CpuClock::waited_since`]: outbound HTTP is paid for by `wall_ms`) and those
-/// spent in guest code nested in the call (a result lowered through the guest's allocator,
-/// which may yield). Over budget, the call's return traps with [`CpuLimitExceeded`].
+/// How: the pipeline polls the invocation's future through [`CpuMeter::charged`], which reads
+/// the thread's CPU clock around each poll and adds the difference. Time the invocation does
+/// not run is outside any poll: queued behind other tasks after an epoch yield, waiting on the
+/// network (outbound HTTP is paid for by `wall_ms`), or preempted by the OS. Inside a poll the
+/// budget is checked where wasmtime gives control back to the host: on each epoch tick (the
+/// callback, every [`TICK`] of guest execution) and when a host call returns after spanning a
+/// tick, so one long host call — a guest passing a 16 MiB string in a loop — is caught on its
+/// return. Over budget, the invocation traps with [`CpuLimitExceeded`].
 ///
-/// wasmtime also wraps its libcalls in the call hook, the epoch callback's among them: the
-/// callback marks its yield ([`CpuClock::yielding`]) so the time queued behind other tasks is
-/// not charged as a host call (under load it was, and stopped templates that had run 2 ms).
+/// A clock read is a system call (about half a microsecond here); there are two per poll, one
+/// per tick and one per host call that spanned a tick, not one per host call.
 #[derive(Debug)]
 pub struct CpuClock {
+    meter: CpuMeter,
     epoch: Epoch,
-    /// Ticks charged so far (guest ticks and host-call ticks).
-    ticks: u64,
-    limit: u64,
-    /// Host calls in progress: lowering a result into the guest calls its allocator (guest
-    /// code, which may call the host again); the outermost call is what is charged.
+    limit_ns: u64,
+    /// The epoch the outermost host call in progress started at.
+    call_started: Option<u64>,
+    /// Host calls in progress (lowering a result can call the guest, which calls the host).
     depth: u32,
-    /// The epoch host code (re)started at; `None` while guest code runs.
-    running: Option<u64>,
-    /// Ticks of host code in the outermost call in progress, and of network waits in it.
-    call: u64,
-    waited: u64,
-    /// Of `ticks`, those charged for host calls (the rest are the epoch callback's).
-    host_ticks: u64,
 }
 
 impl CpuClock {
-    /// A clock allowing `limit` of guest execution and host work (at least one tick).
+    /// A clock allowing `limit` of CPU time.
     pub fn new(limit: Duration, epoch: Epoch) -> Self {
-        let limit = (limit.as_micros() / TICK.as_micros().max(1)).max(1) as u64;
-        CpuClock { epoch, ticks: 0, limit, depth: 0, running: None, call: 0, waited: 0, host_ticks: 0 }
+        let limit_ns = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+        CpuClock { meter: CpuMeter::default(), epoch, limit_ns, call_started: None, depth: 0 }
     }
 
-    /// Counts one tick of guest execution; `false` once the budget is spent.
+    /// The meter to poll the invocation through ([`CpuMeter::charged`]).
+    pub fn meter(&self) -> CpuMeter {
+        self.meter.clone()
+    }
+
+    /// The epoch callback: a tick of guest execution passed; `false` once the budget is spent.
     pub fn tick(&mut self) -> bool {
-        self.ticks += 1;
-        self.ticks <= self.limit
-    }
-
-    /// The epoch callback is about to yield to the executor. wasmtime runs the callback inside
-    /// a libcall, which the call hook sees as a host call; the time queued behind other tasks
-    /// until this one is polled again is not this template's CPU, so the call stops counting
-    /// here (the tick that brought the callback was just counted by [`CpuClock::tick`]).
-    pub fn yielding(&mut self) {
-        self.running = None;
-    }
-
-    /// The epoch now, to pass to [`CpuClock::waited_since`] after a network wait.
-    pub fn epoch(&self) -> u64 {
-        self.epoch.now()
-    }
-
-    /// The host call in progress waited on the network since `epoch`; that part is not
-    /// charged.
-    pub fn waited_since(&mut self, epoch: u64) {
-        self.waited += self.epoch.now().saturating_sub(epoch);
+        self.within_budget()
     }
 
     /// The guest called into the host.
     pub fn enter_host(&mut self) {
         self.depth += 1;
         if self.depth == 1 {
-            self.call = 0;
-            self.waited = 0;
-        }
-        self.running = Some(self.epoch.now());
-    }
-
-    /// Host code calls into the guest (its allocator, while lowering a result).
-    pub fn enter_guest(&mut self) {
-        if let Some(started) = self.running.take() {
-            self.call += self.epoch.now().saturating_sub(started);
+            self.call_started = Some(self.epoch.now());
         }
     }
 
-    /// Guest code returns to the host.
-    pub fn leave_guest(&mut self) {
-        if self.depth > 0 {
-            self.running = Some(self.epoch.now());
-        }
-    }
-
-    /// A host call returns to the guest; the outermost one's ticks are charged. `false` once
-    /// the budget is spent.
+    /// A host call returns to the guest; `false` once the budget is spent. Checked only when
+    /// the outermost call spanned a tick (an atomic load otherwise): short calls are caught by
+    /// the next tick.
     pub fn leave_host(&mut self) -> bool {
-        self.enter_guest();
         self.depth = self.depth.saturating_sub(1);
-        if self.depth == 0 {
-            // The epoch callback counts the call's first tick when the guest resumes.
-            let charged = self.call.saturating_sub(self.waited).saturating_sub(1);
-            self.ticks += charged;
-            self.host_ticks += charged;
+        if self.depth > 0 {
+            return true;
         }
-        self.ticks <= self.limit
+        match self.call_started.take() {
+            Some(started) if self.epoch.now() != started => self.within_budget(),
+            _ => true,
+        }
     }
 
-    /// Where the spent budget went, in ticks: (guest, host calls).
-    pub fn split(&self) -> (u64, u64) {
-        (self.ticks - self.host_ticks, self.host_ticks)
+    /// CPU time spent so far.
+    pub fn spent(&self) -> Duration {
+        Duration::from_nanos(self.meter.spent_ns())
     }
+
+    fn within_budget(&self) -> bool {
+        self.meter.spent_ns() <= self.limit_ns
+    }
+}
+
+/// CPU time charged to one invocation, shared by its [`CpuClock`] (inside the store) and the
+/// pipeline that polls it ([`CpuMeter::charged`]).
+#[derive(Debug, Clone, Default)]
+pub struct CpuMeter(Arc<MeterState>);
+
+#[derive(Debug, Default)]
+struct MeterState {
+    /// CPU time of the polls that finished, nanoseconds.
+    done: AtomicU64,
+    /// The thread's CPU clock when the poll in progress started, plus one (0: none).
+    polling_since: AtomicU64,
+}
+
+impl CpuMeter {
+    /// Runs `future`, charging the CPU time of each of its polls to this meter.
+    pub async fn charged<F: std::future::Future>(&self, future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        std::future::poll_fn(|cx| {
+            let started = thread_cpu_ns();
+            self.0.polling_since.store(started + 1, Ordering::Relaxed);
+            let polled = future.as_mut().poll(cx);
+            self.0.polling_since.store(0, Ordering::Relaxed);
+            self.0.done.fetch_add(thread_cpu_ns().saturating_sub(started), Ordering::Relaxed);
+            polled
+        })
+        .await
+    }
+
+    /// CPU time so far, the poll in progress included.
+    fn spent_ns(&self) -> u64 {
+        let done = self.0.done.load(Ordering::Relaxed);
+        match self.0.polling_since.load(Ordering::Relaxed) {
+            0 => done,
+            since => done + thread_cpu_ns().saturating_sub(since - 1),
+        }
+    }
+}
+
+/// This thread's CPU time, nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    u64::try_from(t.tv_sec).unwrap_or(0).saturating_mul(1_000_000_000).saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -214,71 +224,60 @@ mod cpu_clock_tests {
         (CpuClock::new(Duration::from_millis(ms), epoch.clone()), epoch)
     }
 
-    fn ticks(epoch: &Epoch, n: u64) {
-        (0..n).for_each(|_| epoch.advance());
-    }
-
-    #[test]
-    fn a_long_host_call_is_charged_the_ticks_it_spanned() {
-        let (mut clock, epoch) = clock(20); // 10 ticks
-        clock.enter_host();
-        ticks(&epoch, 4);
-        assert!(clock.leave_host());
-        assert!(clock.tick(), "the callback's tick on resuming");
-        assert_eq!(clock.ticks, 4);
-        clock.enter_host();
-        ticks(&epoch, 6);
-        assert!(clock.leave_host(), "4 + 5 of 10 ticks");
-        clock.enter_host();
-        ticks(&epoch, 3);
-        assert!(!clock.leave_host(), "past the budget: the call's return traps");
-    }
-
-    #[test]
-    fn the_epoch_yield_is_not_charged_however_long_the_task_waits_to_run_again() {
-        // Found under load: wasmtime wraps libcalls, the epoch callback's among them, in the
-        // call hook, so a yield queued behind other tasks for 60 ms was charged as a host call
-        // and stopped templates that had run for 2 ms.
-        let (mut clock, epoch) = clock(50);
-        for _ in 0..10 {
-            clock.enter_host(); // the epoch libcall
-            assert!(clock.tick(), "the tick that fired the callback");
-            clock.yielding();
-            ticks(&epoch, 30); // queued behind other tasks
-            assert!(clock.leave_host());
+    fn spin(d: Duration) {
+        let start = thread_cpu_ns();
+        while thread_cpu_ns() - start < d.as_nanos() as u64 {
+            std::hint::black_box(());
         }
-        assert_eq!(clock.split(), (10, 0), "ten ticks of guest code, nothing for the waits");
-        // Inside a host call, through guest code it runs (a result lowered by the guest's
-        // allocator), the outer call is not charged for the yield either.
-        clock.enter_host();
-        clock.enter_guest();
-        clock.enter_host();
-        assert!(clock.tick());
-        clock.yielding();
-        ticks(&epoch, 30);
-        assert!(clock.leave_host());
-        clock.leave_guest();
-        assert!(clock.leave_host());
-        assert_eq!(clock.split(), (11, 0));
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
     }
 
     #[test]
-    fn short_calls_network_waits_and_nested_guest_code_are_not_charged_as_host_work() {
-        let (mut clock, epoch) = clock(50);
-        for _ in 0..100 {
+    fn cpu_used_inside_a_poll_is_charged_and_stops_the_invocation_past_the_budget() {
+        let (mut clock, _) = clock(20);
+        let meter = clock.meter();
+        block_on(meter.charged(async {
+            spin(Duration::from_millis(5));
+        }));
+        assert!(clock.tick(), "5 of 20 ms");
+        assert!(clock.spent() >= Duration::from_millis(5), "{:?}", clock.spent());
+        block_on(meter.charged(async {
+            spin(Duration::from_millis(20));
+            assert!(!clock.tick(), "25 of 20 ms, seen by the callback while the poll runs");
+        }));
+    }
+
+    #[test]
+    fn time_the_invocation_does_not_run_is_not_charged() {
+        // Waiting (the network, a sleep inside a host call, another task holding the thread,
+        // the OS running another thread) uses no CPU of this thread: only wall_ms pays for it.
+        let (clock, _) = clock(10);
+        let meter = clock.meter();
+        block_on(meter.charged(async {
+            tokio::time::sleep(Duration::from_millis(30)).await; // Pending: outside any poll
+            std::thread::sleep(Duration::from_millis(30)); // inside a poll, but not running
+        }));
+        assert!(clock.spent() < Duration::from_millis(5), "{:?}", clock.spent());
+        assert!(clock.within_budget());
+    }
+
+    #[test]
+    fn a_long_host_call_is_checked_on_its_return_and_short_ones_wait_for_the_tick() {
+        let (mut clock, epoch) = clock(10);
+        let meter = clock.meter();
+        block_on(meter.charged(async {
             clock.enter_host();
-            assert!(clock.leave_host(), "a call within one tick is the ticks' to count");
-        }
-        clock.enter_host();
-        let sent = clock.epoch();
-        ticks(&epoch, 10);
-        clock.waited_since(sent);
-        // Lowering the result runs the guest's allocator, which may yield for a long time.
-        clock.enter_guest();
-        ticks(&epoch, 10);
-        clock.leave_guest();
-        assert!(clock.leave_host());
-        assert_eq!(clock.ticks, 0);
+            spin(Duration::from_millis(15));
+            assert!(clock.leave_host(), "within one tick: not checked here (the next tick is)");
+            clock.enter_host();
+            clock.enter_host(); // nested: a result lowered through the guest's allocator
+            epoch.advance();
+            assert!(clock.leave_host(), "the inner return is not the call's end");
+            assert!(!clock.leave_host(), "spanned a tick: checked, over budget");
+        }));
     }
 }
 

@@ -16,10 +16,8 @@ fn outbound(r: OutgoingRequest) -> OutboundRequest {
 impl Host for Invocation {
     async fn send(&mut self, request: OutgoingRequest) -> Result<IncomingResponse, Error> {
         let url_for_log = crate::outbound::without_query(&request.url).to_string();
-        // Waiting on the vendor is paid for by wall_ms, not the CPU budget.
-        let sent = self.cpu.epoch();
+        // Waiting on the vendor is paid for by wall_ms: the CPU budget counts only what runs.
         let result = self.services.send(&self.template, (self.phase.export(self.template.declaration.kind), &self.request.id), outbound(request)).await;
-        self.cpu.waited_since(sent);
         self.answer(&url_for_log, result)
     }
 
@@ -28,7 +26,6 @@ impl Host for Invocation {
             return Err(Error::Invalid(format!("send-all takes at most {MAX_SEND_ALL} requests (got {})", requests.len())));
         }
         let urls: Vec<String> = requests.iter().map(|r| crate::outbound::without_query(&r.url).to_string()).collect();
-        let sent = self.cpu.epoch();
         let (services, template) = (self.services.clone(), self.template.clone());
         let (export, request_id) = (self.phase.export(template.declaration.kind), self.request.id.clone());
         let results = futures::future::join_all(requests.into_iter().map(|r| {
@@ -36,7 +33,6 @@ impl Host for Invocation {
             async move { services.send(template, (export, request_id), outbound(r)).await }
         }))
         .await;
-        self.cpu.waited_since(sent);
         Ok(urls.iter().zip(results).map(|(url, result)| self.answer(url, result)).collect())
     }
 }

@@ -85,11 +85,16 @@ impl Container {
             queued: 0,
         });
         let mut instantiated = None;
-        let result = tokio::time::timeout_at(end.into(), async {
-            let instance = instantiate(&mut store).await?;
-            instantiated = Some(Instant::now());
-            call(instance, &mut store).await
-        })
+        // The CPU budget counts the CPU time of this future's polls ([`crate::limits::CpuClock`]).
+        let meter = store.data().cpu.meter();
+        let result = tokio::time::timeout_at(
+            end.into(),
+            meter.charged(async {
+                let instance = instantiate(&mut store).await?;
+                instantiated = Some(Instant::now());
+                call(instance, &mut store).await
+            }),
+        )
         .await;
         let returned = Instant::now();
         let denials = std::mem::take(&mut store.data_mut().denials).into_trace();
