@@ -10,7 +10,8 @@
 //! A tag declares which phases it has in its [`crate::Manifest`]'s [`Delivery`]:
 //! * [`Delivery::IN_REQUEST`]: `fire` only; whatever it sends, it sends from the request (or
 //!   hands the host as a plain request to send later);
-//! * [`Delivery::batched`]: `deliver` only; the host queues each event the tag may see, as it is;
+//! * [`Delivery::batched`]: `deliver` only; the host queues each event the tag may see, as it is,
+//!   with the request cookies the tag's grant names;
 //! * [`Delivery::batched`]`(..).with_fire()`: both; `fire` builds the items (reading cookies,
 //!   hashing) and queues them, `deliver` sends them in batches.
 //!

@@ -64,6 +64,22 @@ impl Reads<'_> {
         }
     }
 
+    /// Every cookie whose name `granted` accepts, name and value, in the request's order: what
+    /// a tag without `fire` gets with its queued event, read as [`Reads::cookie`] reads one.
+    pub fn granted_cookies(&self, src: &dyn RequestSource, granted: impl Fn(&str) -> bool) -> Vec<(String, String)> {
+        let mut names: Vec<&str> = Vec::new();
+        let headers = src.header_values("cookie");
+        for pair in headers.iter().flat_map(|h| h.split(';')) {
+            if let Some((name, _)) = pair.split_once('=')
+                && !names.contains(&name.trim())
+                && granted(name.trim())
+            {
+                names.push(name.trim());
+            }
+        }
+        names.iter().flat_map(|name| self.cookie(src, name).into_iter().map(|v| (name.to_string(), v))).collect()
+    }
+
     /// The body.
     pub fn body(&self, src: &dyn RequestSource) -> Vec<u8> {
         match self.minimiser {
@@ -151,6 +167,32 @@ mod tests {
         assert_eq!(minimised.query_param(&req, "gclid"), None);
         assert_eq!(minimised.query_string(&req), "v=2");
         assert_eq!(minimised.remote_address(&req), None);
+    }
+
+    #[test]
+    fn granted_cookies_are_those_the_grant_names_read_as_one_cookie_is() {
+        struct Src;
+        impl RequestSource for Src {
+            fn query(&self) -> &str {
+                ""
+            }
+            fn header_values(&self, name: &str) -> Vec<&str> {
+                if name == "cookie" { vec!["_ttp=a%20b; session=secret; ttclid=x", "_ttp=second"] } else { vec![] }
+            }
+            fn body(&self) -> &[u8] {
+                b""
+            }
+            fn remote_address(&self) -> Option<String> {
+                None
+            }
+        }
+        let granted = |n: &str| n == "_ttp" || n == "ttclid";
+        assert_eq!(
+            Reads::default().granted_cookies(&Src, granted),
+            [("_ttp".to_string(), "a b".to_string()), ("_ttp".into(), "second".into()), ("ttclid".into(), "x".into())],
+            "every value, decoded, and nothing the grant does not name"
+        );
+        assert!(Reads::default().granted_cookies(&Src, |_| false).is_empty());
     }
 
     #[test]

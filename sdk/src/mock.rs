@@ -26,7 +26,8 @@
 //!   that are not JSON objects are dropped, as the host drops them
 //!   ([`MockHost::dropped_events`]);
 //! * **storage**: the same store with the same bounds;
-//! * **delivery**: a tag without `fire` has its event queued, as the host queues it;
+//! * **delivery**: a tag without `fire` has its event queued, as the host queues it (with the
+//!   request cookies its grant names, [`crate::Item::cookies`]);
 //!   `enqueue` and `send-later` are checked by the host's rules (ids, 16 per run, item size,
 //!   grant); [`MockHost::deliver_queued`] runs `deliver` over the queue and applies the host's
 //!   rules to its answers (`sluice_policy::delivery`: batching, halving a batch refused whole,
@@ -403,14 +404,19 @@ impl MockHost {
             )));
         }
         if !decl.delivery.fire {
-            // As the host: no sandbox runs; the event the tag may see is queued as it is.
+            // As the host: no sandbox runs; the event the tag may see is queued as it is, with
+            // the request cookies its grant names.
             let event = self.state.event.as_object().cloned().unwrap_or_default();
             let fingerprint = crate::identity::sha256_hex(&self.state.event.to_string());
+            let run = self.state.run.as_ref().expect("prepared above");
+            let reads = Reads { minimiser: run.minimiser.as_ref() };
+            let cookies = reads.granted_cookies(&self.state, |name| run.grant.check_cookie(name).is_ok());
             self.state.queued.push(Item {
                 id: sluice_manifest::event_id(&event, &fingerprint),
                 attempt: 0,
                 created_ms: now_ms(),
                 data: self.state.event.to_string(),
+                cookies,
             });
             return Ok(());
         }
@@ -830,7 +836,7 @@ pub(crate) mod sys {
             let batch = run.batch.ok_or_else(|| Error::Invalid(rules::NO_DELIVER_PHASE.into()))?;
             rules::check_item(item, batch.max_bytes).map_err(Error::Invalid)?;
             run.queued += 1;
-            s.queued.push(Item { id: id.into(), attempt: 0, created_ms: now_ms(), data: item.into() });
+            s.queued.push(Item { id: id.into(), attempt: 0, created_ms: now_ms(), data: item.into(), cookies: Vec::new() });
             Ok(())
         })
     }

@@ -187,9 +187,18 @@ pub struct Item {
     pub created_ms: u64,
     /// The JSON `fire` queued, or the event itself for a tag without `fire`.
     pub data: String,
+    /// For an event the host queued (a tag without `fire`): the request's cookies the tag's
+    /// grant names, as `fire` would have read them, in the request's order. Empty for what
+    /// `fire` queued.
+    pub cookies: Vec<(String, String)>,
 }
 
 impl Item {
+    /// The first value of the cookie `name` queued with the event ([`Item::cookies`]).
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
     /// [`Item::data`] parsed.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
         serde_json::from_str(&self.data).map_err(|e| Error::Invalid(format!("item {}: {e}", self.id)))

@@ -81,7 +81,7 @@ async fn meta_receives_valid_hashed_events_for_consented_hits_only() {
     let denied = corpus_hit_query("ga4_06_add_to_cart_consent_denied.txt") + "&ep.user_data.email_address=someone%40example.com";
     for query in [&granted, &denied] {
         let res = server
-            .post_hit(query, &[("user-agent", "Mozilla/5.0 (e2e)"), ("x-forwarded-for", "203.0.113.77"), ("cookie", "_fbp=fb.1.1596403881668.1116446470")])
+            .post_hit(query, &[("user-agent", "Mozilla/5.0 (e2e)"), ("x-forwarded-for", "203.0.113.77"), ("cookie", "_fbp=fb.1.1596403881668.1116446470; _ttp=ttp-e2e-value; session=not-for-vendors")])
             .await;
         assert_eq!(res.status(), 204);
     }
@@ -112,6 +112,9 @@ async fn meta_receives_valid_hashed_events_for_consented_hits_only() {
     assert_eq!(data["user"]["email"], "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f");
     assert_eq!(data["user"]["ip"], "203.0.113.77");
     assert_eq!(data["properties"]["contents"][0]["content_id"], "SKU_12345");
+    // TikTok has no `fire`: the host queued its granted cookie with the event, and only that.
+    assert_eq!(data["user"]["ttp"], "ttp-e2e-value");
+    assert!(!String::from_utf8_lossy(&tt[0].body).contains("not-for-vendors"));
     // The hit has no event_id: both derive one from the host's fingerprint of the same event.
     let id = event["event_id"].as_str().expect("Meta got an event_id");
     assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");

@@ -145,7 +145,7 @@ impl TagDeliveryConfig {
 /// What an item in a queue is, stored as [`Item::kind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ItemKind {
-    /// JSON for the tag's `deliver` (what `fire` queued, or the event itself).
+    /// For the tag's `deliver`: what `fire` queued, or the event itself ([`TagItem`]).
     Tag,
     /// A plain HTTP request the host sends ([`PlainRequest`]).
     Plain,
@@ -164,6 +164,52 @@ impl ItemKind {
             0 => Some(ItemKind::Tag),
             1 => Some(ItemKind::Plain),
             _ => None,
+        }
+    }
+}
+
+/// A tag's queued item as stored: its JSON and, for an event the host queued for a tag without
+/// `fire`, the request cookies the tag's grant names
+/// ([`sluice_policy::request::Reads::granted_cookies`]). Without cookies it is stored as the
+/// JSON alone (as every item was before cookies were queued, so older queues read unchanged);
+/// with them as `0x00` (never the first byte of JSON), the cookies' JSON length (u32, little
+/// endian), the cookies as JSON, then the item's JSON.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct TagItem {
+    pub(crate) data: Vec<u8>,
+    pub(crate) cookies: Vec<(String, String)>,
+}
+
+impl TagItem {
+    const WITH_COOKIES: u8 = 0;
+
+    pub(crate) fn encode(data: &[u8], cookies: &[(String, String)]) -> Vec<u8> {
+        if cookies.is_empty() {
+            return data.to_vec();
+        }
+        let cookies = serde_json::to_vec(cookies).unwrap_or_default();
+        let mut out = Vec::with_capacity(5 + cookies.len() + data.len());
+        out.push(Self::WITH_COOKIES);
+        out.extend_from_slice(&u32::try_from(cookies.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(&cookies);
+        out.extend_from_slice(data);
+        out
+    }
+
+    /// The stored bytes read back. A cookie section that does not parse (the queue's checksums
+    /// catch damage on disk, so only a bug could write one) leaves the bytes as they are: not
+    /// JSON, so `deliver` fails on the item and it is dead-lettered, not dropped.
+    pub(crate) fn decode(mut bytes: Vec<u8>) -> TagItem {
+        let cookie_section = match bytes.as_slice() {
+            [Self::WITH_COOKIES, a, b, c, d, rest @ ..] => {
+                let len = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
+                rest.get(..len).and_then(|json| serde_json::from_slice::<Vec<(String, String)>>(json).ok()).map(|c| (c, 5 + len))
+            }
+            _ => None,
+        };
+        match cookie_section {
+            Some((cookies, end)) => TagItem { data: bytes.split_off(end), cookies },
+            None => TagItem { data: bytes, cookies: Vec::new() },
         }
     }
 }
@@ -267,6 +313,22 @@ impl Outboxes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tag_item_keeps_its_cookies_and_an_item_queued_before_cookies_reads_unchanged() {
+        let event = br#"{"event_name":"purchase"}"#;
+        let cookies = vec![("_ttp".to_string(), "a;b=\"c\"".to_string()), ("ttclid".into(), "✓".into())];
+        let stored = TagItem::encode(event, &cookies);
+        assert_eq!(TagItem::decode(stored), TagItem { data: event.to_vec(), cookies });
+        assert_eq!(TagItem::encode(event, &[]), event.to_vec(), "no cookies: the JSON alone, as before");
+        assert_eq!(TagItem::decode(event.to_vec()), TagItem { data: event.to_vec(), cookies: Vec::new() });
+        // A damaged section (a bug: the disk's damage is caught by checksums) keeps every byte,
+        // so the item fails in `deliver` and is dead-lettered rather than silently lost.
+        let mut cut = TagItem::encode(event, &[("a".into(), "b".into())]);
+        cut[1] = 200;
+        assert_eq!(TagItem::decode(cut.clone()), TagItem { data: cut, cookies: Vec::new() });
+        assert_eq!(TagItem::decode(vec![0, 1]).data, [0, 1]);
+    }
 
     #[test]
     fn every_tag_name_gets_a_directory_of_its_own_inside_the_outbox() {
@@ -427,10 +489,16 @@ pub(crate) fn status(template: &str, store: &Store, retrying: Option<u64>, probl
 }
 
 pub(crate) fn view(d: &store::DeadLetter, minimiser: &sluice_policy::personal_data::Minimiser) -> DeadLetterView {
-    let data = match serde_json::from_slice::<serde_json::Value>(&d.item.data) {
+    // Cookies queued with an event are identifiers: the view names them, without values.
+    let item = TagItem::decode(d.item.data.clone());
+    let mut data = match serde_json::from_slice::<serde_json::Value>(&item.data) {
         Ok(value) => crate::json_text(&minimiser.event(&value).value),
         Err(_) => "(not JSON)".into(),
     };
+    if !item.cookies.is_empty() {
+        let names: Vec<&str> = item.cookies.iter().map(|(n, _)| n.as_str()).collect();
+        data.push_str(&format!(" (with cookies {})", names.join(", ")));
+    }
     DeadLetterView {
         id: crate::output::mask(&d.item.id),
         attempts: d.item.attempts,

@@ -29,7 +29,7 @@ use super::{Container, TagEntry};
 use crate::bindings::delivery as wit;
 use crate::delivery::store::Item;
 use crate::delivery::worker::{Answer, Deliver, Worker};
-use crate::delivery::{OutboxConfig, PlainRequest, TagOutbox};
+use crate::delivery::{OutboxConfig, PlainRequest, TagItem, TagOutbox};
 use crate::outbound::OutboundRequest;
 use crate::state::{Phase, RequestData, ResponseDraft};
 use crate::trace::Outcome;
@@ -211,12 +211,16 @@ impl Container {
         let deadline = Instant::now() + Duration::from_millis(self.runtime.limits.wall_ms);
         let batch: Vec<wit::Item> = items
             .into_iter()
-            .map(|item| wit::Item {
-                id: item.id,
-                attempt: item.attempts,
-                created_ms: item.created_ms,
-                // Only valid JSON is queued (checked by `enqueue`, or the host's own JSON).
-                data: String::from_utf8(item.data).unwrap_or_default(),
+            .map(|item| {
+                let TagItem { data, cookies } = TagItem::decode(item.data);
+                wit::Item {
+                    id: item.id,
+                    attempt: item.attempts,
+                    created_ms: item.created_ms,
+                    // Only valid JSON is queued (checked by `enqueue`, or the host's own JSON).
+                    data: String::from_utf8(data).unwrap_or_default(),
+                    cookies,
+                }
             })
             .collect();
         let pre = tag.pre.clone();

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sluice_manifest::Purpose;
 use sluice_policy::consent::{AuditRecord, ConsentState};
+use sluice_policy::request::Reads;
 
 use super::invoke::Invoked;
 use crate::bindings::tag::Fired;
 use super::{Container, TagEntry};
-use crate::delivery::ItemKind;
+use crate::delivery::{ItemKind, TagItem};
 use crate::state::{Phase, RequestData, ResponseDraft, SharedEvent};
 use crate::preview::EventRecord;
 use crate::trace::{EventTrace, Outcome, Phases, TagRun};
@@ -99,7 +100,7 @@ impl Container {
                 runs.iter().map(|tag| self.run_tag(tag, (request, response, deadline), &seen, state, minimise)),
             )
             .await;
-            tags.extend(queue.into_iter().map(|tag| self.queue_event(tag, &seen, &request.id)));
+            tags.extend(queue.into_iter().map(|tag| self.queue_event(tag, &seen, request, minimise)));
             for (tag, missing) in blocked {
                 tags.push(TagRun {
                     tag,
@@ -157,15 +158,18 @@ impl Container {
 }
 
 impl Container {
-    /// Writes the event, as this tag may see it, to the tag's outbox. Its id is the event id the
+    /// Writes the event, as this tag may see it, to the tag's outbox, with the request cookies
+    /// its grant names (read as its `fire` would have read them). Its id is the event id the
     /// vendor deduplicates on ([`sluice_manifest::event_id`]), so a retried hit is one event.
-    fn queue_event(&self, tag: &TagEntry, event: &SharedEvent, request_id: &str) -> TagRun {
+    fn queue_event(&self, tag: &TagEntry, event: &SharedEvent, request: &RequestData, personal_data_removed: bool) -> TagRun {
         let started = Instant::now();
         let no_keys = serde_json::Map::new();
         let id = sluice_manifest::event_id(event.value().as_object().unwrap_or(&no_keys), event.fingerprint());
-        self.services.telemetry.preview.queued(request_id, &tag.template.name, &id);
+        self.services.telemetry.preview.queued(&request.id, &tag.template.name, &id);
+        let reads = Reads { minimiser: personal_data_removed.then(|| self.services.consent.policy().minimiser()) };
+        let cookies = reads.granted_cookies(request, |name| tag.template.grant.check_cookie(name).is_ok());
         let outcome = match &tag.outbox {
-            Some(outbox) => match outbox.push(ItemKind::Tag, id, event.json().as_bytes().to_vec()) {
+            Some(outbox) => match outbox.push(ItemKind::Tag, id, TagItem::encode(event.json().as_bytes(), &cookies)) {
                 Ok(()) => Outcome::Queued,
                 Err(e) => {
                     tracing::warn!(tag = %tag.template.name, "event not queued: {e}");

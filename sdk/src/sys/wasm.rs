@@ -91,7 +91,7 @@ pub fn run_tag<T: crate::Tag>() -> Result<bindings::Fired, wit::types::Error> {
 pub fn run_deliver<T: crate::Tag>(batch: Vec<wit::delivery::Item>) -> Result<Vec<wit::delivery::ItemResult>, wit::delivery::BatchFailure> {
     use crate::{BatchFailure, Item, ItemResult};
     let items: Vec<Item> =
-        batch.into_iter().map(|i| Item { id: i.id, attempt: i.attempt, created_ms: i.created_ms, data: i.data }).collect();
+        batch.into_iter().map(|i| Item { id: i.id, attempt: i.attempt, created_ms: i.created_ms, data: i.data, cookies: i.cookies }).collect();
     match T::deliver(&crate::DeliverHost::new(), &items) {
         Ok(results) => Ok(results
             .into_iter()

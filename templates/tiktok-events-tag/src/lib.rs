@@ -1,5 +1,6 @@
-//! TikTok Events API tag: each event built in the visitor's request (`fire`: cookies, hashing)
-//! and queued; `deliver` POSTs up to 1,000 per request to
+//! TikTok Events API tag. It needs nothing from the visitor's request but the event and its
+//! `ttclid` and `_ttp` cookies, so it has no `fire`: the host queues each event with those
+//! cookies, and `deliver` builds the events (hashing included) and POSTs up to 1,000 per request to
 //! `{endpoint}/open_api/v1.3/event/track/` with the `Access-Token` header, in the body TikTok's
 //! own server-side GTM template builds (`shared/reference/domain.md` §8.1).
 //!
@@ -20,15 +21,13 @@
 // In tests a panic is the failure report; `unwrap_used` guards production code.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use sluice_sdk::prelude::*;
 use sluice_sdk::data::{str_at as text, url_param};
 use sluice_sdk::identity::{self, Field, Vendor};
 use sluice_sdk::json::Map;
 use sluice_sdk::{
     Batch, BatchFailure, DeliverHost, Delivery, Error, HttpRequest, HttpResponse, Item, ItemResult, Kind, Manifest, Parameter, Permissions,
-    Tag, TagHost, Value, json,
+    Tag, Value, json,
 };
 
 /// The TikTok Events API tag.
@@ -57,27 +56,22 @@ impl Tag for TikTokEvents {
             Parameter::optional("phone_calling_code", "Country calling code for phone numbers given without one."),
         ],
         // TikTok's window for server events is 28 days (shared/reference/destinations-delivery.md §3).
-        delivery: Delivery::batched(Batch { max_items: 1000, max_bytes: 2 << 20, max_wait_ms: 1000, max_age_secs: 28 * 86_400 })
-            .with_fire(),
+        // No `fire`: nothing needs the visitor's request beyond the event and the two cookies,
+        // which the host queues with the event; each event is built in `deliver`.
+        delivery: Delivery::batched(Batch { max_items: 1000, max_bytes: 2 << 20, max_wait_ms: 1000, max_age_secs: 28 * 86_400 }),
     };
-
-    fn fire(host: &TagHost) -> Result<(), Error> {
-        let config = host.config();
-        // Each key is optional: a narrower event_data grant sends less, not nothing.
-        let event = host.event().select_granted(EVENT_KEYS)?.values;
-        let request = host.request();
-        let cookies = (request.cookie("ttclid").ok().flatten(), request.cookie("_ttp").ok().flatten());
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let mut data = tiktok_event(&event, &cookies, now, config.str("phone_calling_code").as_deref())?;
-        data["event_id"] = json!(host.event().dedup_id(&event)?);
-        let id = data["event_id"].as_str().unwrap_or_default().to_string();
-        host.outbox().enqueue(&id, &data)
-    }
 
     fn deliver(host: &DeliverHost, batch: &[Item]) -> Result<Vec<ItemResult>, BatchFailure> {
         let config = host.config();
         let reject = |e: Error| BatchFailure::Reject(e.to_string());
-        let events: Vec<&str> = batch.iter().map(|i| i.data.as_str()).collect();
+        let calling_code = config.str("phone_calling_code");
+        // An event TikTok could not take (it has no name) is rejected alone; the rest are sent.
+        let built: Vec<Result<String, String>> =
+            batch.iter().map(|item| data_entry(item, calling_code.as_deref()).map_err(|e| e.to_string())).collect();
+        let events: Vec<&str> = built.iter().filter_map(|b| b.as_deref().ok()).collect();
+        if events.is_empty() {
+            return Ok(built.into_iter().map(|b| ItemResult::Rejected(b.err().unwrap_or_default())).collect());
+        }
         let mut body = format!(
             "{{\"event_source\":\"web\",\"event_source_id\":{},\"partner_name\":\"Sluice\",\"data\":[{}]",
             json!(config.require_str("pixel_code").map_err(reject)?),
@@ -95,13 +89,24 @@ impl Tag for TikTokEvents {
             BatchFailure::Retry(None)
         })?;
         match answer(&response) {
-            None => Ok(vec![ItemResult::Delivered; batch.len()]),
+            None => Ok(built.into_iter().map(|b| b.map_or_else(ItemResult::Rejected, |_| ItemResult::Delivered)).collect()),
             Some(failure) => {
-                host.log().warn(&format!("TikTok did not take {} events: {failure:?}", batch.len()));
+                host.log().warn(&format!("TikTok did not take {} events: {failure:?}", events.len()));
                 Err(failure)
             }
         }
     }
+}
+
+/// One queued event as TikTok's `data[]` entry (JSON text): built from its keys and its
+/// `ttclid` and `_ttp` cookies, with the id the host queued it with as `event_id` (so a retry
+/// deduplicates), and the time it was queued for an event that carries none.
+pub fn data_entry(item: &Item, calling_code: Option<&str>) -> Result<String, Error> {
+    let event: Map<String, Value> = item.json()?;
+    let cookies = (item.cookie("ttclid").map(str::to_string), item.cookie("_ttp").map(str::to_string));
+    let mut data = tiktok_event(&event, &cookies, item.created_ms / 1000, calling_code)?;
+    data["event_id"] = json!(item.id);
+    Ok(data.to_string())
 }
 
 /// What TikTok's answer means for the batch: `None` when it took it.
@@ -150,16 +155,9 @@ fn ttclid(event: &Map<String, Value>, cookie: Option<&str>) -> Option<String> {
     from_page.or(from_referrer).or_else(|| cookie.filter(|c| !c.is_empty()).map(str::to_string))
 }
 
-/// Every top-level event key this tag reads ([`tiktok_event`], [`identity::from_event`],
-/// [`identity::event_id`]); `fire` fetches only these, not the whole event. The
-/// `the_selected_keys_are_all_tiktok_event_reads` test guards the list.
-pub const EVENT_KEYS: &[&str] = &[
-    "event_name", "event_id", "x-ga-mp2-timestamp_micros", "user_id", "user_data", "ip_override", "user_agent",
-    "page_location", "page_referrer", "value", "currency", "items",
-];
-
-/// Builds TikTok's `data[]` entry for one sGTM event, all but its `event_id` (`fire` adds it from
-/// the host's [`sluice_sdk::Event::fingerprint`]). `cookies` = (`ttclid`, `_ttp`).
+/// Builds TikTok's `data[]` entry for one sGTM event, all but its `event_id` ([`data_entry`]
+/// adds it). `cookies` = (`ttclid`, `_ttp`); `now_secs` is the `event_time` of an event without
+/// an MP timestamp.
 pub fn tiktok_event(
     event: &Map<String, Value>,
     cookies: &(Option<String>, Option<String>),
@@ -271,24 +269,6 @@ mod tests {
     }
 
     #[test]
-    fn the_selected_keys_are_all_tiktok_event_reads() {
-        let mut full = purchase();
-        for (k, v) in [
-            ("x-ga-mp2-timestamp_micros", json!(1_700_000_000_000_000u64)), ("event_id", json!("E-1")),
-            ("page_referrer", json!("https://shop.example/cart?ttclid=R")), ("x-ga-gcs", json!("G111")), ("client_id", json!("1.2")),
-        ] {
-            full[k] = v;
-        }
-        let full = full.as_object().expect("object").clone();
-        let selected = sluice_sdk::data::select(&full, EVENT_KEYS);
-        let cookies = (Some("C".to_string()), Some("T".to_string()));
-        let build = |e: &Map<String, Value>| tiktok_event(e, &cookies, 1_700_000_100, Some("1")).expect("builds");
-        assert_eq!(build(&selected), build(&full));
-        assert_eq!(identity::event_id(&selected, "f"), identity::event_id(&full, "f"));
-        assert!(selected.len() < full.len(), "the selection leaves keys out");
-    }
-
-    #[test]
     fn sends_the_documented_body_with_the_access_token_header() {
         let mut m = mock(purchase());
         m.run_tag::<TikTokEvents>().expect("fires");
@@ -311,6 +291,32 @@ mod tests {
         assert_eq!(d["properties"]["contents"][0], json!({"content_type": "product", "content_id": "SKU1", "content_name": "Tee", "brand": "Acme", "price": 10, "quantity": 1}));
         assert_eq!((d["properties"]["value"].as_i64(), d["properties"]["currency"].as_str()), (Some(10), Some("USD")));
         assert!(d["event_time"].as_u64().is_some_and(|t| t < 10_000_000_000), "seconds, not milliseconds");
+    }
+
+    #[test]
+    fn the_host_queues_only_granted_cookies_and_a_nameless_event_is_rejected_alone() {
+        let narrow = PermissionSet {
+            event_data: vec!["*".into()],
+            cookies: vec!["ttclid".into()],
+            outbound: vec!["https://business-api.tiktok.com/".into()],
+            ..Default::default()
+        };
+        let mut m = mock(purchase()).grant(narrow).cookie("ttclid", "from-cookie");
+        m.run_tag::<TikTokEvents>().expect("queued");
+        assert_eq!(m.queued()[0].cookies, [("ttclid".to_string(), "from-cookie".to_string())], "_ttp is not granted: not queued");
+        let mut nameless = purchase();
+        nameless.as_object_mut().expect("object").remove("event_name");
+        nameless["event_id"] = json!("no-name");
+        m = m.event(nameless);
+        m.run_tag::<TikTokEvents>().expect("queued");
+        let report = m.deliver_queued::<TikTokEvents>();
+        assert_eq!(report.dead.len(), 1);
+        assert_eq!(report.dead[0].0, "no-name");
+        assert!(report.dead[0].1.contains("event_name"), "{}", report.dead[0].1);
+        assert_eq!(report.delivered.len(), 1, "the other event went");
+        let body: Value = sluice_sdk::json::from_slice(&m.sent()[0].body).expect("json");
+        assert_eq!(body["data"].as_array().map(Vec::len), Some(1));
+        assert!(body["data"][0]["user"].get("ttp").is_none());
     }
 
     #[test]

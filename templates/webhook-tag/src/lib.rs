@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn the_body_splices_events_and_ids_exactly() {
-        let item = |id: &str, data: &str| Item { id: id.into(), attempt: 0, created_ms: 0, data: data.into() };
+        let item = |id: &str, data: &str| Item { id: id.into(), attempt: 0, created_ms: 0, data: data.into(), cookies: Vec::new() };
         let text = body(&[item("a\"b", r#"{"x":1}"#), item("c", "{}")]);
         let parsed: Value = serde_json::from_str(&text).expect("valid JSON");
         assert_eq!(parsed, json!([{"x": 1, EVENT_ID_KEY: "a\"b"}, {EVENT_ID_KEY: "c"}]));
