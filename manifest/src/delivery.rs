@@ -12,8 +12,11 @@
 //!   hands the host as a plain request to send later);
 //! * [`Delivery::batched`]: `deliver` only; the host queues each event the tag may see, as it is,
 //!   with the request cookies the tag's grant names;
-//! * [`Delivery::batched`]`(..).with_fire()`: both; `fire` builds the items (reading cookies,
-//!   hashing) and queues them, `deliver` sends them in batches.
+//! * [`Delivery::batched`]`(..).after_fire()`: both; `fire` does what only the visitor's request
+//!   can (setting cookies), then the host queues the event as for a tag without `fire`, with the
+//!   cookies as this response leaves them;
+//! * [`Delivery::batched`]`(..).with_fire()`: both; `fire` builds the items (reading the request,
+//!   hashing) and queues them itself, `deliver` sends them in batches.
 //!
 //! The [`Batch`] limits are the vendor's (Meta: 1,000 events per request; GA4 Measurement
 //! Protocol: 25); an operator can lower them per tag, never raise them.
@@ -28,6 +31,9 @@ pub struct Delivery {
     pub fire: bool,
     /// Whether the host runs `deliver` for batches of queued items, and within which limits.
     pub batch: Option<Batch>,
+    /// Whether the host queues each event the tag may see (after `fire`, if it has one)
+    /// rather than what `fire` enqueues.
+    pub queue_event: bool,
 }
 
 /// The most a vendor takes in one request, and how long items may wait.
@@ -47,18 +53,27 @@ pub struct Batch {
 
 impl Delivery {
     /// `fire` per event, nothing batched: the tag sends from the visitor's request.
-    pub const IN_REQUEST: Delivery = Delivery { fire: true, batch: None };
+    pub const IN_REQUEST: Delivery = Delivery { fire: true, batch: None, queue_event: false };
 
-    /// `deliver` only: the host queues every event the tag may see (its grant must cover
-    /// `event_data = ["*"]`) and calls `deliver` with batches of them.
+    /// `deliver` only: the host queues every event the tag may see (the top-level keys its
+    /// `event_data` grant covers), with the request cookies its grant names, and calls
+    /// `deliver` with batches of them.
     pub const fn batched(batch: Batch) -> Delivery {
-        Delivery { fire: false, batch: Some(batch) }
+        Delivery { fire: false, batch: Some(batch), queue_event: true }
+    }
+
+    /// Also run `fire` per event, in the visitor's request, for what only it can do (set
+    /// cookies, skip an event); when it returns `done`, the host queues the event as
+    /// [`Delivery::batched`] does, with the cookies as the response leaves them (those `fire`
+    /// set included). `fire` stays small: the item is built in `deliver`, once per batch.
+    pub const fn after_fire(self) -> Delivery {
+        Delivery { fire: true, queue_event: true, ..self }
     }
 
     /// Also run `fire` per event (to read the request or set cookies); then the host queues
     /// only what `fire` puts in the outbox.
     pub const fn with_fire(self) -> Delivery {
-        Delivery { fire: true, ..self }
+        Delivery { fire: true, queue_event: false, ..self }
     }
 }
 
@@ -72,6 +87,10 @@ pub struct DeliverySpec {
     /// See [`Delivery::batch`].
     #[serde(default)]
     pub batch: Option<Batch>,
+    /// See [`Delivery::queue_event`]; absent in manifests from before [`Delivery::after_fire`],
+    /// where it follows from `fire` ([`DeliverySpec::host_queues_event`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_event: Option<bool>,
 }
 
 impl Default for DeliverySpec {
@@ -82,15 +101,23 @@ impl Default for DeliverySpec {
 
 impl From<Delivery> for DeliverySpec {
     fn from(d: Delivery) -> Self {
-        DeliverySpec { fire: d.fire, batch: d.batch }
+        DeliverySpec { fire: d.fire, batch: d.batch, queue_event: Some(d.queue_event) }
     }
 }
 
 impl DeliverySpec {
+    /// Whether the host queues each event the tag may see (after `fire`, for a tag with both).
+    pub fn host_queues_event(&self) -> bool {
+        self.batch.is_some() && self.queue_event.unwrap_or(!self.fire)
+    }
+
     /// A tag with neither phase could never send anything.
     pub fn validate(&self) -> Result<(), &'static str> {
         if !self.fire && self.batch.is_none() {
             return Err("a tag needs fire, deliver or both: declare Delivery::IN_REQUEST or Delivery::batched(..)");
+        }
+        if self.queue_event == Some(true) && self.batch.is_none() {
+            return Err("the host queues events only for a tag with a batch: declare Delivery::batched(..).after_fire()");
         }
         if let Some(b) = self.batch
             && (b.max_items == 0 || b.max_bytes == 0 || b.max_age_secs == 0)
@@ -154,9 +181,25 @@ mod tests {
 
     #[test]
     fn a_tag_without_any_phase_or_with_empty_batches_is_refused() {
-        assert!(DeliverySpec { fire: false, batch: None }.validate().is_err());
+        assert!(DeliverySpec { fire: false, batch: None, queue_event: None }.validate().is_err());
+        assert!(DeliverySpec::from(Delivery::IN_REQUEST.after_fire()).validate().is_err(), "queueing events needs a batch");
         let zero = Batch { max_items: 0, max_bytes: 1, max_wait_ms: 0, max_age_secs: 1 };
         assert!(DeliverySpec::from(Delivery::batched(zero)).validate().is_err());
         assert!(DeliverySpec::default().validate().is_ok());
+    }
+
+    #[test]
+    fn who_queues_follows_the_declaration_and_older_manifests_keep_their_meaning() {
+        let batch = Batch { max_items: 10, max_bytes: 1000, max_wait_ms: 0, max_age_secs: 60 };
+        let spec = |d: Delivery| DeliverySpec::from(d);
+        assert!(spec(Delivery::batched(batch)).host_queues_event());
+        assert!(spec(Delivery::batched(batch).after_fire()).host_queues_event());
+        assert!(!spec(Delivery::batched(batch).with_fire()).host_queues_event());
+        assert!(!spec(Delivery::IN_REQUEST).host_queues_event());
+        let json = serde_json::to_string(&spec(Delivery::batched(batch).after_fire())).unwrap();
+        assert_eq!(serde_json::from_str::<DeliverySpec>(&json).unwrap(), spec(Delivery::batched(batch).after_fire()));
+        let older = |fire: bool| json!({"fire": fire, "batch": batch});
+        assert!(serde_json::from_value::<DeliverySpec>(older(false)).unwrap().host_queues_event());
+        assert!(!serde_json::from_value::<DeliverySpec>(older(true)).unwrap().host_queues_event());
     }
 }

@@ -363,6 +363,16 @@ impl EffectiveGrant {
         self.check(|| Scope::AllEventData, |s| s.keys.iter().any(KeyPattern::is_everything))
     }
 
+    /// The event as the host queues it for a tag (one without `fire`, or after it): whole with
+    /// `event_data = ["*"]`, else the top-level keys the grant covers — what the tag's `fire`
+    /// would have read key by key — so a narrower grant sends less, not nothing.
+    pub fn visible_event(&self, event: &serde_json::Map<String, serde_json::Value>) -> serde_json::Map<String, serde_json::Value> {
+        if self.check_all_event_data().is_ok() {
+            return event.clone();
+        }
+        event.iter().filter(|(key, _)| self.check_event_key(key).is_ok()).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
     /// Setting a response header.
     pub fn check_response_header(&self, name: &str) -> Result<(), Denial> {
         let name = name.to_ascii_lowercase();
@@ -632,6 +642,20 @@ mod tests {
         assert!(d.to_string().contains("https://evil.example.net/x"), "{d}");
         assert_eq!(g.summary().outbound, strings(&["https://hooks.example.com/"]));
         assert_eq!(g.summary().cookies, strings(&["_fbp"]));
+    }
+
+    #[test]
+    fn a_queued_event_holds_the_top_level_keys_the_grant_covers() {
+        let event = serde_json::json!({"event_name": "purchase", "x-ga-gcs": "G111", "user_data": {"email": "a@b.c"}, "items": []});
+        let event = event.as_object().unwrap();
+        let everything = grant(PermissionSet { event_data: strings(&["*"]), ..Default::default() }, PermissionSet { event_data: strings(&["*"]), ..Default::default() });
+        assert_eq!(&everything.visible_event(event), event);
+        let narrow = grant(
+            PermissionSet { event_data: strings(&["*"]), ..Default::default() },
+            PermissionSet { event_data: strings(&["event_name", "x-ga-*", "user_data.email", "items.*"]), ..Default::default() },
+        );
+        let seen = narrow.visible_event(event);
+        assert_eq!(seen.keys().collect::<Vec<_>>(), ["event_name", "x-ga-gcs"], "user_data and items are granted only in part: left out");
     }
 
     #[test]

@@ -390,6 +390,8 @@ impl Manifest {
         w.byte(b'{');
         w.key("fire", true);
         w.raw(if self.delivery.fire { "true" } else { "false" });
+        w.key("queue_event", false);
+        w.raw(if self.delivery.queue_event { "true" } else { "false" });
         if let Some(b) = self.delivery.batch {
             w.key("batch", false);
             w.byte(b'{');

@@ -80,6 +80,27 @@ impl Reads<'_> {
         names.iter().flat_map(|name| self.cookie(src, name).into_iter().map(|v| (name.to_string(), v))).collect()
     }
 
+    /// [`Reads::granted_cookies`] as the browser holds them after this response: each cookie
+    /// the response sets (`set`, name and value, in the order set) replaces the request's of
+    /// that name. What a tag that ran `fire` first (to set cookies) gets with its queued event.
+    pub fn cookies_after_response(
+        &self,
+        src: &dyn RequestSource,
+        set: &[(String, String)],
+        granted: impl Fn(&str) -> bool,
+    ) -> Vec<(String, String)> {
+        let mut cookies = self.granted_cookies(src, &granted);
+        for (name, value) in set.iter().filter(|(name, _)| granted(name)) {
+            cookies.retain(|(n, _)| n != name);
+            let value = match self.minimiser {
+                Some(m) => m.cookie(name, value),
+                None => Some(value.clone()),
+            };
+            cookies.extend(value.map(|v| (name.clone(), v)));
+        }
+        cookies
+    }
+
     /// The body.
     pub fn body(&self, src: &dyn RequestSource) -> Vec<u8> {
         match self.minimiser {
@@ -109,6 +130,13 @@ pub fn cookie_values<'a>(headers: impl IntoIterator<Item = &'a str>, name: &str)
         }
     }
     out
+}
+
+/// The name and decoded value a `Set-Cookie` line sets (the inverse of the host's
+/// [`crate::response::cookie_line`]).
+pub fn set_cookie_pair(line: &str) -> Option<(String, String)> {
+    let (name, value) = line.split(';').next()?.split_once('=')?;
+    Some((name.trim().to_string(), percent_decode(value.trim())))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -193,6 +221,42 @@ mod tests {
             "every value, decoded, and nothing the grant does not name"
         );
         assert!(Reads::default().granted_cookies(&Src, |_| false).is_empty());
+    }
+
+    #[test]
+    fn after_the_response_a_cookie_it_sets_replaces_the_requests() {
+        struct Src;
+        impl RequestSource for Src {
+            fn query(&self) -> &str {
+                ""
+            }
+            fn header_values(&self, name: &str) -> Vec<&str> {
+                if name == "cookie" { vec!["_fbp=old; _fbc=kept; other=x"] } else { vec![] }
+            }
+            fn body(&self) -> &[u8] {
+                b""
+            }
+            fn remote_address(&self) -> Option<String> {
+                None
+            }
+        }
+        let spec = crate::response::CookieSpec {
+            name: "_fbp",
+            value: "fb.1.2.3 ✓",
+            domain: None,
+            path: Some("/"),
+            max_age: Some(60),
+            secure: true,
+            http_only: false,
+            same_site: Some("Lax"),
+        };
+        let line = crate::response::cookie_line(&spec).unwrap();
+        let set: Vec<(String, String)> = [line.as_str(), "ignored=1; Path=/"].iter().filter_map(|l| set_cookie_pair(l)).collect();
+        let granted = |n: &str| n == "_fbp" || n == "_fbc";
+        assert_eq!(
+            Reads::default().cookies_after_response(&Src, &set, granted),
+            [("_fbc".to_string(), "kept".to_string()), ("_fbp".into(), "fb.1.2.3 ✓".into())]
+        );
     }
 
     #[test]

@@ -404,24 +404,30 @@ impl MockHost {
             )));
         }
         if !decl.delivery.fire {
-            // As the host: no sandbox runs; the event the tag may see is queued as it is, with
-            // the request cookies its grant names.
-            let event = self.state.event.as_object().cloned().unwrap_or_default();
-            let fingerprint = crate::identity::sha256_hex(&self.state.event.to_string());
-            let run = self.state.run.as_ref().expect("prepared above");
-            let reads = Reads { minimiser: run.minimiser.as_ref() };
-            let cookies = reads.granted_cookies(&self.state, |name| run.grant.check_cookie(name).is_ok());
-            self.state.queued.push(Item {
-                id: sluice_manifest::event_id(&event, &fingerprint),
-                attempt: 0,
-                created_ms: now_ms(),
-                data: self.state.event.to_string(),
-                cookies,
-            });
+            // As the host: no sandbox runs; the event goes to the outbox.
+            self.queue_event();
             return Ok(());
         }
-        self.with_current(|| T::fire(&crate::TagHost::new()))
+        let fired = self.with_current(|| T::fire(&crate::TagHost::new()));
+        if fired.is_ok() && decl.delivery.host_queues_event() {
+            self.queue_event();
+        }
+        fired
     }
+
+    /// Queues the event as the host queues it for a tag without `fire` (or after it): the part
+    /// the grant covers, with the cookies the grant names as the response leaves them.
+    fn queue_event(&mut self) {
+        let run = self.state.run.as_ref().expect("prepared before run");
+        let event = self.state.event.as_object().cloned().unwrap_or_default();
+        let fingerprint = crate::identity::sha256_hex(&self.state.event.to_string());
+        let reads = Reads { minimiser: run.minimiser.as_ref() };
+        let set: Vec<(String, String)> = self.state.response.cookies.iter().map(|c| (c.name.clone(), c.value.clone())).collect();
+        let cookies = reads.cookies_after_response(&self.state, &set, |name| run.grant.check_cookie(name).is_ok());
+        let data = Value::Object(run.grant.visible_event(&event)).to_string();
+        self.state.queued.push(Item { id: sluice_manifest::event_id(&event, &fingerprint), attempt: 0, created_ms: now_ms(), data, cookies });
+    }
+
 
     /// Runs a tag's `deliver` once on `batch`, as the host would outside any request (request,
     /// response, event and consent calls answer `Invalid`), with the stubs answering its
@@ -513,9 +519,6 @@ impl MockHost {
         let granted = self.state.grant.clone().unwrap_or_else(|| declared.clone());
         let grant = EffectiveGrant::new(kind, &declared, &granted).unwrap_or_else(|e| panic!("grant is not valid: {e}"));
         let masker = Masker::new(params.values().flat_map(|p| p.secrets.iter()));
-        if !decl.delivery.fire && grant.check_all_event_data().is_err() {
-            return Err(refused("the template has no fire phase, so the host queues whole events for it: grant event_data = [\"*\"]".into()));
-        }
         let batch = decl.delivery.batch;
         self.state.run = Some(Run { grant, egress, masker, params, consent: ConsentState::default(), minimiser: None, batch, delivering: false, queued: 0 });
         Ok(decl)

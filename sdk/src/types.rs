@@ -187,9 +187,10 @@ pub struct Item {
     pub created_ms: u64,
     /// The JSON `fire` queued, or the event itself for a tag without `fire`.
     pub data: String,
-    /// For an event the host queued (a tag without `fire`): the request's cookies the tag's
-    /// grant names, as `fire` would have read them, in the request's order. Empty for what
-    /// `fire` queued.
+    /// For an event the host queued (a tag without `fire`, or after it): the cookies the tag's
+    /// grant names as the browser holds them after this response (the request's, with those
+    /// the response set in their place), read as `fire` would read them. Empty for what `fire`
+    /// queued.
     pub cookies: Vec<(String, String)>,
 }
 

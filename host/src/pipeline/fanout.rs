@@ -100,7 +100,16 @@ impl Container {
                 runs.iter().map(|tag| self.run_tag(tag, (request, response, deadline), &seen, state, minimise)),
             )
             .await;
-            tags.extend(queue.into_iter().map(|tag| self.queue_event(tag, &seen, request, minimise)));
+            // A tag whose `fire` ran first (to set cookies) and returned `done` has its event queued
+            // now, with the cookies its `fire` left in the response.
+            for (tag, run) in runs.iter().zip(tags.iter_mut()) {
+                if tag.delivery.host_queues_event() && run.outcome == Outcome::Ok {
+                    let queued = self.queue_event(tag, &seen, (request, response), minimise);
+                    (run.outcome, run.queued) = (queued.outcome, queued.queued);
+                    run.duration += queued.duration;
+                }
+            }
+            tags.extend(queue.into_iter().map(|tag| self.queue_event(tag, &seen, (request, response), minimise)));
             for (tag, missing) in blocked {
                 tags.push(TagRun {
                     tag,
@@ -158,18 +167,35 @@ impl Container {
 }
 
 impl Container {
-    /// Writes the event, as this tag may see it, to the tag's outbox, with the request cookies
-    /// its grant names (read as its `fire` would have read them). Its id is the event id the
-    /// vendor deduplicates on ([`sluice_manifest::event_id`]), so a retried hit is one event.
-    fn queue_event(&self, tag: &TagEntry, event: &SharedEvent, request: &RequestData, personal_data_removed: bool) -> TagRun {
+    /// Writes the event, as this tag may see it ([`sluice_manifest::EffectiveGrant::visible_event`]),
+    /// to the tag's outbox, with the cookies its grant names as the browser holds them after
+    /// this response ([`Reads::cookies_after_response`], read as its `fire` would read them).
+    /// Its id is the event id the vendor deduplicates on ([`sluice_manifest::event_id`]), so a
+    /// retried hit is one event.
+    fn queue_event(
+        &self,
+        tag: &TagEntry,
+        event: &SharedEvent,
+        (request, response): (&RequestData, &Mutex<ResponseDraft>),
+        personal_data_removed: bool,
+    ) -> TagRun {
         let started = Instant::now();
         let no_keys = serde_json::Map::new();
-        let id = sluice_manifest::event_id(event.value().as_object().unwrap_or(&no_keys), event.fingerprint());
+        let whole = event.value().as_object().unwrap_or(&no_keys);
+        let id = sluice_manifest::event_id(whole, event.fingerprint());
         self.services.telemetry.preview.queued(&request.id, &tag.template.name, &id);
+        let grant = &tag.template.grant;
         let reads = Reads { minimiser: personal_data_removed.then(|| self.services.consent.policy().minimiser()) };
-        let cookies = reads.granted_cookies(request, |name| tag.template.grant.check_cookie(name).is_ok());
+        let set: Vec<(String, String)> = {
+            let response = response.lock().unwrap_or_else(|p| p.into_inner());
+            response.cookies.iter().filter_map(|line| sluice_policy::request::set_cookie_pair(line)).collect()
+        };
+        let cookies = reads.cookies_after_response(request, &set, |name| grant.check_cookie(name).is_ok());
+        // The shared JSON unless the grant narrows the event.
+        let narrowed = grant.check_all_event_data().is_err().then(|| crate::json_text(&Value::Object(grant.visible_event(whole))));
+        let json = narrowed.as_deref().unwrap_or(event.json());
         let outcome = match &tag.outbox {
-            Some(outbox) => match outbox.push(ItemKind::Tag, id, TagItem::encode(event.json().as_bytes(), &cookies)) {
+            Some(outbox) => match outbox.push(ItemKind::Tag, id, TagItem::encode(json.as_bytes(), &cookies)) {
                 Ok(()) => Outcome::Queued,
                 Err(e) => {
                     tracing::warn!(tag = %tag.template.name, "event not queued: {e}");

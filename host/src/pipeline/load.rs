@@ -92,9 +92,6 @@ impl Container {
             if delivery.batch.is_none() && t.delivery != TagDeliveryConfig::default() {
                 return Err(outbox_err(&entry, "delivery settings given, but the template declares no batch (it sends from fire)".into()));
             }
-            if !delivery.fire && template.grant.check_all_event_data().is_err() {
-                return Err(outbox_err(&entry, "the template has no fire phase, so the host queues whole events for it: grant event_data = [\"*\"]".into()));
-            }
             let outbox = outbox_for(&entry, &t.template.name, delivery.batch, t.delivery.concurrency, &template.grant)?;
             tags.push(Arc::new(TagEntry { template: Arc::new(template), pre, trigger: t.trigger.clone(), purposes, delivery, outbox }));
         }

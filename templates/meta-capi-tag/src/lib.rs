@@ -1,11 +1,13 @@
-//! Meta Conversions API tag: each event becomes one server event, built in the visitor's
-//! request (`fire`: cookies, hashing) and queued in the tag's outbox; `deliver` POSTs up to
-//! 1,000 of them per request to `{endpoint}/{api_version}/{pixel_id}/events` with the access
-//! token (a secret parameter).
+//! Meta Conversions API tag: each event becomes one server event. In the visitor's request
+//! `fire` only sets the `_fbp` / `_fbc` cookies and skips events Meta would refuse; the host then
+//! queues the event with the cookies as `fire` left them, and `deliver` builds the server
+//! events (hashing included) and POSTs up to 1,000 per request to
+//! `{endpoint}/{api_version}/{pixel_id}/events` with the access token (a secret parameter).
 //!
 //! * `event_name` through the GA4 → Meta standard-event map (`purchase` → `Purchase`...);
 //!   `event_time` in seconds (the event's MP timestamp, else now) — an event older than Meta's
-//!   7-day window is not sent (Meta would reject the request) and the tag fails saying so;
+//!   7-day window is skipped in `fire` (Meta would reject the whole request), and one that grew
+//!   too old in the queue is rejected alone in `deliver`;
 //!   `event_id` from the event, else derived from it, so retries deduplicate.
 //! * `user_data`: customer information hashed by Meta's documented rules
 //!   ([`sluice_sdk::identity`]); `client_ip_address`, `client_user_agent`, `fbp`, `fbc` in the
@@ -68,25 +70,27 @@ impl Tag for MetaCapi {
             Parameter::optional("phone_calling_code", "Country calling code for phone numbers given without one, e.g. \"1\"."),
             Parameter::optional("set_cookies", "Set the _fbp/_fbc first-party cookies.").flag(true),
         ],
+        // `fire` only sets the cookies (and skips what Meta would refuse); the host then queues
+        // the event with the cookies as `fire` left them, and `deliver` builds the server events.
         delivery: Delivery::batched(Batch { max_items: 1000, max_bytes: 2 << 20, max_wait_ms: 1000, max_age_secs: MAX_AGE_SECS as u32 })
-            .with_fire(),
+            .after_fire(),
     };
 
     fn fire(host: &TagHost) -> Result<(), Error> {
-        let config = host.config();
-        // Each key is optional: a narrower event_data grant sends less, not nothing.
-        let event = host.event().select_granted(EVENT_KEYS)?.values;
+        // Only the keys this needs: the event's time, and the page URL's fbclid.
+        let event = host.event().select_granted(FIRE_KEYS)?.values;
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        let cookies = Cookies { fbp: host.request().cookie("_fbp").ok().flatten(), fbc: host.request().cookie("_fbc").ok().flatten() };
-        let calling_code = config.str("phone_calling_code");
-        let mut server_event = server_event(&event, &cookies, now_ms, calling_code.as_deref(), &config.require_str("action_source")?)?;
-        server_event["event_id"] = json!(host.event().dedup_id(&event)?);
-
-        if config.require::<bool>("set_cookies")? {
-            set_cookies(host, &server_event, &cookies, now_ms);
+        if let Some(event_time) = event_time(&event).filter(|t| t + MAX_AGE_SECS < now_ms / 1000) {
+            return Err(Error::skipped(format!(
+                "event_time {event_time} is more than 7 days old; Meta rejects the whole request, so it was not sent"
+            )));
         }
-        let id = server_event["event_id"].as_str().unwrap_or_default().to_string();
-        host.outbox().enqueue(&id, &server_event)
+        if host.config().require::<bool>("set_cookies")? {
+            let request = host.request();
+            let cookies = Cookies { fbp: request.cookie("_fbp").ok().flatten(), fbc: request.cookie("_fbc").ok().flatten() };
+            set_cookies(host, &event, &cookies, now_ms);
+        }
+        Ok(())
     }
 
     fn deliver(host: &DeliverHost, batch: &[Item]) -> Result<Vec<ItemResult>, BatchFailure> {
@@ -99,25 +103,54 @@ impl Tag for MetaCapi {
             config.require_str("pixel_id").map_err(reject)?,
             config.require_str("access_token").map_err(reject)?,
         );
-        let request = HttpRequest::post(url).json_text(body(batch, config.str("test_event_code").as_deref()));
+        let (calling_code, action_source) = (config.str("phone_calling_code"), config.require_str("action_source").map_err(reject)?);
+        // An event Meta could not take (no name, too old by now) is rejected alone; the rest go.
+        let built: Vec<Result<String, String>> = batch
+            .iter()
+            .map(|item| queued_server_event(item, calling_code.as_deref(), &action_source, now_ms()).map_err(|e| e.to_string()))
+            .collect();
+        let events: Vec<&str> = built.iter().filter_map(|b| b.as_deref().ok()).collect();
+        if events.is_empty() {
+            return Ok(built.into_iter().map(|b| ItemResult::Rejected(b.err().unwrap_or_default())).collect());
+        }
+        let request = HttpRequest::post(url).json_text(body(&events, config.str("test_event_code").as_deref()));
         let response = host.http().send(&request).map_err(|e| {
             host.log().info(&format!("Meta not reached, will retry: {e}"));
             BatchFailure::Retry(None)
         })?;
         match answer(&response) {
-            None => Ok(vec![ItemResult::Delivered; batch.len()]),
+            None => Ok(built.into_iter().map(|b| b.map_or_else(ItemResult::Rejected, |_| ItemResult::Delivered)).collect()),
             Some((failure, message)) => {
-                host.log().warn(&format!("Meta did not take {} events ({failure:?}): {message}", batch.len()));
+                host.log().warn(&format!("Meta did not take {} events ({failure:?}): {message}", events.len()));
                 Err(failure)
             }
         }
     }
 }
 
-/// The request body for a batch: the queued server events spliced into `data` as the host
-/// holds them (no parse and re-serialise inside the sandbox).
-pub fn body(batch: &[Item], test_event_code: Option<&str>) -> String {
-    let events: Vec<&str> = batch.iter().map(|i| i.data.as_str()).collect();
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// One queued event as Meta's server event (JSON text): built from its keys and its `_fbp` and
+/// `_fbc` cookies (as `fire` left them), with the id the host queued it with as `event_id` (so a
+/// retry deduplicates). `now_ms` decides whether it is too old to send.
+pub fn queued_server_event(item: &Item, calling_code: Option<&str>, action_source: &str, now_ms: u64) -> Result<String, Error> {
+    let event: Map<String, Value> = item.json()?;
+    let cookies = Cookies { fbp: item.cookie("_fbp").map(str::to_string), fbc: item.cookie("_fbc").map(str::to_string) };
+    // An `fbc` rebuilt from the page URL's fbclid carries the time the event was queued.
+    let mut server_event = server_event(&event, &cookies, item.created_ms, calling_code, action_source)?;
+    if let Some(event_time) = server_event["event_time"].as_u64()
+        && event_time + MAX_AGE_SECS < now_ms / 1000
+    {
+        return Err(Error::invalid(format!("event_time {event_time} is now more than 7 days old: Meta would reject it")));
+    }
+    server_event["event_id"] = json!(item.id);
+    Ok(server_event.to_string())
+}
+
+/// The request body for a batch of server events (JSON texts, spliced in as they are).
+pub fn body(events: &[&str], test_event_code: Option<&str>) -> String {
     let mut out = format!("{{\"data\":[{}],\"partner_agent\":\"sluice-{}\"", events.join(","), env!("CARGO_PKG_VERSION"));
     if let Some(code) = test_event_code {
         out.push_str(&format!(",\"test_event_code\":{}", json!(code)));
@@ -142,14 +175,15 @@ pub fn answer(response: &HttpResponse) -> Option<(BatchFailure, String)> {
     Some((failure, message))
 }
 
-/// Every top-level event key this tag reads ([`server_event`], [`identity::from_event`],
-/// [`identity::event_id`]). `fire` fetches only these, not the whole event: a GA4 event carries
-/// ~45 keys, most of them protocol details Meta does not take. A key read but missing here would
-/// silently be absent; the `the_selected_keys_are_all_server_event_reads` test guards that.
-pub const EVENT_KEYS: &[&str] = &[
-    "event_name", "event_id", "event_time", "x-ga-mp2-timestamp_micros", "user_id", "user_data", "ip_override", "user_agent",
-    "page_location", "page_referrer", "value", "currency", "transaction_id", "items",
-];
+/// The event keys `fire` reads: the event's time (to skip what Meta would refuse) and the page
+/// URL (an `fbclid` there becomes the `_fbc` cookie). The server event is built in `deliver`,
+/// from the event the host queued.
+pub const FIRE_KEYS: &[&str] = &["x-ga-mp2-timestamp_micros", "event_time", "page_location"];
+
+/// The event's time in seconds: its Measurement Protocol timestamp, else its `event_time`.
+pub fn event_time(event: &Map<String, Value>) -> Option<u64> {
+    event.get("x-ga-mp2-timestamp_micros").and_then(Value::as_u64).map(|us| us / 1_000_000).or_else(|| event.get("event_time").and_then(Value::as_u64))
+}
 
 /// The visitor's Meta cookies, if present.
 #[derive(Debug, Default)]
@@ -187,18 +221,7 @@ pub fn server_event(
     action_source: &str,
 ) -> Result<Value, Error> {
     let name = text(event, "event_name").ok_or_else(|| Error::invalid("event has no event_name"))?;
-    let now = now_ms / 1000;
-    let event_time = event
-        .get("x-ga-mp2-timestamp_micros")
-        .and_then(Value::as_u64)
-        .map(|us| us / 1_000_000)
-        .or_else(|| event.get("event_time").and_then(Value::as_u64))
-        .unwrap_or(now);
-    if event_time + MAX_AGE_SECS < now {
-        return Err(Error::skipped(format!(
-            "event_time {event_time} is more than 7 days old; Meta rejects the whole request, so it was not sent"
-        )));
-    }
+    let event_time = event_time(event).unwrap_or(now_ms / 1000);
 
     let mut user = Map::new();
     for (field, value) in identity::from_event(Vendor::Meta, event, calling_code) {
@@ -297,7 +320,9 @@ fn fbc(event: &Map<String, Value>, cookies: &Cookies, now_ms: u64) -> Option<Str
     }
 }
 
-fn set_cookies(host: &TagHost, server_event: &Value, cookies: &Cookies, now_ms: u64) {
+/// Sets `_fbp` when the visitor has none, and `_fbc` when the page URL carries a click id the
+/// cookie does not hold, as Meta's pixel would (90 days).
+fn set_cookies(host: &TagHost, event: &Map<String, Value>, cookies: &Cookies, now_ms: u64) {
     let ninety_days = Some(90 * 24 * 3600);
     if cookies.fbp.as_deref().is_none_or(str::is_empty) {
         let random = std::collections::hash_map::RandomState::new();
@@ -306,8 +331,7 @@ fn set_cookies(host: &TagHost, server_event: &Value, cookies: &Cookies, now_ms: 
         c.max_age = ninety_days;
         let _ = host.response().set_cookie(&c);
     }
-    let fbc = server_event["user_data"]["fbc"].as_str();
-    if let Some(fbc) = fbc.filter(|v| Some(*v) != cookies.fbc.as_deref()) {
+    if let Some(fbc) = fbc(event, cookies, now_ms).filter(|v| Some(v.as_str()) != cookies.fbc.as_deref()) {
         let mut c = Cookie::new("_fbc", fbc);
         c.max_age = ninety_days;
         let _ = host.response().set_cookie(&c);
@@ -429,23 +453,31 @@ mod tests {
     }
 
     #[test]
-    fn the_selected_keys_are_all_server_event_reads() {
-        // Every key server_event could read, plus keys it must ignore. If it read a key missing
-        // from EVENT_KEYS, the payload built from the selection would lack it.
-        let mut full = purchase();
-        for (k, v) in [
-            ("x-ga-mp2-timestamp_micros", json!(1_700_000_000_000_000u64)), ("event_time", json!(1_700_000_000)),
-            ("x-ga-gcs", json!("G111")), ("client_id", json!("1.2")), ("page_title", json!("Thanks")),
-        ] {
-            full[k] = v;
-        }
-        let full = full.as_object().expect("object").clone();
-        let selected = sluice_sdk::data::select(&full, EVENT_KEYS);
-        let cookies = Cookies { fbp: Some("fb.1.1.2".into()), fbc: None };
-        let build = |e: &Map<String, Value>| server_event(e, &cookies, 1_700_000_100_000, Some("1"), "website").expect("builds");
-        assert_eq!(build(&selected), build(&full));
-        assert_eq!(identity::event_id(&selected, "f"), identity::event_id(&full, "f"));
-        assert!(selected.len() < full.len(), "the selection leaves keys out");
+    fn a_new_visitor_gets_an_fbp_cookie_and_meta_gets_the_same_value() {
+        let mut m = MockHost::new()
+            .event(purchase())
+            .param("pixel_id", "1234567890")
+            .secret_param("access_token", "EAAtoken")
+            .consent_all_granted()
+            .grant(grant())
+            .stub("https://graph.facebook.com/", HttpResponse::new(200, r#"{"events_received":1,"fbtrace_id":"x"}"#));
+        let body = fire_and_deliver(&mut m);
+        let set = m.response().cookie("_fbp").expect("_fbp set").value.clone();
+        assert!(set.starts_with("fb.1."), "{set}");
+        assert_eq!(body["data"][0]["user_data"]["fbp"], set.as_str(), "the server event carries the cookie fire set");
+    }
+
+    #[test]
+    fn fire_reads_only_its_few_keys_and_the_cookies() {
+        let mut e = purchase();
+        e["page_location"] = json!("https://shop.example/p?fbclid=IwAR-click");
+        let mut m = mock(e).grant(PermissionSet { event_data: FIRE_KEYS.iter().map(|k| k.to_string()).collect(), ..grant() });
+        m.run_tag::<MetaCapi>().expect("fires");
+        assert!(m.denials().is_empty(), "fire asked for nothing beyond FIRE_KEYS: {:?}", m.denials());
+        assert!(m.response().cookie("_fbc").is_some_and(|c| c.value.ends_with(".IwAR-click")));
+        assert!(m.response().cookie("_fbp").is_none(), "the visitor's _fbp is kept, not replaced");
+        let queued = &m.queued()[0];
+        assert_eq!(queued.cookie("_fbc"), m.response().cookie("_fbc").map(|c| c.value.as_str()), "queued with the cookies fire set");
     }
 
     #[test]
@@ -474,13 +506,16 @@ mod tests {
 
     #[test]
     fn an_operator_who_withholds_user_data_gets_an_event_without_it_not_a_failure() {
-        let keys: Vec<String> = EVENT_KEYS.iter().filter(|k| **k != "user_data").map(|k| k.to_string()).collect();
-        let mut m = mock(purchase()).grant(PermissionSet { event_data: keys, ..grant() });
-        let body = fire_and_deliver(&mut m);
+        let keys = ["event_name", "event_id", "ip_override", "user_agent", "page_location", "value", "currency", "transaction_id", "items"];
+        let mut m = mock(purchase()).grant(PermissionSet { event_data: keys.iter().map(|k| k.to_string()).collect(), ..grant() });
+        m.run_tag::<MetaCapi>().expect("fires");
+        assert!(!m.queued()[0].data.contains("user_data"), "the host queued only the granted keys: {}", m.queued()[0].data);
+        let report = m.deliver_queued::<MetaCapi>();
+        assert_eq!(report.delivered.len(), 1, "{report:?}");
+        let body: Value = sluice_sdk::json::from_slice(&m.sent()[0].body).expect("json");
         let user = &body["data"][0]["user_data"];
         assert!(user.get("em").is_none() && user.get("ph").is_none(), "nothing from user_data: {user}");
         assert_eq!(user["client_ip_address"], "203.0.113.9", "the granted keys still go");
-        assert!(m.denials().iter().any(|d| format!("{d:?}").contains("user_data")), "the refusal is recorded: {:?}", m.denials());
     }
 
     #[test]
