@@ -350,6 +350,9 @@ fn inspect(path: PathBuf) -> anyhow::Result<()> {
         out!("  {}", d.description);
     }
     print_set("  permissions", &d.permissions);
+    if d.kind == sluice_manifest::Kind::Tag {
+        out!("  delivery: {}", d.delivery);
+    }
     if d.permissions.outbound.iter().any(|p| p.starts_with('{')) {
         // What it reaches when the operator keeps the defaults.
         let defaults = d.resolved_permissions(|name| d.parameter(name).and_then(|p| p.default.as_ref()?.as_str().map(str::to_string)));

@@ -128,6 +128,23 @@ impl DeliverySpec {
     }
 }
 
+/// How `sluice inspect` describes a tag's phases.
+impl std::fmt::Display for DeliverySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(b) = self.batch else { return f.write_str("fire per event, in the visitor's request") };
+        let queued = match (self.fire, self.host_queues_event()) {
+            (false, _) => "the host queues each event (with its granted cookies)",
+            (true, true) => "fire per event in the visitor's request, then the host queues the event (with its cookies as fire left them)",
+            (true, false) => "fire per event in the visitor's request queues the items",
+        };
+        write!(
+            f,
+            "{queued}; deliver takes up to {} items / {} bytes per batch, waits up to {} ms to fill one, dead-letters after {} s",
+            b.max_items, b.max_bytes, b.max_wait_ms, b.max_age_secs
+        )
+    }
+}
+
 /// What became of one item in a tag's `deliver` (the WIT `item-result`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ItemResult {

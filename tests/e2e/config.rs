@@ -55,6 +55,14 @@ fn inspect_reads_the_declaration_without_running_the_template() {
     let token = d.parameter("token").expect("token parameter");
     assert!(token.secret && !token.required);
     assert!(sluice::read_declaration(std::path::Path::new("x.wasm"), b"\0asm\x01\0\0\0").unwrap_err().to_string().contains("x.wasm: has no Sluice manifest"));
+    // `inspect` says which phases each bundled tag has, as its component declares them.
+    let delivery = |name: &str| {
+        let path = template(name);
+        sluice::read_declaration(&path, &std::fs::read(&path).expect("built")).expect("manifest").delivery.to_string()
+    };
+    assert!(delivery("tiktok-events-tag").starts_with("the host queues each event (with its granted cookies); deliver takes up to 1000 items"));
+    assert!(delivery("meta-capi-tag").starts_with("fire per event in the visitor's request, then the host queues the event"), "{}", delivery("meta-capi-tag"));
+    assert!(delivery("webhook-tag").starts_with("the host queues each event"));
 }
 
 /// A vendor tag declares the host its `endpoint` names, not `"*"`: the default is declared
