@@ -199,47 +199,19 @@ mod tests {
 
     #[test]
     fn granted_cookies_are_those_the_grant_names_read_as_one_cookie_is() {
-        struct Src;
-        impl RequestSource for Src {
-            fn query(&self) -> &str {
-                ""
-            }
-            fn header_values(&self, name: &str) -> Vec<&str> {
-                if name == "cookie" { vec!["_ttp=a%20b; session=secret; ttclid=x", "_ttp=second"] } else { vec![] }
-            }
-            fn body(&self) -> &[u8] {
-                b""
-            }
-            fn remote_address(&self) -> Option<String> {
-                None
-            }
-        }
+        let src = Req(vec![("cookie", "_ttp=a%20b; session=secret; ttclid=x"), ("cookie", "_ttp=second")]);
         let granted = |n: &str| n == "_ttp" || n == "ttclid";
         assert_eq!(
-            Reads::default().granted_cookies(&Src, granted),
+            Reads::default().granted_cookies(&src, granted),
             [("_ttp".to_string(), "a b".to_string()), ("_ttp".into(), "second".into()), ("ttclid".into(), "x".into())],
             "every value, decoded, and nothing the grant does not name"
         );
-        assert!(Reads::default().granted_cookies(&Src, |_| false).is_empty());
+        assert!(Reads::default().granted_cookies(&src, |_| false).is_empty());
     }
 
     #[test]
     fn after_the_response_a_cookie_it_sets_replaces_the_requests() {
-        struct Src;
-        impl RequestSource for Src {
-            fn query(&self) -> &str {
-                ""
-            }
-            fn header_values(&self, name: &str) -> Vec<&str> {
-                if name == "cookie" { vec!["_fbp=old; _fbc=kept; other=x"] } else { vec![] }
-            }
-            fn body(&self) -> &[u8] {
-                b""
-            }
-            fn remote_address(&self) -> Option<String> {
-                None
-            }
-        }
+        let src = Req(vec![("cookie", "_fbp=old; _fbc=kept; other=x")]);
         let spec = crate::response::CookieSpec {
             name: "_fbp",
             value: "fb.1.2.3 ✓",
@@ -254,7 +226,7 @@ mod tests {
         let set: Vec<(String, String)> = [line.as_str(), "ignored=1; Path=/"].iter().filter_map(|l| set_cookie_pair(l)).collect();
         let granted = |n: &str| n == "_fbp" || n == "_fbc";
         assert_eq!(
-            Reads::default().cookies_after_response(&Src, &set, granted),
+            Reads::default().cookies_after_response(&src, &set, granted),
             [("_fbc".to_string(), "kept".to_string()), ("_fbp".into(), "fb.1.2.3 ✓".into())]
         );
     }
