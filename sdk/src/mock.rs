@@ -419,13 +419,14 @@ impl MockHost {
     /// the grant covers, with the cookies the grant names as the response leaves them.
     fn queue_event(&mut self) {
         let run = self.state.run.as_ref().expect("prepared before run");
-        let event = self.state.event.as_object().cloned().unwrap_or_default();
-        let fingerprint = crate::identity::sha256_hex(&self.state.event.to_string());
+        // What the tag may see, and the id derived from it (the whole event's, with `*`).
+        let visible = run.grant.visible_event(&self.state.event.as_object().cloned().unwrap_or_default());
+        let data = Value::Object(visible.clone()).to_string();
+        let id = sluice_manifest::event_id(&visible, &crate::identity::sha256_hex(&data));
         let reads = Reads { minimiser: run.minimiser.as_ref() };
         let set: Vec<(String, String)> = self.state.response.cookies.iter().map(|c| (c.name.clone(), c.value.clone())).collect();
         let cookies = reads.cookies_after_response(&self.state, &set, |name| run.grant.check_cookie(name).is_ok());
-        let data = Value::Object(run.grant.visible_event(&event)).to_string();
-        self.state.queued.push(Item { id: sluice_manifest::event_id(&event, &fingerprint), attempt: 0, created_ms: now_ms(), data, cookies });
+        self.state.queued.push(Item { id, attempt: 0, created_ms: now_ms(), data, cookies });
     }
 
 

@@ -181,21 +181,24 @@ impl Container {
     ) -> TagRun {
         let started = Instant::now();
         let no_keys = serde_json::Map::new();
-        let whole = event.value().as_object().unwrap_or(&no_keys);
-        let id = sluice_manifest::event_id(whole, event.fingerprint());
-        self.services.telemetry.preview.queued(&request.id, &tag.template.name, &id);
         let grant = &tag.template.grant;
+        // The shared event unless the grant narrows it; the id then comes from what the tag may
+        // see (as the SDK's `dedup_id` does), not from keys it was not granted.
+        let narrowed = grant
+            .check_all_event_data()
+            .is_err()
+            .then(|| SharedEvent::new(Value::Object(grant.visible_event(event.value().as_object().unwrap_or(&no_keys)))));
+        let seen = narrowed.as_ref().unwrap_or(event);
+        let id = sluice_manifest::event_id(seen.value().as_object().unwrap_or(&no_keys), seen.fingerprint());
+        self.services.telemetry.preview.queued(&request.id, &tag.template.name, &id);
         let reads = Reads { minimiser: personal_data_removed.then(|| self.services.consent.policy().minimiser()) };
         let set: Vec<(String, String)> = {
             let response = response.lock().unwrap_or_else(|p| p.into_inner());
             response.cookies.iter().filter_map(|line| sluice_policy::request::set_cookie_pair(line)).collect()
         };
         let cookies = reads.cookies_after_response(request, &set, |name| grant.check_cookie(name).is_ok());
-        // The shared JSON unless the grant narrows the event.
-        let narrowed = grant.check_all_event_data().is_err().then(|| crate::json_text(&Value::Object(grant.visible_event(whole))));
-        let json = narrowed.as_deref().unwrap_or(event.json());
         let outcome = match &tag.outbox {
-            Some(outbox) => match outbox.push(ItemKind::Tag, id, TagItem::encode(json.as_bytes(), &cookies)) {
+            Some(outbox) => match outbox.push(ItemKind::Tag, id, TagItem::encode(seen.json().as_bytes(), &cookies)) {
                 Ok(()) => Outcome::Queued,
                 Err(e) => {
                     tracing::warn!(tag = %tag.template.name, "event not queued: {e}");

@@ -516,6 +516,19 @@ mod tests {
         let user = &body["data"][0]["user_data"];
         assert!(user.get("em").is_none() && user.get("ph").is_none(), "nothing from user_data: {user}");
         assert_eq!(user["client_ip_address"], "203.0.113.9", "the granted keys still go");
+
+        // Without the site's event_id, the id comes from what the tag may see: stable, and not
+        // a hash over the user_data it was not granted.
+        let queued_id = |grant: PermissionSet| {
+            let mut e = purchase();
+            e.as_object_mut().expect("object").remove("event_id");
+            let mut m = mock(e).grant(grant);
+            m.run_tag::<MetaCapi>().expect("fires");
+            m.queued()[0].id.clone()
+        };
+        let narrowed = || PermissionSet { event_data: keys.iter().map(|k| k.to_string()).collect(), ..grant() };
+        assert_eq!(queued_id(narrowed()), queued_id(narrowed()), "the same event gets the same id");
+        assert_ne!(queued_id(narrowed()), queued_id(grant()), "the narrowed event's id is its own");
     }
 
     #[test]
