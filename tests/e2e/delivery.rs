@@ -84,8 +84,10 @@ async fn an_outage_delays_events_and_loses_none() {
         assert_eq!(trace.tag_run(0, "hook").expect("ran").outcome, sluice::Outcome::Queued);
     }
     wait_until("the vendor refused a few retries", || refused.load(Ordering::SeqCst) >= 3).await;
-    let hook = container.outbox_status().into_iter().find(|s| s.template == "hook").expect("hook's outbox");
-    assert!(hook.pending == expected.len() && hook.retrying.is_some_and(|n| n > 0), "the backlog is visible: {hook:?}");
+    // Between attempts (not while one is in flight) the backlog shows as retrying; nothing left.
+    let hook = || container.outbox_status().into_iter().find(|s| s.template == "hook").expect("hook's outbox");
+    wait_until("the backlog shows as retrying", || hook().retrying.is_some_and(|n| n > 0)).await;
+    assert_eq!(hook().pending, expected.len(), "the backlog is visible, nothing lost: {:?}", hook());
     wait_until("the other vendor got every event meanwhile", || ids(&vendor.received_at("/other")).len() == expected.len()).await;
     down.store(false, Ordering::SeqCst);
     // What the vendor answered 503 to was not taken; only the requests after it came back count.
