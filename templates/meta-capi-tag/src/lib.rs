@@ -79,7 +79,7 @@ impl Tag for MetaCapi {
     fn fire(host: &TagHost) -> Result<(), Error> {
         // Only the keys this needs: the event's time, and the page URL's fbclid.
         let event = host.event().select_granted(FIRE_KEYS)?.values;
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now_ms = now_ms();
         if let Some(event_time) = event_time(&event).filter(|t| t + MAX_AGE_SECS < now_ms / 1000) {
             return Err(Error::skipped(format!(
                 "event_time {event_time} is more than 7 days old; Meta rejects the whole request, so it was not sent"
