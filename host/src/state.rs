@@ -40,12 +40,9 @@ impl SharedEvent {
         self.json.get_or_init(|| crate::json_text(&self.value))
     }
 
-    /// Hex SHA-256 of [`Self::json`].
+    /// [`sluice_manifest::fingerprint`] of [`Self::json`].
     pub fn fingerprint(&self) -> &str {
-        self.fingerprint.get_or_init(|| {
-            use sha2::Digest;
-            format!("{:x}", sha2::Sha256::digest(self.json().as_bytes()))
-        })
+        self.fingerprint.get_or_init(|| sluice_manifest::fingerprint(self.json()))
     }
 }
 

@@ -167,6 +167,21 @@ pub enum BatchFailure {
     Reject(String),
 }
 
+/// The host's fingerprint of an event: hex SHA-256 of its JSON as serde_json writes a
+/// `Value` (keys sorted, no whitespace), so the same content has the same fingerprint whatever
+/// order its keys arrived in. The host (`event.fingerprint`, queued items' ids) and the SDK's
+/// mock host compute it here, so a test under the mock sees the id the host would queue.
+pub fn fingerprint(json: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(json.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        hex.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        hex.push(char::from(b"0123456789abcdef"[usize::from(byte & 0xf)]));
+    }
+    hex
+}
+
 /// The id a vendor deduplicates an event on: its own `event_id` when the site set one (so the
 /// browser pixel and the server event deduplicate at the vendor), else one derived from the
 /// event's content — the host's fingerprint of it (hex SHA-256 of its canonical JSON) — so a
@@ -184,6 +199,13 @@ pub fn event_id(event: &serde_json::Map<String, serde_json::Value>, fingerprint:
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_fingerprint_is_the_hex_sha256_of_the_json() {
+        // SHA-256 test vector (FIPS 180-2, "abc").
+        assert_eq!(fingerprint("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(fingerprint("{}").len(), 64);
+    }
 
     #[test]
     fn the_sites_id_wins_else_the_fingerprint_decides() {

@@ -24,7 +24,7 @@ mod manifest;
 mod purpose;
 mod url_pattern;
 
-pub use delivery::{Batch, BatchFailure, Delivery, DeliverySpec, ItemResult, event_id};
+pub use delivery::{Batch, BatchFailure, Delivery, DeliverySpec, ItemResult, event_id, fingerprint};
 pub use declaration::{Declaration, DeclarationError, ParameterSpec, PermissionSet};
 pub use grant::{CREDENTIAL_HEADERS, Denial, DenialCause, EffectiveGrant, KeyPattern, MAX_NAME_SHOWN, Scope, shorten};
 pub use manifest::{JsonBuf, Kind, MANIFEST_SECTION, Manifest, ParamDefault, Parameter, Permissions};

@@ -332,7 +332,7 @@ impl Event {
     pub fn dedup_id(&self, values: &serde_json::Map<String, serde_json::Value>) -> Result<String, Error> {
         let fingerprint = match self.fingerprint() {
             Ok(f) => f,
-            Err(Error::PermissionDenied(_)) => crate::identity::sha256_hex(&serde_json::Value::Object(values.clone()).to_string()),
+            Err(Error::PermissionDenied(_)) => sluice_manifest::fingerprint(&serde_json::Value::Object(values.clone()).to_string()),
             Err(e) => return Err(e),
         };
         Ok(crate::identity::event_id(values, &fingerprint))

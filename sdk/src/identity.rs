@@ -13,7 +13,6 @@
 //! TikTok, §8.2 Google), not their SDKs or GTM templates where those disagree (Meta's template
 //! turns `+1 (650) 555-1212` into `1650 5551212`; the documentation says `16505551212`).
 
-use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization;
 
 /// A customer-information field.
@@ -53,15 +52,10 @@ impl Vendor {
     }
 }
 
-/// SHA-256 of `input` as lowercase hex.
+/// SHA-256 of `input` as lowercase hex (the digest the host fingerprints events with,
+/// [`sluice_manifest::fingerprint`]).
 pub fn sha256_hex(input: &str) -> String {
-    let digest = Sha256::digest(input.as_bytes());
-    let mut out = String::with_capacity(64);
-    for byte in digest {
-        out.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
-        out.push(char::from(b"0123456789abcdef"[usize::from(byte & 0xf)]));
-    }
-    out
+    sluice_manifest::fingerprint(input)
 }
 
 /// Whether `s` is already a SHA-256 hex digest.

@@ -84,7 +84,7 @@ pub mod prelude {
 }
 pub use serde_json::{self as json, Value, json};
 pub use sluice_manifest::{Batch, Delivery, Kind, Manifest, Parameter, PermissionSet, Permissions};
-pub use types::{BatchFailure, Claim, ConsentStatus, Cookie, HttpRequest, HttpResponse, Item, ItemResult, Level, Purpose, SameSite};
+pub use types::{BatchFailure, Claim, ConsentStatus, Cookie, HttpRequest, HttpResponse, Item, ItemResult, Level, Prepared, Purpose, SameSite};
 
 /// A client template: decides whether an incoming request is its own and turns it into events.
 pub trait Client {

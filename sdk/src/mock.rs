@@ -422,7 +422,7 @@ impl MockHost {
         // What the tag may see, and the id derived from it (the whole event's, with `*`).
         let visible = run.grant.visible_event(&self.state.event.as_object().cloned().unwrap_or_default());
         let data = Value::Object(visible.clone()).to_string();
-        let id = sluice_manifest::event_id(&visible, &crate::identity::sha256_hex(&data));
+        let id = sluice_manifest::event_id(&visible, &sluice_manifest::fingerprint(&data));
         let reads = Reads { minimiser: run.minimiser.as_ref() };
         let set: Vec<(String, String)> = self.state.response.cookies.iter().map(|c| (c.name.clone(), c.value.clone())).collect();
         let cookies = reads.cookies_after_response(&self.state, &set, |name| run.grant.check_cookie(name).is_ok());
@@ -786,11 +786,11 @@ pub(crate) mod sys {
     pub(crate) fn event_all() -> Result<String, Error> {
         with(|s| in_request(s, "the event").and_then(|()| allowed(s, |g| g.check_all_event_data())).map(|()| s.event.to_string()))
     }
-    /// As the host computes it: SHA-256 of the event's JSON (serde_json sorts the keys).
+    /// As the host computes it ([`sluice_manifest::fingerprint`]).
     pub(crate) fn event_fingerprint() -> Result<String, Error> {
         with(|s| {
             in_request(s, "the event")?;
-            allowed(s, |g| g.check_all_event_data()).map(|()| crate::identity::sha256_hex(&s.event.to_string()))
+            allowed(s, |g| g.check_all_event_data()).map(|()| sluice_manifest::fingerprint(&s.event.to_string()))
         })
     }
     pub(crate) fn consent_status(purpose: Purpose) -> Result<ConsentStatus, Error> {

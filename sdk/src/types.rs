@@ -208,6 +208,51 @@ impl Item {
 
 pub use sluice_manifest::{BatchFailure, ItemResult};
 
+/// A batch prepared item by item for a vendor that takes many events in one request: an item
+/// that cannot be sent (no event name, too old by now) is rejected alone, with why, and the
+/// rest go together. The usual shape of a batched tag's [`crate::Tag::deliver`]:
+///
+/// ```
+/// # use sluice_sdk::{BatchFailure, DeliverHost, Error, Item, ItemResult, Prepared};
+/// # fn send(host: &DeliverHost, events: &[&String]) -> Result<(), BatchFailure> { Ok(()) }
+/// fn deliver(host: &DeliverHost, batch: &[Item]) -> Result<Vec<ItemResult>, BatchFailure> {
+///     let prepared = Prepared::new(batch, |item| item.json::<sluice_sdk::Value>().map(|e| e.to_string()));
+///     if !prepared.is_empty() {
+///         send(host, &prepared.ready())?; // a whole-batch failure: retry or split, for all of them
+///     }
+///     Ok(prepared.results()) // the sent ones delivered, the others rejected with why
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Prepared<T> {
+    items: Vec<Result<T, String>>,
+}
+
+impl<T> Prepared<T> {
+    /// Prepares each item of `batch` with `prepare`, in order.
+    pub fn new(batch: &[Item], prepare: impl FnMut(&Item) -> Result<T, Error>) -> Self {
+        let mut prepare = prepare;
+        Prepared { items: batch.iter().map(|item| prepare(item).map_err(|e| e.to_string())).collect() }
+    }
+
+    /// What was prepared, in batch order: what goes to the vendor.
+    pub fn ready(&self) -> Vec<&T> {
+        self.items.iter().filter_map(|p| p.as_ref().ok()).collect()
+    }
+
+    /// Whether no item could be prepared (then there is nothing to send).
+    pub fn is_empty(&self) -> bool {
+        self.items.iter().all(Result::is_err)
+    }
+
+    /// One result per item once the vendor took [`Prepared::ready`]: delivered for those,
+    /// rejected (with why) for the items that could not be prepared.
+    pub fn results(self) -> Vec<ItemResult> {
+        self.items.into_iter().map(|p| p.map_or_else(ItemResult::Rejected, |_| ItemResult::Delivered)).collect()
+    }
+}
+
+
 impl HttpResponse {
     /// The `Retry-After` header in milliseconds, if it is a number of seconds (vendors send
     /// seconds; the host also honours dates in plain requests).
@@ -230,5 +275,31 @@ impl HttpResponse {
                 Some(BatchFailure::Reject(format!("{vendor} answered HTTP {status}: {excerpt}")))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Item, ItemResult, Prepared};
+    use crate::Error;
+
+    fn item(data: &str) -> Item {
+        Item { id: data.into(), attempt: 0, created_ms: 0, data: data.into(), cookies: Vec::new() }
+    }
+
+    #[test]
+    fn an_item_that_cannot_be_prepared_is_rejected_alone_and_the_rest_keep_their_places() {
+        let batch = [item("1"), item("x"), item("3")];
+        let prepared = Prepared::new(&batch, |i| i.data.parse::<u32>().map_err(|e| Error::invalid(format!("{}: {e}", i.id))));
+        assert!(!prepared.is_empty());
+        assert_eq!(prepared.ready(), [&1, &3], "what goes to the vendor, in batch order");
+        let results = prepared.results();
+        assert_eq!(results[0], ItemResult::Delivered);
+        assert!(matches!(&results[1], ItemResult::Rejected(why) if why.contains("x: invalid digit")), "{results:?}");
+        assert_eq!(results[2], ItemResult::Delivered);
+
+        let none = Prepared::new(&batch[1..2], |_| Err::<(), _>(Error::invalid("no event name")));
+        assert!(none.is_empty(), "nothing to send");
+        assert!(matches!(&none.results()[..], [ItemResult::Rejected(why)] if why.contains("no event name")));
     }
 }

@@ -34,7 +34,7 @@ use sluice_sdk::identity::{self, Field, Vendor};
 use sluice_sdk::json::Map;
 use sluice_sdk::{
     Batch, BatchFailure, Cookie, DeliverHost, Delivery, Error, HttpRequest, HttpResponse, Item, ItemResult, Kind, Manifest, Parameter,
-    Permissions, Tag, TagHost, Value, json,
+    Permissions, Prepared, Tag, TagHost, Value, json,
 };
 
 /// The Meta Conversions API tag.
@@ -105,26 +105,21 @@ impl Tag for MetaCapi {
         );
         let (calling_code, action_source) = (config.str("phone_calling_code"), config.require_str("action_source").map_err(reject)?);
         // An event Meta could not take (no name, too old by now) is rejected alone; the rest go.
-        let built: Vec<Result<String, String>> = batch
-            .iter()
-            .map(|item| queued_server_event(item, calling_code.as_deref(), &action_source, now_ms()).map_err(|e| e.to_string()))
-            .collect();
-        let events: Vec<&str> = built.iter().filter_map(|b| b.as_deref().ok()).collect();
-        if events.is_empty() {
-            return Ok(built.into_iter().map(|b| ItemResult::Rejected(b.err().unwrap_or_default())).collect());
+        let prepared = Prepared::new(batch, |item| queued_server_event(item, calling_code.as_deref(), &action_source, now_ms()));
+        if prepared.is_empty() {
+            return Ok(prepared.results());
         }
+        let events = prepared.ready();
         let request = HttpRequest::post(url).json_text(body(&events, config.str("test_event_code").as_deref()));
         let response = host.http().send(&request).map_err(|e| {
             host.log().info(&format!("Meta not reached, will retry: {e}"));
             BatchFailure::Retry(None)
         })?;
-        match answer(&response) {
-            None => Ok(built.into_iter().map(|b| b.map_or_else(ItemResult::Rejected, |_| ItemResult::Delivered)).collect()),
-            Some((failure, message)) => {
-                host.log().warn(&format!("Meta did not take {} events ({failure:?}): {message}", events.len()));
-                Err(failure)
-            }
+        if let Some((failure, message)) = answer(&response) {
+            host.log().warn(&format!("Meta did not take {} events ({failure:?}): {message}", events.len()));
+            return Err(failure);
         }
+        Ok(prepared.results())
     }
 }
 
@@ -150,7 +145,8 @@ pub fn queued_server_event(item: &Item, calling_code: Option<&str>, action_sourc
 }
 
 /// The request body for a batch of server events (JSON texts, spliced in as they are).
-pub fn body(events: &[&str], test_event_code: Option<&str>) -> String {
+pub fn body<S: AsRef<str>>(events: &[S], test_event_code: Option<&str>) -> String {
+    let events: Vec<&str> = events.iter().map(AsRef::as_ref).collect();
     let mut out = format!("{{\"data\":[{}],\"partner_agent\":\"sluice-{}\"", events.join(","), env!("CARGO_PKG_VERSION"));
     if let Some(code) = test_event_code {
         out.push_str(&format!(",\"test_event_code\":{}", json!(code)));

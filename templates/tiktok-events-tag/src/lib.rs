@@ -27,7 +27,7 @@ use sluice_sdk::identity::{self, Field, Vendor};
 use sluice_sdk::json::Map;
 use sluice_sdk::{
     Batch, BatchFailure, DeliverHost, Delivery, Error, HttpRequest, HttpResponse, Item, ItemResult, Kind, Manifest, Parameter, Permissions,
-    Tag, Value, json,
+    Prepared, Tag, Value, json,
 };
 
 /// The TikTok Events API tag.
@@ -66,16 +66,16 @@ impl Tag for TikTokEvents {
         let reject = |e: Error| BatchFailure::Reject(e.to_string());
         let calling_code = config.str("phone_calling_code");
         // An event TikTok could not take (it has no name) is rejected alone; the rest are sent.
-        let built: Vec<Result<String, String>> =
-            batch.iter().map(|item| data_entry(item, calling_code.as_deref()).map_err(|e| e.to_string())).collect();
-        let events: Vec<&str> = built.iter().filter_map(|b| b.as_deref().ok()).collect();
-        if events.is_empty() {
-            return Ok(built.into_iter().map(|b| ItemResult::Rejected(b.err().unwrap_or_default())).collect());
+        let prepared = Prepared::new(batch, |item| data_entry(item, calling_code.as_deref()));
+        if prepared.is_empty() {
+            return Ok(prepared.results());
         }
+        let events = prepared.ready();
+        let data: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
         let mut body = format!(
             "{{\"event_source\":\"web\",\"event_source_id\":{},\"partner_name\":\"Sluice\",\"data\":[{}]",
             json!(config.require_str("pixel_code").map_err(reject)?),
-            events.join(",")
+            data.join(",")
         );
         if let Some(code) = config.str("test_event_code") {
             body.push_str(&format!(",\"test_event_code\":{}", json!(code)));
@@ -88,13 +88,11 @@ impl Tag for TikTokEvents {
             host.log().info(&format!("TikTok not reached, will retry: {e}"));
             BatchFailure::Retry(None)
         })?;
-        match answer(&response) {
-            None => Ok(built.into_iter().map(|b| b.map_or_else(ItemResult::Rejected, |_| ItemResult::Delivered)).collect()),
-            Some(failure) => {
-                host.log().warn(&format!("TikTok did not take {} events: {failure:?}", events.len()));
-                Err(failure)
-            }
+        if let Some(failure) = answer(&response) {
+            host.log().warn(&format!("TikTok did not take {} events: {failure:?}", events.len()));
+            return Err(failure);
         }
+        Ok(prepared.results())
     }
 }
 
