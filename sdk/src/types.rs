@@ -230,8 +230,7 @@ pub struct Prepared<T> {
 
 impl<T> Prepared<T> {
     /// Prepares each item of `batch` with `prepare`, in order.
-    pub fn new(batch: &[Item], prepare: impl FnMut(&Item) -> Result<T, Error>) -> Self {
-        let mut prepare = prepare;
+    pub fn new(batch: &[Item], mut prepare: impl FnMut(&Item) -> Result<T, Error>) -> Self {
         Prepared { items: batch.iter().map(|item| prepare(item).map_err(|e| e.to_string())).collect() }
     }
 

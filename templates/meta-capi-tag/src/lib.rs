@@ -105,7 +105,8 @@ impl Tag for MetaCapi {
         );
         let (calling_code, action_source) = (config.str("phone_calling_code"), config.require_str("action_source").map_err(reject)?);
         // An event Meta could not take (no name, too old by now) is rejected alone; the rest go.
-        let prepared = Prepared::new(batch, |item| queued_server_event(item, calling_code.as_deref(), &action_source, now_ms()));
+        let now_ms = now_ms();
+        let prepared = Prepared::new(batch, |item| queued_server_event(item, calling_code.as_deref(), &action_source, now_ms));
         if prepared.is_empty() {
             return Ok(prepared.results());
         }
