@@ -127,6 +127,14 @@ pub enum DeclarationError {
         /// What is wrong, and the fix.
         why: String,
     },
+    /// A declared id cookie cannot work as declared.
+    #[error("id cookie {name:?}: {why}")]
+    IdCookie {
+        /// The cookie's name.
+        name: String,
+        /// What is wrong, and the fix.
+        why: String,
+    },
     /// An empty or malformed name / key pattern.
     #[error("{list} entry {name:?} is not valid: {why}")]
     Entry {
@@ -160,7 +168,33 @@ impl Declaration {
             return Err(DeclarationError::Purpose { name: name.clone() });
         }
         decl.delivery.validate().map_err(DeclarationError::Delivery)?;
+        decl.validate_id_cookies()?;
         Ok(decl)
+    }
+
+    /// A tag's id cookies: valid patterns, within what it declares it reads and sets, switched
+    /// by a declared flag.
+    fn validate_id_cookies(&self) -> Result<(), DeclarationError> {
+        for c in &self.delivery.id_cookies {
+            let fail = |why: String| DeclarationError::IdCookie { name: c.name.clone(), why };
+            if self.kind != Kind::Tag {
+                return Err(fail("only tags declare id cookies (a client sets its cookies itself)".into()));
+            }
+            c.validate().map_err(fail)?;
+            let p = &self.permissions;
+            if !p.cookies.contains(&c.name) || !p.response_cookies.contains(&c.name) {
+                return Err(fail("list it in permissions.cookies and permissions.response_cookies: the host reads and sets it for the tag".into()));
+            }
+            if c.click_param.is_some() && !p.event_data.iter().any(|k| KeyPattern::parse(k).is_ok_and(|k| k.covers("page_location"))) {
+                return Err(fail("a click id is read from page_location: list it in permissions.event_data".into()));
+            }
+            if let Some(flag) = &c.enabled_by
+                && !self.parameters.iter().any(|p| &p.name == flag && p.default.as_ref().is_some_and(serde_json::Value::is_boolean))
+            {
+                return Err(fail(format!("enabled_by names {flag:?}: declare it as Parameter::optional({flag:?}, ..).flag(true)")));
+            }
+        }
+        Ok(())
     }
 
     /// The declared parameter with this name.
@@ -259,6 +293,28 @@ mod tests {
     fn unknown_permission_keys_are_rejected_not_ignored() {
         let err = toml_like(r#"{"request_header": ["x"]}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `request_header`"), "{err}");
+    }
+
+    #[test]
+    fn an_id_cookie_must_be_within_what_the_tag_declares() {
+        let decl = |permissions: serde_json::Value, parameters: serde_json::Value| {
+            let json = serde_json::json!({
+                "kind": "tag", "name": "t", "version": "1", "permissions": permissions, "parameters": parameters,
+                "delivery": {"fire": false, "batch": {"max_items": 1, "max_bytes": 1, "max_wait_ms": 0, "max_age_secs": 1},
+                             "id_cookies": [{"name": "_fbc", "value": "fb.1.{now_ms}.{click_id}", "click_param": "fbclid",
+                                             "max_age_days": 90, "enabled_by": "set_cookies"}]}
+            });
+            Declaration::from_json(json.to_string().as_bytes()).map(|_| ()).map_err(|e| e.to_string())
+        };
+        let flag = serde_json::json!([{"name": "set_cookies", "description": "", "required": false, "secret": false, "default": true}]);
+        let all = serde_json::json!({"cookies": ["_fbc"], "response_cookies": ["_fbc"], "event_data": ["page_location"]});
+        assert_eq!(decl(all.clone(), flag.clone()), Ok(()));
+        let unset = decl(serde_json::json!({"cookies": ["_fbc"], "event_data": ["*"]}), flag.clone()).unwrap_err();
+        assert!(unset.contains("\"_fbc\"") && unset.contains("permissions.response_cookies"), "{unset}");
+        let unseen = decl(serde_json::json!({"cookies": ["_fbc"], "response_cookies": ["_fbc"]}), flag).unwrap_err();
+        assert!(unseen.contains("page_location"), "{unseen}");
+        let no_flag = decl(all, serde_json::json!([])).unwrap_err();
+        assert!(no_flag.contains(".flag(true)"), "{no_flag}");
     }
 
     fn toml_like(json: &str) -> Result<PermissionSet, serde_json::Error> {

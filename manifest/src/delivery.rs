@@ -18,10 +18,16 @@
 //! * [`Delivery::batched`]`(..).with_fire()`: both; `fire` builds the items (reading the request,
 //!   hashing) and queues them itself, `deliver` sends them in batches.
 //!
+//! A tag may also declare first-party id cookies ([`Delivery::with_id_cookies`], see
+//! [`crate::IdCookie`]): the host sets them in the visitor's request itself, so a tag whose
+//! `fire` would only set cookies needs no `fire`, and no sandbox per event.
+//!
 //! The [`Batch`] limits are the vendor's (Meta: 1,000 events per request; GA4 Measurement
 //! Protocol: 25); an operator can lower them per tag, never raise them.
 
 use serde::{Deserialize, Serialize};
+
+use crate::{IdCookie, IdCookieSpec};
 
 /// Which phases a tag has, and the vendor's batch limits (the `const` form a template author
 /// writes; the host reads it back as [`DeliverySpec`]).
@@ -34,6 +40,9 @@ pub struct Delivery {
     /// Whether the host queues each event the tag may see (after `fire`, if it has one)
     /// rather than what `fire` enqueues.
     pub queue_event: bool,
+    /// First-party id cookies the host sets for the tag in the visitor's request, before its
+    /// `fire` (if any) and before it queues the event.
+    pub id_cookies: &'static [IdCookie],
 }
 
 /// The most a vendor takes in one request, and how long items may wait.
@@ -53,13 +62,13 @@ pub struct Batch {
 
 impl Delivery {
     /// `fire` per event, nothing batched: the tag sends from the visitor's request.
-    pub const IN_REQUEST: Delivery = Delivery { fire: true, batch: None, queue_event: false };
+    pub const IN_REQUEST: Delivery = Delivery { fire: true, batch: None, queue_event: false, id_cookies: &[] };
 
     /// `deliver` only: the host queues every event the tag may see (the top-level keys its
     /// `event_data` grant covers), with the request cookies its grant names, and calls
     /// `deliver` with batches of them.
     pub const fn batched(batch: Batch) -> Delivery {
-        Delivery { fire: false, batch: Some(batch), queue_event: true }
+        Delivery { fire: false, batch: Some(batch), queue_event: true, id_cookies: &[] }
     }
 
     /// Also run `fire` per event, in the visitor's request, for what only it can do (set
@@ -75,11 +84,18 @@ impl Delivery {
     pub const fn with_fire(self) -> Delivery {
         Delivery { fire: true, queue_event: false, ..self }
     }
+
+    /// The host sets these first-party id cookies for the tag in the visitor's request (for
+    /// every event the tag runs for, within its grant), then runs `fire` or queues the event
+    /// with them. For a tag whose `fire` would only set such cookies, this replaces `fire`.
+    pub const fn with_id_cookies(self, id_cookies: &'static [IdCookie]) -> Delivery {
+        Delivery { id_cookies, ..self }
+    }
 }
 
 /// [`Delivery`] as a template's manifest JSON carries it. A manifest without it (templates
 /// built before batching existed) means [`Delivery::IN_REQUEST`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliverySpec {
     /// See [`Delivery::fire`].
@@ -91,6 +107,9 @@ pub struct DeliverySpec {
     /// where it follows from `fire` ([`DeliverySpec::host_queues_event`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_event: Option<bool>,
+    /// See [`Delivery::id_cookies`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub id_cookies: Vec<IdCookieSpec>,
 }
 
 impl Default for DeliverySpec {
@@ -101,7 +120,7 @@ impl Default for DeliverySpec {
 
 impl From<Delivery> for DeliverySpec {
     fn from(d: Delivery) -> Self {
-        DeliverySpec { fire: d.fire, batch: d.batch, queue_event: Some(d.queue_event) }
+        DeliverySpec { fire: d.fire, batch: d.batch, queue_event: Some(d.queue_event), id_cookies: d.id_cookies.iter().map(IdCookieSpec::from).collect() }
     }
 }
 
@@ -131,6 +150,10 @@ impl DeliverySpec {
 /// How `sluice inspect` describes a tag's phases.
 impl std::fmt::Display for DeliverySpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.id_cookies.is_empty() {
+            let names: Vec<&str> = self.id_cookies.iter().map(|c| c.name.as_str()).collect();
+            write!(f, "the host sets id cookies {} in the visitor's request; ", names.join(", "))?;
+        }
         let Some(b) = self.batch else { return f.write_str("fire per event, in the visitor's request") };
         let queued = match (self.fire, self.host_queues_event()) {
             (false, _) => "the host queues each event (with its granted cookies)",
@@ -220,7 +243,7 @@ mod tests {
 
     #[test]
     fn a_tag_without_any_phase_or_with_empty_batches_is_refused() {
-        assert!(DeliverySpec { fire: false, batch: None, queue_event: None }.validate().is_err());
+        assert!(DeliverySpec { fire: false, batch: None, queue_event: None, id_cookies: Vec::new() }.validate().is_err());
         assert!(DeliverySpec::from(Delivery::IN_REQUEST.after_fire()).validate().is_err(), "queueing events needs a batch");
         let zero = Batch { max_items: 0, max_bytes: 1, max_wait_ms: 0, max_age_secs: 1 };
         assert!(DeliverySpec::from(Delivery::batched(zero)).validate().is_err());

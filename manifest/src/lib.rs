@@ -20,17 +20,27 @@
 mod declaration;
 mod delivery;
 mod grant;
+mod id_cookie;
 mod manifest;
 mod purpose;
 mod url_pattern;
 
 pub use delivery::{Batch, BatchFailure, Delivery, DeliverySpec, ItemResult, event_id, fingerprint};
 pub use declaration::{Declaration, DeclarationError, ParameterSpec, PermissionSet};
+pub use id_cookie::{IdCookie, IdCookieSpec, MAX_AGE_DAYS as ID_COOKIE_MAX_AGE_DAYS};
 pub use grant::{CREDENTIAL_HEADERS, Denial, DenialCause, EffectiveGrant, KeyPattern, MAX_NAME_SHOWN, Scope, shorten};
 pub use manifest::{JsonBuf, Kind, MANIFEST_SECTION, Manifest, ParamDefault, Parameter, Permissions};
 pub use purpose::{ConsentStatus, Purpose};
 pub use url_pattern::{UrlPattern, UrlPatternError};
 pub use url::Url;
+
+/// The percent-decoded value of the first query parameter `name` in `url`; `None` when absent
+/// or empty. The fragment is ignored. Templates read it (`sluice_sdk::data::url_param`), and the
+/// host reads click ids for declared id cookies with it.
+pub fn url_param(url: &str, name: &str) -> Option<String> {
+    let query = url.split_once('?')?.1.split('#').next().unwrap_or("");
+    url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).filter(|v| !v.is_empty())
+}
 
 /// The value at a dotted key path in an event (`items.0.item_id`): parts are object keys or,
 /// on arrays, indices. This is sGTM's `getEventData` path rule, shared by host and mock host.

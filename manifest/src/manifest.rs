@@ -402,6 +402,34 @@ impl Manifest {
             w.number("max_age_secs", b.max_age_secs);
             w.byte(b'}');
         }
+        if !self.delivery.id_cookies.is_empty() {
+            w.key("id_cookies", false);
+            w.byte(b'[');
+            let mut i = 0;
+            while i < self.delivery.id_cookies.len() {
+                let c = &self.delivery.id_cookies[i];
+                if i > 0 {
+                    w.byte(b',');
+                }
+                w.byte(b'{');
+                w.key("name", true);
+                w.string(c.name);
+                w.key("value", false);
+                w.string(c.value);
+                if let Some(param) = c.click_param {
+                    w.key("click_param", false);
+                    w.string(param);
+                }
+                w.number("max_age_days", c.max_age_days);
+                if let Some(param) = c.enabled_by {
+                    w.key("enabled_by", false);
+                    w.string(param);
+                }
+                w.byte(b'}');
+                i += 1;
+            }
+            w.byte(b']');
+        }
         w.byte(b'}');
         w.byte(b'}');
         w
@@ -435,6 +463,8 @@ mod tests {
         permissions: Permissions {
             request_headers: &["user-agent"],
             event_data: &["*"],
+            cookies: &["_id", "_click"],
+            response_cookies: &["_id", "_click"],
             outbound: &["https://example.com/"],
             logging: true,
             ..Permissions::NONE
@@ -443,9 +473,14 @@ mod tests {
         parameters: &[
             Parameter::required("url", "Where"),
             Parameter::optional("token", "Bearer token").secret(),
+            Parameter::optional("set_cookies", "Set the ids").flag(true),
         ],
         delivery: Delivery::batched(crate::Batch { max_items: 1000, max_bytes: 2_000_000, max_wait_ms: 250, max_age_secs: 604_800 })
-            .with_fire(),
+            .with_fire()
+            .with_id_cookies(&[
+                crate::IdCookie::minted("_id", "id.{now_ms}.{random}", 90),
+                crate::IdCookie::click_id("_click", "xclid", "c.{click_id}", 30).enabled_by("set_cookies"),
+            ]),
     };
 
     // The same thing a template's custom section holds.
@@ -463,10 +498,12 @@ mod tests {
         assert_eq!(d.permissions.outbound, vec!["https://example.com/"]);
         assert!(d.permissions.logging && !d.permissions.body && !d.permissions.query);
         assert_eq!(d.consent, vec!["ad_storage", "ad_user_data"]);
-        assert_eq!(d.parameters.len(), 2);
+        assert_eq!(d.parameters.len(), 3);
         assert!(d.parameters[0].required && !d.parameters[0].secret);
         assert!(!d.parameters[1].required && d.parameters[1].secret);
         assert_eq!(d.delivery, crate::DeliverySpec::from(M.delivery));
+        assert_eq!(d.delivery.id_cookies[1].click_param.as_deref(), Some("xclid"));
+        assert_eq!(d.delivery.id_cookies[1].enabled_by.as_deref(), Some("set_cookies"));
         assert_eq!(M.to_json(), SECTION.to_vec());
     }
 }

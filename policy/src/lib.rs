@@ -10,6 +10,7 @@
 //!   and from every request accessor when `ad_user_data` is not granted;
 //! * [`secrets`]: the masker every line of output passes through;
 //! * [`egress`]: https only, no private addresses (the checks that need no network);
+//! * [`id_cookies`]: which of a tag's declared first-party id cookies the host sets for an event;
 //! * [`request`]: every request accessor's answer (joining, parsing, minimising), over either
 //!   host's request;
 //! * [`delivery`]: what happens to queued items after a delivery attempt (split, retry,
@@ -30,6 +31,7 @@ pub mod claim;
 pub mod consent;
 pub mod delivery;
 pub mod egress;
+pub mod id_cookies;
 pub mod params;
 pub mod personal_data;
 pub mod request;

@@ -23,9 +23,9 @@ pub fn select(event: &Map<String, Value>, keys: &[&str]) -> Map<String, Value> {
 
 /// The percent-decoded value of the first query parameter `name` in `url`; `None` when absent
 /// or empty. The fragment is ignored.
+/// (The host reads click ids for declared id cookies with the same rule.)
 pub fn url_param(url: &str, name: &str) -> Option<String> {
-    let query = url.split_once('?')?.1.split('#').next().unwrap_or("");
-    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).filter(|v| !v.is_empty())
+    sluice_manifest::url_param(url, name)
 }
 
 #[cfg(test)]

@@ -83,7 +83,7 @@ pub mod prelude {
     pub use crate::{InRequest, Services, UnlessDenied};
 }
 pub use serde_json::{self as json, Value, json};
-pub use sluice_manifest::{Batch, Delivery, Kind, Manifest, Parameter, PermissionSet, Permissions};
+pub use sluice_manifest::{Batch, Delivery, IdCookie, Kind, Manifest, Parameter, PermissionSet, Permissions};
 pub use types::{BatchFailure, Claim, ConsentStatus, Cookie, HttpRequest, HttpResponse, Item, ItemResult, Level, Prepared, Purpose, SameSite};
 
 /// A client template: decides whether an incoming request is its own and turns it into events.

@@ -95,7 +95,8 @@ pub struct RecordedResponse {
     pub headers: Vec<(String, String)>,
     /// Body set with `set_body`.
     pub body: Option<Vec<u8>>,
-    /// Cookies set with `set_cookie`.
+    /// Cookies set with `set_cookie`, and the id cookies the host set for the tag (declared in
+    /// its manifest, `Delivery::with_id_cookies`), in the order set.
     pub cookies: Vec<Cookie>,
 }
 
@@ -403,6 +404,7 @@ impl MockHost {
                 ),
             )));
         }
+        self.set_id_cookies(&decl);
         if !decl.delivery.fire {
             // As the host: no sandbox runs; the event goes to the outbox.
             self.queue_event();
@@ -413,6 +415,31 @@ impl MockHost {
             self.queue_event();
         }
         fired
+    }
+
+    /// Sets the tag's declared id cookies that are due, as the host does before its `fire` or
+    /// queueing (`sluice_policy::id_cookies`): within the grant, from the `page_location` the
+    /// tag may see, with the cookies as the response leaves them.
+    fn set_id_cookies(&mut self, decl: &Declaration) {
+        let run = self.state.run.as_ref().expect("prepared before run");
+        let declared = sluice_policy::id_cookies::enabled(&decl.delivery.id_cookies, &run.params);
+        if declared.is_empty() {
+            return;
+        }
+        let page_location = run.grant.check_event_key("page_location").ok().and_then(|()| self.state.event.get("page_location")).and_then(Value::as_str);
+        let reads = Reads { minimiser: run.minimiser.as_ref() };
+        let set: Vec<(String, String)> = self.state.response.cookies.iter().map(|c| (c.name.clone(), c.value.clone())).collect();
+        let current = |name: &str| reads.cookies_after_response(&self.state, &set, |n| n == name).pop().map(|(_, value)| value);
+        let allowed = |name: &str| run.grant.check_cookie(name).is_ok() && run.grant.check_response_cookie(name).is_ok();
+        let random = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), now_ms());
+        let inputs = sluice_policy::id_cookies::IdCookieInputs { page_location, now_ms: now_ms(), random };
+        let due = sluice_policy::id_cookies::due(&declared, inputs, current, allowed).unwrap_or_else(|e| panic!("id cookies: {e}"));
+        for c in due {
+            if rules::check_cookie_room(self.state.response.cookies.len()).is_err() {
+                break;
+            }
+            self.state.response.cookies.push(Cookie { max_age: Some(c.max_age_secs), ..Cookie::new(c.name, c.value) });
+        }
     }
 
     /// Queues the event as the host queues it for a tag without `fire` (or after it): the part

@@ -61,7 +61,7 @@ fn inspect_reads_the_declaration_without_running_the_template() {
         sluice::read_declaration(&path, &std::fs::read(&path).expect("built")).expect("manifest").delivery.to_string()
     };
     assert!(delivery("tiktok-events-tag").starts_with("the host queues each event (with its granted cookies); deliver takes up to 1000 items"));
-    assert!(delivery("meta-capi-tag").starts_with("fire per event in the visitor's request, then the host queues the event"), "{}", delivery("meta-capi-tag"));
+    assert!(delivery("meta-capi-tag").starts_with("the host sets id cookies _fbp, _fbc in the visitor's request; the host queues each event"), "{}", delivery("meta-capi-tag"));
     assert!(delivery("webhook-tag").starts_with("the host queues each event"));
 }
 

@@ -2,7 +2,9 @@
 //! component, the JSON collect client's component, a fake vendor as its sink) and through the
 //! SDK's mock host (the probe tag's Rust code), and what the tag saw and did must be the same —
 //! whether it ran, the event and every request accessor as it read them, the response headers
-//! it could set, the permission denials.
+//! it could set, the permission denials. And the id cookies a tag declares (Meta's `_fbp` and
+//! `_fbc`), which the host sets for it: the same cookies, with the same attributes, through the
+//! host running the Meta component and the mock host running its Rust code.
 
 use serde_json::{Value, json};
 use sluice_sdk::mock::MockHost;
@@ -213,4 +215,131 @@ async fn the_scenarios_exercise_what_they_claim() {
     assert_eq!(through_host(&s[2], &vendor).await.blocked, Some(vec!["ad_user_data".to_string()]));
     assert_eq!(through_host(&s[4], &vendor).await.blocked, Some(vec!["analytics_storage".to_string()]));
     assert!(through_host(&s[6], &vendor).await.report["event"]["contact"] == "jane@example.com", "gcd granted ad_user_data");
+}
+
+/// One id-cookie case: the visitor's cookies, the page, the Meta tag's settings and grant.
+struct IdCase {
+    name: &'static str,
+    cookie: Option<&'static str>,
+    page: &'static str,
+    set_cookies: bool,
+    response_cookies: &'static [&'static str],
+    consent: &'static str,
+}
+
+fn id_cases() -> Vec<IdCase> {
+    let granted = "ad_storage=granted,ad_user_data=granted";
+    let click = "https://shop.example/p?fbclid=IwAR-click";
+    let both: &[&str] = &["_fbp", "_fbc"];
+    vec![
+        IdCase { name: "new visitor from a click", cookie: None, page: click, set_cookies: true, response_cookies: both, consent: granted },
+        IdCase { name: "returning visitor, same click", cookie: Some("_fbp=fb.1.1596403881668.1116446470; _fbc=fb.1.1596403881668.IwAR-click"), page: click, set_cookies: true, response_cookies: both, consent: granted },
+        IdCase { name: "returning visitor, new click", cookie: Some("_fbp=fb.1.1596403881668.1116446470"), page: click, set_cookies: true, response_cookies: both, consent: granted },
+        IdCase { name: "no click", cookie: None, page: "https://shop.example/p", set_cookies: true, response_cookies: both, consent: granted },
+        IdCase { name: "set_cookies = false", cookie: None, page: click, set_cookies: false, response_cookies: both, consent: granted },
+        IdCase { name: "only _fbc granted", cookie: None, page: click, set_cookies: true, response_cookies: &["_fbc"], consent: granted },
+        IdCase { name: "blocked by consent", cookie: None, page: click, set_cookies: true, response_cookies: both, consent: "ad_storage=granted,ad_user_data=denied" },
+    ]
+}
+
+fn id_event(c: &IdCase) -> Value {
+    json!({"event_name": "purchase", "event_id": "T-1", "page_location": c.page, "value": 10, "currency": "EUR"})
+}
+
+/// A `Set-Cookie` line with its time and random parts (all-digit `.`-separated parts)
+/// written as `N`: those differ between two runs, the rest must not.
+fn cookie_shape(line: &str) -> String {
+    let (pair, attributes) = line.split_once(';').unwrap_or((line, ""));
+    let parts: Vec<&str> = pair.split('.').map(|p| if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) { "N" } else { p }).collect();
+    format!("{};{attributes}", parts.join("."))
+}
+
+async fn id_cookies_through_host(c: &IdCase, vendor: &FakeVendor) -> Vec<String> {
+    let granted = serde_json::to_string(c.response_cookies).unwrap();
+    let config = format!(
+        "{outbound}[consent]\naudit = \"off\"\n\n\
+         [[client]]\nname = \"collect\"\nwasm = \"{client}\"\n\n\
+         [[tag]]\nname = \"meta\"\nwasm = \"{tag}\"\ntrigger = {{ events = [\"purchase\"] }}\n\
+         params = {{ pixel_id = \"1\", access_token = \"${{TEST_SECRET}}\", endpoint = \"{origin}\", set_cookies = {set} }}\n\
+         grants = {{ event_data = [\"*\"], cookies = [\"_fbp\", \"_fbc\"], response_cookies = {granted}, outbound = [\"{origin}/\"], logging = true }}\n",
+        outbound = loopback_outbound(),
+        client = template("json-collect-client").display(),
+        tag = template("meta-capi-tag").display(),
+        origin = vendor.origin(),
+        set = c.set_cookies,
+    );
+    let container = std::sync::Arc::new(sluice::Container::load(&parse_config(&config).unwrap()).unwrap());
+    let mut request = sluice_tests::request("POST", "/collect", b"");
+    request.headers.append("x-consent", c.consent.parse().unwrap());
+    if let Some(cookie) = c.cookie {
+        request.headers.append("cookie", cookie.parse().unwrap());
+    }
+    let (response, _) = container.handle_event(request, id_event(c)).await;
+    response.cookies.iter().map(|line| cookie_shape(line)).collect()
+}
+
+fn id_cookies_through_mock(c: &IdCase) -> Vec<String> {
+    let grant = sluice_sdk::PermissionSet {
+        event_data: vec!["*".into()],
+        cookies: vec!["_fbp".into(), "_fbc".into()],
+        response_cookies: c.response_cookies.iter().map(|n| n.to_string()).collect(),
+        outbound: vec!["https://graph.facebook.com/".into()],
+        logging: true,
+        ..Default::default()
+    };
+    let mut mock = MockHost::new()
+        .event(id_event(c))
+        .header("x-consent", c.consent)
+        .param("pixel_id", "1")
+        .secret_param("access_token", "s3cr3t-value")
+        .param("set_cookies", c.set_cookies)
+        .grant(grant);
+    if let Some(cookie) = c.cookie {
+        mock = mock.header("cookie", cookie);
+    }
+    let _ = mock.run_tag::<meta_capi_tag::MetaCapi>();
+    mock.response()
+        .cookies
+        .iter()
+        .map(|k| {
+            let spec = sluice_policy::response::CookieSpec {
+                name: &k.name,
+                value: &k.value,
+                domain: k.domain.as_deref(),
+                path: k.path.as_deref(),
+                max_age: k.max_age,
+                secure: k.secure,
+                http_only: k.http_only,
+                same_site: k.same_site.map(|s| match s {
+                    sluice_sdk::SameSite::Strict => "Strict",
+                    sluice_sdk::SameSite::Lax => "Lax",
+                    sluice_sdk::SameSite::None => "None",
+                }),
+            };
+            cookie_shape(&sluice_policy::response::cookie_line(&spec).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mock_host_sets_the_id_cookies_the_host_sets() {
+    let vendor = FakeVendor::start().await;
+    for c in id_cases() {
+        let host = id_cookies_through_host(&c, &vendor).await;
+        assert_eq!(host, id_cookies_through_mock(&c), "case {:?}: host (left) and mock host (right) differ", c.name);
+    }
+    // What the cases claim, seen through the host.
+    let cases = id_cases();
+    let new_visitor = id_cookies_through_host(&cases[0], &vendor).await;
+    assert_eq!(new_visitor, [
+        "_fbp=fb.N.N.N; Path=/; Max-Age=7776000; Secure; SameSite=Lax",
+        "_fbc=fb.N.N.IwAR-click; Path=/; Max-Age=7776000; Secure; SameSite=Lax",
+    ]);
+    assert!(id_cookies_through_host(&cases[1], &vendor).await.is_empty(), "the ids the visitor holds are kept");
+    assert_eq!(id_cookies_through_host(&cases[2], &vendor).await.len(), 1, "a new click replaces only _fbc");
+    assert_eq!(id_cookies_through_host(&cases[3], &vendor).await.len(), 1, "no click: only _fbp");
+    for off in &cases[4..] {
+        assert!(id_cookies_through_host(off, &vendor).await.iter().all(|l| !l.starts_with("_fbp")), "{}: no _fbp", off.name);
+    }
+    assert!(id_cookies_through_host(&cases[6], &vendor).await.is_empty(), "a tag consent blocks sets nothing");
 }

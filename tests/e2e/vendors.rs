@@ -79,12 +79,19 @@ async fn meta_receives_valid_hashed_events_for_consented_hits_only() {
         + "&ep.user_data.email_address=John_Smith%40gmail.com&ep.user_data.phone_number=(650)555-1212\
            &dl=https%3A%2F%2Fshop.example%2Fp%3Ffbclid%3DIwAR2F4abc";
     let denied = corpus_hit_query("ga4_06_add_to_cart_consent_denied.txt") + "&ep.user_data.email_address=someone%40example.com";
+    let mut set_cookies = Vec::new();
     for query in [&granted, &denied] {
         let res = server
             .post_hit(query, &[("user-agent", "Mozilla/5.0 (e2e)"), ("x-forwarded-for", "203.0.113.77"), ("cookie", "_fbp=fb.1.1596403881668.1116446470; _ttp=ttp-e2e-value; session=not-for-vendors")])
             .await;
         assert_eq!(res.status(), 204);
+        set_cookies.push(res.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect::<Vec<_>>());
     }
+    // The host set Meta's click-id cookie for the consented hit (the visitor's _fbp is kept),
+    // and nothing for the hit consent blocked Meta on.
+    let fbc_set: Vec<&String> = set_cookies[0].iter().filter(|l| l.starts_with("_f")).collect();
+    assert!(fbc_set.len() == 1 && fbc_set[0].starts_with("_fbc=fb.1.") && fbc_set[0].contains(".IwAR2F4abc; Path=/; Max-Age=7776000"), "{set_cookies:?}");
+    assert!(!set_cookies[1].iter().any(|l| l.starts_with("_fb")), "{set_cookies:?}");
     server.stop().await;
 
     let calls = vendor.received_at("/v25.0/1234567890/events");
@@ -99,7 +106,7 @@ async fn meta_receives_valid_hashed_events_for_consented_hits_only() {
     assert_eq!(user["client_ip_address"], "203.0.113.77");
     assert_eq!(user["client_user_agent"], "Mozilla/5.0 (e2e)");
     assert_eq!(user["fbp"], "fb.1.1596403881668.1116446470");
-    assert!(user["fbc"].as_str().is_some_and(|f| f.ends_with(".IwAR2F4abc")));
+    assert_eq!(Some(user["fbc"].as_str().unwrap_or_default()), fbc_set[0].strip_prefix("_fbc=").and_then(|l| l.split(';').next()), "Meta got the cookie the host set");
     assert_eq!(event["custom_data"]["contents"][0], json!({"id": "SKU_12345", "item_price": 10.01, "quantity": 3}));
     assert!(!String::from_utf8_lossy(&calls[0].body).contains("someone@example.com"));
 

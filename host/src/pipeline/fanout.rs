@@ -93,6 +93,11 @@ impl Container {
                     blocked.push((tag.template.name.clone(), missing.iter().map(|p| p.name().to_string()).collect()));
                 }
             }
+            // Their declared id cookies first, in priority order: a tag's `fire` and its queued
+            // event see the cookies as this response leaves them.
+            for tag in &runs {
+                self.set_id_cookies(tag, &seen, (request, response), minimise);
+            }
             // A tag without `fire` needs no sandbox here: what it may see goes to its outbox.
             let (queue, runs): (Vec<_>, Vec<_>) = runs.into_iter().partition(|tag| !tag.delivery.fire);
             // `join_all` polls in order, so tags start in priority order and then run concurrently.
@@ -167,6 +172,49 @@ impl Container {
 }
 
 impl Container {
+    /// Sets the tag's declared id cookies that are due ([`sluice_policy::id_cookies::due`]),
+    /// within its grant: only cookies it may read and set, from a `page_location` it may see,
+    /// read as its `fire` would read them. Nothing once the response has gone (a client that
+    /// answers before the tags), as for a `fire`'s cookies.
+    fn set_id_cookies(
+        &self,
+        tag: &TagEntry,
+        event: &SharedEvent,
+        (request, response): (&RequestData, &Mutex<ResponseDraft>),
+        personal_data_removed: bool,
+    ) {
+        if tag.delivery.id_cookies.is_empty() {
+            return;
+        }
+        let grant = &tag.template.grant;
+        let page_location = grant.check_event_key("page_location").ok().and_then(|()| event.value().get("page_location")).and_then(Value::as_str);
+        let reads = Reads { minimiser: personal_data_removed.then(|| self.services.consent.policy().minimiser()) };
+        let mut response = response.lock().unwrap_or_else(|p| p.into_inner());
+        if response.sent {
+            return;
+        }
+        let set: Vec<(String, String)> = response.cookies.iter().filter_map(|line| sluice_policy::request::set_cookie_pair(line)).collect();
+        let current = |name: &str| reads.cookies_after_response(request, &set, |n| n == name).pop().map(|(_, value)| value);
+        let allowed = |name: &str| grant.check_cookie(name).is_ok() && grant.check_response_cookie(name).is_ok();
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        // `{random}` is an id, not a secret (pixels use Math.random): a fast generator will do.
+        let inputs = sluice_policy::id_cookies::IdCookieInputs { page_location, now_ms, random: fastrand::u64(..) };
+        let due = match sluice_policy::id_cookies::due(&tag.delivery.id_cookies, inputs, current, allowed) {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(tag = %tag.template.name, "id cookies not set: {e}");
+                return;
+            }
+        };
+        for cookie in due {
+            if let Err(e) = sluice_policy::response::check_cookie_room(response.cookies.len()) {
+                tracing::warn!(tag = %tag.template.name, "id cookie {} not set: {e}", cookie.name);
+                break;
+            }
+            response.cookies.push(cookie.line);
+        }
+    }
+
     /// Writes the event, as this tag may see it ([`sluice_manifest::EffectiveGrant::visible_event`]),
     /// to the tag's outbox, with the cookies its grant names as the browser holds them after
     /// this response ([`Reads::cookies_after_response`], read as its `fire` would read them).

@@ -87,7 +87,8 @@ impl Container {
             // Both lists were checked against the purpose names when read (config, manifest).
             let names = t.consent.as_ref().unwrap_or(&template.declaration.consent);
             let purposes = names.iter().filter_map(|name| Purpose::named(name)).collect();
-            let mut delivery = template.declaration.delivery;
+            let mut delivery = template.declaration.delivery.clone();
+            delivery.id_cookies = sluice_policy::id_cookies::enabled(&delivery.id_cookies, &template.params);
             delivery.batch = delivery.batch.map(|b| t.delivery.apply(b)).transpose().map_err(|m| outbox_err(&entry, m))?;
             if delivery.batch.is_none() && t.delivery != TagDeliveryConfig::default() {
                 return Err(outbox_err(&entry, "delivery settings given, but the template declares no batch (it sends from fire)".into()));

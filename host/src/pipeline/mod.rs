@@ -70,7 +70,8 @@ struct TagEntry {
     trigger: Trigger,
     /// Purposes that must be granted before it runs (config override, else its manifest's).
     purposes: Vec<Purpose>,
-    /// Its phases (the manifest's), with the batch limits as the operator narrowed them.
+    /// Its phases (the manifest's), with the batch limits as the operator narrowed them and
+    /// the id cookies its parameters leave on.
     delivery: DeliverySpec,
     /// Its queue: with a declared batch, or an outbound grant (for `send-later`).
     outbox: Option<Arc<TagOutbox>>,

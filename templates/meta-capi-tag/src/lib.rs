@@ -1,19 +1,21 @@
-//! Meta Conversions API tag: each event becomes one server event. In the visitor's request
-//! `fire` only sets the `_fbp` / `_fbc` cookies and skips events Meta would refuse; the host then
-//! queues the event with the cookies as `fire` left them, and `deliver` builds the server
-//! events (hashing included) and POSTs up to 1,000 per request to
+//! Meta Conversions API tag: each event becomes one server event. It runs nothing in the
+//! visitor's request: the host sets the `_fbp` / `_fbc` cookies it declares (its id cookies,
+//! see [`ID_COOKIES`]) and queues the event with them; `deliver` builds the server events
+//! (hashing included) and POSTs up to 1,000 per request to
 //! `{endpoint}/{api_version}/{pixel_id}/events` with the access token (a secret parameter).
 //!
 //! * `event_name` through the GA4 → Meta standard-event map (`purchase` → `Purchase`...);
 //!   `event_time` in seconds (the event's MP timestamp, else now) — an event older than Meta's
-//!   7-day window is skipped in `fire` (Meta would reject the whole request), and one that grew
-//!   too old in the queue is rejected alone in `deliver`;
+//!   7-day window is rejected alone in `deliver` (Meta would reject the whole request), so it
+//!   is dead-lettered with the reason instead of sent;
 //!   `event_id` from the event, else derived from it, so retries deduplicate.
 //! * `user_data`: customer information hashed by Meta's documented rules
 //!   ([`sluice_sdk::identity`]); `client_ip_address`, `client_user_agent`, `fbp`, `fbc` in the
 //!   clear. `fbc` comes from the `_fbc` cookie, or is rebuilt from an `fbclid` in the page URL.
 //! * `custom_data`: value, currency, order id and `contents` from `items`.
-//! * Optionally sets the `_fbp` / `_fbc` first-party cookies as Meta describes (90 days).
+//! * The `_fbp` / `_fbc` first-party cookies as Meta's pixel sets them (90 days): `_fbp` when
+//!   the visitor has none, `_fbc` when the page URL carries an `fbclid` the cookie does not
+//!   hold. `set_cookies = false` turns both off.
 //! * Meta's answer, per batch: a 2xx delivers it; throttling (codes 4, 17, 32, 613, 80000–80014),
 //!   temporary errors (1, 2), an invalid token (190: the operator must fix it; retried meanwhile),
 //!   `429` and `5xx` retry it; any other refusal rejects it — Meta fails the whole request for one
@@ -33,8 +35,8 @@ use sluice_sdk::data::{str_at as text, url_param};
 use sluice_sdk::identity::{self, Field, Vendor};
 use sluice_sdk::json::Map;
 use sluice_sdk::{
-    Batch, BatchFailure, Cookie, DeliverHost, Delivery, Error, HttpRequest, HttpResponse, Item, ItemResult, Kind, Manifest, Parameter,
-    Permissions, Prepared, Tag, TagHost, Value, json,
+    Batch, BatchFailure, DeliverHost, Delivery, Error, HttpRequest, HttpResponse, IdCookie, Item, ItemResult, Kind, Manifest, Parameter,
+    Permissions, Prepared, Tag, Value, json,
 };
 
 /// The Meta Conversions API tag.
@@ -42,6 +44,14 @@ pub struct MetaCapi;
 
 /// Meta rejects events older than this (seconds).
 pub const MAX_AGE_SECS: u64 = 7 * 24 * 3600;
+
+/// Meta's first-party cookies, as its pixel sets them: `_fbp` (`fb.1.<ms>.<random>`) when the
+/// visitor has none, `_fbc` (`fb.1.<ms>.<fbclid>`) when the page URL carries a click id the
+/// cookie does not hold; 90 days. The host sets them, in the visitor's request.
+pub const ID_COOKIES: &[IdCookie] = &[
+    IdCookie::minted("_fbp", "fb.1.{now_ms}.{random}", 90).enabled_by("set_cookies"),
+    IdCookie::click_id("_fbc", "fbclid", "fb.1.{now_ms}.{click_id}", 90).enabled_by("set_cookies"),
+];
 
 impl Tag for MetaCapi {
     const MANIFEST: Manifest = Manifest {
@@ -70,28 +80,11 @@ impl Tag for MetaCapi {
             Parameter::optional("phone_calling_code", "Country calling code for phone numbers given without one, e.g. \"1\"."),
             Parameter::optional("set_cookies", "Set the _fbp/_fbc first-party cookies.").flag(true),
         ],
-        // `fire` only sets the cookies (and skips what Meta would refuse); the host then queues
-        // the event with the cookies as `fire` left them, and `deliver` builds the server events.
+        // No sandbox in the visitor's request: the host sets the cookies and queues the event
+        // with them; `deliver` builds the server events.
         delivery: Delivery::batched(Batch { max_items: 1000, max_bytes: 2 << 20, max_wait_ms: 1000, max_age_secs: MAX_AGE_SECS as u32 })
-            .after_fire(),
+            .with_id_cookies(ID_COOKIES),
     };
-
-    fn fire(host: &TagHost) -> Result<(), Error> {
-        // Only the keys this needs: the event's time, and the page URL's fbclid.
-        let event = host.event().select_granted(FIRE_KEYS)?.values;
-        let now_ms = now_ms();
-        if let Some(event_time) = event_time(&event).filter(|t| t + MAX_AGE_SECS < now_ms / 1000) {
-            return Err(Error::skipped(format!(
-                "event_time {event_time} is more than 7 days old; Meta rejects the whole request, so it was not sent"
-            )));
-        }
-        if host.config().require::<bool>("set_cookies")? {
-            let request = host.request();
-            let cookies = Cookies { fbp: request.cookie("_fbp").ok().flatten(), fbc: request.cookie("_fbc").ok().flatten() };
-            set_cookies(host, &event, &cookies, now_ms);
-        }
-        Ok(())
-    }
 
     fn deliver(host: &DeliverHost, batch: &[Item]) -> Result<Vec<ItemResult>, BatchFailure> {
         let config = host.config();
@@ -129,7 +122,7 @@ fn now_ms() -> u64 {
 }
 
 /// One queued event as Meta's server event (JSON text): built from its keys and its `_fbp` and
-/// `_fbc` cookies (as `fire` left them), with the id the host queued it with as `event_id` (so a
+/// `_fbc` cookies (as the host left them), with the id the host queued it with as `event_id` (so a
 /// retry deduplicates). `now_ms` decides whether it is too old to send.
 pub fn queued_server_event(item: &Item, calling_code: Option<&str>, action_source: &str, now_ms: u64) -> Result<String, Error> {
     let event: Map<String, Value> = item.json()?;
@@ -172,11 +165,6 @@ pub fn answer(response: &HttpResponse) -> Option<(BatchFailure, String)> {
     Some((failure, message))
 }
 
-/// The event keys `fire` reads: the event's time (to skip what Meta would refuse) and the page
-/// URL (an `fbclid` there becomes the `_fbc` cookie). The server event is built in `deliver`,
-/// from the event the host queued.
-pub const FIRE_KEYS: &[&str] = &["x-ga-mp2-timestamp_micros", "event_time", "page_location"];
-
 /// The event's time in seconds: its Measurement Protocol timestamp, else its `event_time`.
 pub fn event_time(event: &Map<String, Value>) -> Option<u64> {
     event.get("x-ga-mp2-timestamp_micros").and_then(Value::as_u64).map(|us| us / 1_000_000).or_else(|| event.get("event_time").and_then(Value::as_u64))
@@ -209,7 +197,7 @@ pub fn meta_event_name(ga4: &str) -> &str {
 }
 
 /// Builds the Meta server event for one sGTM event, all but its `event_id` (which needs the
-/// host's [`sluice_sdk::Event::fingerprint`]; `fire` adds it).
+/// host's [`sluice_sdk::Event::fingerprint`]; `deliver` adds it).
 pub fn server_event(
     event: &Map<String, Value>,
     cookies: &Cookies,
@@ -317,24 +305,6 @@ fn fbc(event: &Map<String, Value>, cookies: &Cookies, now_ms: u64) -> Option<Str
     }
 }
 
-/// Sets `_fbp` when the visitor has none, and `_fbc` when the page URL carries a click id the
-/// cookie does not hold, as Meta's pixel would (90 days).
-fn set_cookies(host: &TagHost, event: &Map<String, Value>, cookies: &Cookies, now_ms: u64) {
-    let ninety_days = Some(90 * 24 * 3600);
-    if cookies.fbp.as_deref().is_none_or(str::is_empty) {
-        let random = std::collections::hash_map::RandomState::new();
-        let n = std::hash::BuildHasher::hash_one(&random, now_ms) % 10_000_000_000;
-        let mut c = Cookie::new("_fbp", format!("fb.1.{now_ms}.{n}"));
-        c.max_age = ninety_days;
-        let _ = host.response().set_cookie(&c);
-    }
-    if let Some(fbc) = fbc(event, cookies, now_ms).filter(|v| Some(v.as_str()) != cookies.fbc.as_deref()) {
-        let mut c = Cookie::new("_fbc", fbc);
-        c.max_age = ninety_days;
-        let _ = host.response().set_cookie(&c);
-    }
-}
-
 /// `error.message` (with type and code) from Meta's Graph error envelope.
 fn error_message(v: &Value) -> Option<String> {
     let e = v.get("error")?;
@@ -389,9 +359,10 @@ mod tests {
             .stub("https://graph.facebook.com/", HttpResponse::new(200, r#"{"events_received":1,"fbtrace_id":"x"}"#))
     }
 
-    /// Fires for the event, then delivers what was queued; the body Meta received.
+    /// Runs the tag for the event (the host sets its cookies and queues it), then delivers what
+    /// was queued; the body Meta received.
     fn fire_and_deliver(m: &mut MockHost) -> Value {
-        m.run_tag::<MetaCapi>().expect("fires");
+        m.run_tag::<MetaCapi>().expect("runs");
         assert!(m.sent().is_empty(), "nothing is sent from the visitor's request");
         let report = m.deliver_queued::<MetaCapi>();
         assert_eq!(report.delivered.len(), 1, "{report:?}");
@@ -461,20 +432,37 @@ mod tests {
         let body = fire_and_deliver(&mut m);
         let set = m.response().cookie("_fbp").expect("_fbp set").value.clone();
         assert!(set.starts_with("fb.1."), "{set}");
-        assert_eq!(body["data"][0]["user_data"]["fbp"], set.as_str(), "the server event carries the cookie fire set");
+        assert_eq!(body["data"][0]["user_data"]["fbp"], set.as_str(), "the server event carries the cookie the host set");
+        assert_eq!(m.response().cookie("_fbp").and_then(|c| c.max_age), Some(90 * 24 * 3600));
     }
 
     #[test]
-    fn fire_reads_only_its_few_keys_and_the_cookies() {
+    fn the_click_id_cookie_comes_from_the_page_url_and_the_visitors_fbp_is_kept() {
         let mut e = purchase();
         e["page_location"] = json!("https://shop.example/p?fbclid=IwAR-click");
-        let mut m = mock(e).grant(PermissionSet { event_data: FIRE_KEYS.iter().map(|k| k.to_string()).collect(), ..grant() });
-        m.run_tag::<MetaCapi>().expect("fires");
-        assert!(m.denials().is_empty(), "fire asked for nothing beyond FIRE_KEYS: {:?}", m.denials());
+        let mut m = mock(e).grant(PermissionSet { event_data: vec!["page_location".into()], ..grant() });
+        m.run_tag::<MetaCapi>().expect("runs");
         assert!(m.response().cookie("_fbc").is_some_and(|c| c.value.ends_with(".IwAR-click")));
         assert!(m.response().cookie("_fbp").is_none(), "the visitor's _fbp is kept, not replaced");
         let queued = &m.queued()[0];
-        assert_eq!(queued.cookie("_fbc"), m.response().cookie("_fbc").map(|c| c.value.as_str()), "queued with the cookies fire set");
+        assert_eq!(queued.cookie("_fbc"), m.response().cookie("_fbc").map(|c| c.value.as_str()), "queued with the cookies the host set");
+        assert_eq!(queued.cookie("_fbp"), Some("fb.1.1596403881668.1116446470"));
+    }
+
+    #[test]
+    fn set_cookies_false_or_a_grant_without_them_sets_no_cookie() {
+        let mut off = mock(purchase()).param("set_cookies", false);
+        off.run_tag::<MetaCapi>().expect("runs");
+        assert!(off.response().cookies.is_empty(), "{:?}", off.response().cookies);
+        let ungranted = PermissionSet { response_cookies: Vec::new(), ..grant() };
+        let mut m = mock(purchase()).grant(ungranted);
+        m.run_tag::<MetaCapi>().expect("runs");
+        assert!(m.response().cookies.is_empty(), "{:?}", m.response().cookies);
+        // Meta still gets the click id, rebuilt from the page URL in deliver.
+        let report = m.deliver_queued::<MetaCapi>();
+        assert_eq!(report.delivered.len(), 1, "{report:?}");
+        let body: Value = sluice_sdk::json::from_slice(&m.sent()[0].body).expect("json");
+        assert!(body["data"][0]["user_data"]["fbc"].as_str().is_some_and(|v| v.ends_with(".IwAR2F4abc")), "{body}");
     }
 
     #[test]
@@ -505,7 +493,7 @@ mod tests {
     fn an_operator_who_withholds_user_data_gets_an_event_without_it_not_a_failure() {
         let keys = ["event_name", "event_id", "ip_override", "user_agent", "page_location", "value", "currency", "transaction_id", "items"];
         let mut m = mock(purchase()).grant(PermissionSet { event_data: keys.iter().map(|k| k.to_string()).collect(), ..grant() });
-        m.run_tag::<MetaCapi>().expect("fires");
+        m.run_tag::<MetaCapi>().expect("runs");
         assert!(!m.queued()[0].data.contains("user_data"), "the host queued only the granted keys: {}", m.queued()[0].data);
         let report = m.deliver_queued::<MetaCapi>();
         assert_eq!(report.delivered.len(), 1, "{report:?}");
@@ -520,7 +508,7 @@ mod tests {
             let mut e = purchase();
             e.as_object_mut().expect("object").remove("event_id");
             let mut m = mock(e).grant(grant);
-            m.run_tag::<MetaCapi>().expect("fires");
+            m.run_tag::<MetaCapi>().expect("runs");
             m.queued()[0].id.clone()
         };
         let narrowed = || PermissionSet { event_data: keys.iter().map(|k| k.to_string()).collect(), ..grant() };
@@ -529,14 +517,15 @@ mod tests {
     }
 
     #[test]
-    fn events_older_than_seven_days_are_skipped_not_sent() {
+    fn events_older_than_seven_days_are_dead_lettered_not_sent() {
         let now_us = SystemTime::now().duration_since(UNIX_EPOCH).expect("time").as_micros() as u64;
         let mut old = purchase();
         old["x-ga-mp2-timestamp_micros"] = json!(now_us - 8 * 24 * 3600 * 1_000_000);
         let mut m = mock(old);
-        let err = m.run_tag::<MetaCapi>().unwrap_err();
-        assert!(matches!(&err, Error::Skipped(why) if why.contains("more than 7 days old")), "{err}");
-        assert!(m.sent().is_empty());
+        m.run_tag::<MetaCapi>().expect("runs");
+        let report = m.deliver_queued::<MetaCapi>();
+        assert!(report.delivered.is_empty() && m.sent().is_empty(), "{report:?}");
+        assert!(report.dead.len() == 1 && report.dead[0].1.contains("more than 7 days old"), "{report:?}");
     }
 
     #[test]
@@ -552,7 +541,7 @@ mod tests {
             let mut e = purchase();
             e["event_id"] = json!(id);
             m = m.event(e);
-            m.run_tag::<MetaCapi>().expect("fires");
+            m.run_tag::<MetaCapi>().expect("runs");
         }
         let report = m.deliver_queued::<MetaCapi>();
         assert_eq!(report.batches.len(), 5, "{report:?}");
@@ -572,7 +561,7 @@ mod tests {
             "https://graph.facebook.com/",
             vec![Ok(HttpResponse::new(400, throttled)), Ok(HttpResponse::new(503, "")), Ok(HttpResponse::new(200, "{}"))],
         );
-        m.run_tag::<MetaCapi>().expect("fires");
+        m.run_tag::<MetaCapi>().expect("runs");
         assert_eq!(m.deliver_queued::<MetaCapi>().retry, [("T-100".to_string(), None)], "code 17 is throttling");
         assert_eq!(m.deliver_queued::<MetaCapi>().retry, [("T-100".to_string(), None)], "5xx");
         assert_eq!(m.deliver_queued::<MetaCapi>().delivered, ["T-100"]);
