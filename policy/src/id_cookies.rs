@@ -1,12 +1,14 @@
 //! Which of a tag's declared id cookies ([`sluice_manifest::IdCookie`]) the host sets for an
 //! event, and their `Set-Cookie` lines: the host's fan-out and the SDK's mock host both call
-//! [`due`], so a template author's test sees the cookies production would set.
+//! [`for_tag`], so a template author's test sees the cookies production would set.
 
 use std::collections::HashMap;
 
-use sluice_manifest::{IdCookieSpec, url_param};
+use serde_json::Value;
+use sluice_manifest::{EffectiveGrant, IdCookieSpec, url_param};
 
 use crate::params::Param;
+use crate::request::{Reads, RequestSource};
 use crate::response::{CookieSpec, ResponseRuleError, cookie_line};
 
 /// The declared id cookies the parameters leave on: one whose `enabled_by` flag the operator
@@ -38,6 +40,32 @@ pub struct IdCookieInputs<'a> {
     pub now_ms: u64,
     /// A fresh random number (for `{random}`).
     pub random: u64,
+}
+
+/// One tag's view of one event, as the host holds it when it sets the tag's id cookies.
+#[derive(Clone, Copy)]
+pub struct TagView<'a> {
+    /// The tag's effective grant.
+    pub grant: &'a EffectiveGrant,
+    /// The event as the tag may see it (minimised when `ad_user_data` is not granted).
+    pub event: &'a Value,
+    /// The visitor's request.
+    pub request: &'a dyn RequestSource,
+    /// How the tag's request reads go (through the minimiser when the event is minimised).
+    pub reads: Reads<'a>,
+    /// The cookies this response sets so far (name and decoded value, in the order set).
+    pub set: &'a [(String, String)],
+}
+
+/// The id cookies due for `tag`, within its grant: only cookies it may both read and set
+/// (without reading one the host cannot know the visitor's id, and must not replace it), from
+/// a `page_location` it may see, each cookie's current value read as the tag's own read would
+/// see it after this response so far ([`Reads::cookies_after_response`]).
+pub fn for_tag(declared: &[IdCookieSpec], tag: TagView<'_>, now_ms: u64, random: u64) -> Result<Vec<IdCookieSet>, ResponseRuleError> {
+    let page_location = tag.grant.check_event_key("page_location").ok().and_then(|()| tag.event.get("page_location")).and_then(Value::as_str);
+    let current = |name: &str| tag.reads.cookies_after_response(tag.request, tag.set, |n| n == name).pop().map(|(_, value)| value);
+    let allowed = |name: &str| tag.grant.check_cookie(name).is_ok() && tag.grant.check_response_cookie(name).is_ok();
+    due(declared, IdCookieInputs { page_location, now_ms, random }, current, allowed)
 }
 
 /// The id cookies due for this event, in declaration order. `current(name)` is the cookie's

@@ -426,14 +426,16 @@ impl MockHost {
         if declared.is_empty() {
             return;
         }
-        let page_location = run.grant.check_event_key("page_location").ok().and_then(|()| self.state.event.get("page_location")).and_then(Value::as_str);
-        let reads = Reads { minimiser: run.minimiser.as_ref() };
         let set: Vec<(String, String)> = self.state.response.cookies.iter().map(|c| (c.name.clone(), c.value.clone())).collect();
-        let current = |name: &str| reads.cookies_after_response(&self.state, &set, |n| n == name).pop().map(|(_, value)| value);
-        let allowed = |name: &str| run.grant.check_cookie(name).is_ok() && run.grant.check_response_cookie(name).is_ok();
+        let view = sluice_policy::id_cookies::TagView {
+            grant: &run.grant,
+            event: &self.state.event,
+            request: &self.state,
+            reads: Reads { minimiser: run.minimiser.as_ref() },
+            set: &set,
+        };
         let random = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), now_ms());
-        let inputs = sluice_policy::id_cookies::IdCookieInputs { page_location, now_ms: now_ms(), random };
-        let due = sluice_policy::id_cookies::due(&declared, inputs, current, allowed).unwrap_or_else(|e| panic!("id cookies: {e}"));
+        let due = sluice_policy::id_cookies::for_tag(&declared, view, now_ms(), random).unwrap_or_else(|e| panic!("id cookies: {e}"));
         for c in due {
             if rules::check_cookie_room(self.state.response.cookies.len()).is_err() {
                 break;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sluice_manifest::Purpose;
 use sluice_policy::consent::{AuditRecord, ConsentState};
+use sluice_policy::id_cookies;
 use sluice_policy::request::Reads;
 
 use super::invoke::Invoked;
@@ -172,10 +173,9 @@ impl Container {
 }
 
 impl Container {
-    /// Sets the tag's declared id cookies that are due ([`sluice_policy::id_cookies::due`]),
-    /// within its grant: only cookies it may read and set, from a `page_location` it may see,
-    /// read as its `fire` would read them. Nothing once the response has gone (a client that
-    /// answers before the tags), as for a `fire`'s cookies.
+    /// Sets the tag's declared id cookies that are due ([`id_cookies::for_tag`]: within its
+    /// grant, read as its `fire` would read them). Nothing once the response has gone (a client
+    /// that answers before the tags), as for a `fire`'s cookies.
     fn set_id_cookies(
         &self,
         tag: &TagEntry,
@@ -186,20 +186,16 @@ impl Container {
         if tag.delivery.id_cookies.is_empty() {
             return;
         }
-        let grant = &tag.template.grant;
-        let page_location = grant.check_event_key("page_location").ok().and_then(|()| event.value().get("page_location")).and_then(Value::as_str);
         let reads = Reads { minimiser: personal_data_removed.then(|| self.services.consent.policy().minimiser()) };
         let mut response = response.lock().unwrap_or_else(|p| p.into_inner());
         if response.sent {
             return;
         }
         let set: Vec<(String, String)> = response.cookies.iter().filter_map(|line| sluice_policy::request::set_cookie_pair(line)).collect();
-        let current = |name: &str| reads.cookies_after_response(request, &set, |n| n == name).pop().map(|(_, value)| value);
-        let allowed = |name: &str| grant.check_cookie(name).is_ok() && grant.check_response_cookie(name).is_ok();
+        let view = id_cookies::TagView { grant: &tag.template.grant, event: event.value(), request, reads, set: &set };
         let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         // `{random}` is an id, not a secret (pixels use Math.random): a fast generator will do.
-        let inputs = sluice_policy::id_cookies::IdCookieInputs { page_location, now_ms, random: fastrand::u64(..) };
-        let due = match sluice_policy::id_cookies::due(&tag.delivery.id_cookies, inputs, current, allowed) {
+        let due = match id_cookies::for_tag(&tag.delivery.id_cookies, view, now_ms, fastrand::u64(..)) {
             Ok(due) => due,
             Err(e) => {
                 tracing::warn!(tag = %tag.template.name, "id cookies not set: {e}");
