@@ -1,8 +1,9 @@
 //! What one outbound request costs the thread that sends it: the GA4 web hit of the corpus
 //! (`ga4_03`, a 1.4 kB query) POSTed to a loopback server answering 204, over one keep-alive
-//! connection, through reqwest as `sluice::outbound` configures it (redirects off, a timeout per
-//! request), through hyper-util's pooled client, and through a bare hyper connection. The GA4
-//! tag sends one such request per event, so this is the largest part of delivering a GA4 event.
+//! connection, through reqwest as `sluice::outbound` configured it until 2026-12-07 (redirects
+//! off, a timeout per request), through hyper-util's pooled client (what `sluice::outbound`
+//! sends with now), and through a bare hyper connection. The GA4 tag sends one such request per
+//! event, so this is the largest part of delivering a GA4 event.
 //! CPU time of the sending thread (`CLOCK_THREAD_CPUTIME_ID`), the server on another thread.
 //!
 //! Run: `cargo run --release -p sluice-benches --example http_client [requests]`.
