@@ -21,6 +21,59 @@ pub fn select(event: &Map<String, Value>, keys: &[&str]) -> Map<String, Value> {
     keys.iter().filter_map(|k| Some(((*k).to_string(), event.get(*k)?.clone()))).collect()
 }
 
+/// The top-level `keys` of a JSON object given as text, parsed; the other keys' values are
+/// skipped, not built. What [`crate::Item::json_keys`] does: a tag that reads a few keys of a
+/// large event in `deliver` parses only those (building every key of every item into a map was
+/// most of Meta's and TikTok's `deliver`). Text that is not a JSON object is an error.
+pub fn select_json(text: &str, keys: &[&str]) -> Result<Map<String, Value>, serde_json::Error> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    /// A key, borrowed from the text when it has no escapes.
+    struct Key<'de>(std::borrow::Cow<'de, str>);
+    impl<'de> serde::Deserialize<'de> for Key<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct KeyVisitor;
+            impl<'de> Visitor<'de> for KeyVisitor {
+                type Value = Key<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                    Ok(Key(std::borrow::Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                    Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+                }
+            }
+            d.deserialize_str(KeyVisitor)
+        }
+    }
+
+    struct Selecting<'k>(&'k [&'k str]);
+    impl<'de> Visitor<'de> for Selecting<'_> {
+        type Value = Map<String, Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                if self.0.contains(&key.as_ref()) {
+                    out.insert(key.into_owned(), map.next_value::<Value>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_str(text);
+    let selected = (&mut de).deserialize_map(Selecting(keys))?;
+    de.end()?;
+    Ok(selected)
+}
+
 /// The percent-decoded value of the first query parameter `name` in `url`; `None` when absent
 /// or empty. The fragment is ignored.
 /// (The host reads click ids for declared id cookies with the same rule.)
@@ -32,6 +85,15 @@ pub fn url_param(url: &str, name: &str) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn selecting_keys_from_json_text_keeps_exactly_those() {
+        let text = r#"{"event_name":"purchase","user_data":{"email_address":"a@b.c"},"x-ga-gcs":"G111","items":[{"id":"I\u0031"}],"skip":{"deep":[1,2,{"x":null}]},"v\u0061lue":3}"#;
+        let full: Map<String, Value> = serde_json::from_str(text).expect("json");
+        let keys = ["event_name", "user_data", "items", "value", "absent"];
+        assert_eq!(select_json(text, &keys).expect("object"), select(&full, &keys), "escaped keys and values too");
+        assert!(select_json("[1]", &keys).is_err() && select_json("{\"a\":1} x", &keys).is_err() && select_json("{\"a\":", &keys).is_err());
+    }
 
     #[test]
     fn reads_paths_and_url_parameters() {

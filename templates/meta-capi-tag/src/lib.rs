@@ -125,7 +125,7 @@ fn now_ms() -> u64 {
 /// `_fbc` cookies (as the host left them), with the id the host queued it with as `event_id` (so a
 /// retry deduplicates). `now_ms` decides whether it is too old to send.
 pub fn queued_server_event(item: &Item, calling_code: Option<&str>, action_source: &str, now_ms: u64) -> Result<String, Error> {
-    let event: Map<String, Value> = item.json()?;
+    let event = item.json_keys(EVENT_KEYS)?;
     let cookies = Cookies { fbp: item.cookie("_fbp").map(str::to_string), fbc: item.cookie("_fbc").map(str::to_string) };
     // An `fbc` rebuilt from the page URL's fbclid carries the time the event was queued.
     let mut server_event = server_event(&event, &cookies, item.created_ms, calling_code, action_source)?;
@@ -164,6 +164,12 @@ pub fn answer(response: &HttpResponse) -> Option<(BatchFailure, String)> {
         if transient { BatchFailure::Retry(response.retry_after_ms()) } else { BatchFailure::Reject(format!("Meta Conversions API: {message}")) };
     Some((failure, message))
 }
+
+/// The event keys [`server_event`] reads: `deliver` parses only these of each queued event.
+pub const EVENT_KEYS: &[&str] = &[
+    "event_name", "x-ga-mp2-timestamp_micros", "event_time", "user_data", "user_id", "ip_override", "user_agent",
+    "value", "currency", "transaction_id", "items", "page_location", "page_referrer",
+];
 
 /// The event's time in seconds: its Measurement Protocol timestamp, else its `event_time`.
 pub fn event_time(event: &Map<String, Value>) -> Option<u64> {
@@ -514,6 +520,18 @@ mod tests {
         let narrowed = || PermissionSet { event_data: keys.iter().map(|k| k.to_string()).collect(), ..grant() };
         assert_eq!(queued_id(narrowed()), queued_id(narrowed()), "the same event gets the same id");
         assert_ne!(queued_id(narrowed()), queued_id(grant()), "the narrowed event's id is its own");
+    }
+
+    #[test]
+    fn the_server_event_reads_nothing_beyond_event_keys() {
+        let mut full = purchase();
+        full["x-ga-mp2-timestamp_micros"] = json!(1_700_000_000_000_000u64);
+        full["x-ga-gcs"] = json!("G111");
+        full["page_title"] = json!("Thanks");
+        let full = full.as_object().expect("object").clone();
+        let cookies = Cookies { fbp: Some("fb.1.1.2".into()), fbc: None };
+        let built = |event: &Map<String, Value>| server_event(event, &cookies, 1_700_000_000_000, Some("1"), "website").expect("builds");
+        assert_eq!(built(&sluice_sdk::data::select(&full, EVENT_KEYS)), built(&full));
     }
 
     #[test]

@@ -100,12 +100,18 @@ impl Tag for TikTokEvents {
 /// `ttclid` and `_ttp` cookies, with the id the host queued it with as `event_id` (so a retry
 /// deduplicates), and the time it was queued for an event that carries none.
 pub fn data_entry(item: &Item, calling_code: Option<&str>) -> Result<String, Error> {
-    let event: Map<String, Value> = item.json()?;
+    let event = item.json_keys(EVENT_KEYS)?;
     let cookies = (item.cookie("ttclid").map(str::to_string), item.cookie("_ttp").map(str::to_string));
     let mut data = tiktok_event(&event, &cookies, item.created_ms / 1000, calling_code)?;
     data["event_id"] = json!(item.id);
     Ok(data.to_string())
 }
+
+/// The event keys [`tiktok_event`] reads: `deliver` parses only these of each queued event.
+pub const EVENT_KEYS: &[&str] = &[
+    "event_name", "x-ga-mp2-timestamp_micros", "user_data", "user_id", "ip_override", "user_agent", "value", "currency", "items",
+    "page_location", "page_referrer",
+];
 
 /// What TikTok's answer means for the batch: `None` when it took it.
 pub fn answer(response: &HttpResponse) -> Option<BatchFailure> {
@@ -264,6 +270,18 @@ mod tests {
                "page_location": "https://shop.example/done?ttclid=E.C.P.abc", "ip_override": "203.0.113.5", "user_agent": "UA/1",
                "user_id": "User-42", "user_data": {"email_address": "John_Smith@gmail.com", "phone_number": "+1 (650) 555-1212"},
                "items": [{"item_id": "SKU1", "item_name": "Tee", "price": 10, "quantity": 1, "item_brand": "Acme"}]})
+    }
+
+    #[test]
+    fn the_event_reads_nothing_beyond_event_keys() {
+        let mut full = purchase();
+        full["x-ga-mp2-timestamp_micros"] = json!(1_700_000_000_000_000u64);
+        full["page_referrer"] = json!("https://search.example/?ttclid=REF");
+        full["x-ga-gcs"] = json!("G111");
+        let full = full.as_object().expect("object").clone();
+        let cookies = (None, Some("ttp-1".to_string()));
+        let built = |event: &Map<String, Value>| tiktok_event(event, &cookies, 1_700_000_000, Some("1")).expect("builds");
+        assert_eq!(built(&sluice_sdk::data::select(&full, EVENT_KEYS)), built(&full));
     }
 
     #[test]
