@@ -12,7 +12,10 @@
 //! 3. p50/p99 latency at 50% and 90% of the smaller of the two, open loop;
 //! 4. vendor calls per hit, counted by the fake vendor sink this process serves on loopback,
 //!    and bytes the server wrote to storage per event (`/proc/<pid>/io` `write_bytes`: the
-//!    outbox's files and the log file), both until the outboxes were empty.
+//!    outbox's files and the log file), both until the outboxes were empty;
+//! 5. where a hit's CPU went over the same span, per thread (`/proc/<pid>/task/*/schedstat`,
+//!    nanoseconds): the request path (`tokio-rt-worker`), delivery (`sluice-delivery`), the
+//!    outbox's commits (`sluice-outbox-commit`) and the rest, in µs per hit.
 //!
 //! Then, for the 3-tag server, a vendor outage: the sink answers 503 for `--outage` seconds
 //! (default 60) while single hits arrive at half the sustained rate, then 200 again; reported are
@@ -34,7 +37,7 @@ use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sluice_benches::load::{self, Hit};
-use sluice_benches::procfs::{cpu_seconds, io_bytes, status_kb};
+use sluice_benches::procfs::{cpu_seconds, io_bytes, status_kb, thread_cpu_ns};
 use tokio::net::TcpListener;
 
 const CONNECTIONS: usize = 64;
@@ -86,6 +89,25 @@ fn main() -> std::process::ExitCode {
     rt.block_on(run(options))
 }
 
+/// CPU µs per hit between two [`thread_cpu_ns`] readings, as `request / delivery / commit /
+/// other` (threads by name: the tokio workers, the delivery runtime, the outbox's commit
+/// threads, everything else).
+fn per_hit_by_thread(before: &std::collections::BTreeMap<String, u64>, after: &std::collections::BTreeMap<String, u64>, hits: f64) -> String {
+    let mut parts = [0u64; 4];
+    for (name, ns) in after {
+        let spent = ns.saturating_sub(before.get(name).copied().unwrap_or(0));
+        let part = match name.as_str() {
+            n if n.starts_with("tokio-rt-worker") => 0,
+            n if n.starts_with("sluice-delivery") => 1,
+            n if n.starts_with("sluice-outbox") => 2,
+            _ => 3,
+        };
+        parts[part] += spent;
+    }
+    let us = |ns: u64| ns as f64 / 1e3 / hits.max(1.0);
+    format!("{:.0} / {:.0} / {:.0} / {:.0}", us(parts[0]), us(parts[1]), us(parts[2]), us(parts[3]))
+}
+
 /// A server under test: the child process and where it listens.
 struct Server {
     name: String,
@@ -124,9 +146,10 @@ async fn run(options: Options) -> std::process::ExitCode {
     println!("Single hit: 1 event (ga4_03 add_to_cart). Batched hit: {} events (ga4_17).\n", hits[1].events);
     println!(
         "| server | hit | max hits/s | server CPU at max | hits per CPU-second, delivery included | of ceiling | outbox drained after | \
-         at 50%: p50 / p99 (achieved/s) | at 90%: p50 / p99 (achieved/s) | vendor calls / hit | written / event | errors |"
+         at 50%: p50 / p99 (achieved/s) | at 90%: p50 / p99 (achieved/s) | vendor calls / hit | written / event | \
+         CPU µs / hit: request / delivery / commit / other | errors |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 
     let mut servers: Vec<(String, Option<usize>)> = vec![("hyper 204 (ceiling)".into(), None)];
     servers.extend(options.tag_counts.iter().map(|&n| (format!("sluice, {n} tag{}", if n == 1 { "" } else { "s" }), Some(n))));
@@ -149,6 +172,7 @@ async fn run(options: Options) -> std::process::ExitCode {
             load::closed_loop(server.addr, hit, CONNECTIONS, Duration::from_secs(1)).await;
             drained(&options, &server).await;
             let cpu_before = cpu_seconds(server.child.id());
+            let threads_before = thread_cpu_ns(server.child.id());
             let written_before = io_bytes(server.child.id(), "write_bytes:");
             let calls_before = vendor_calls.load(Ordering::Relaxed);
             // The maximum is the median of three closed-loop runs: on a shared machine one run
@@ -167,6 +191,7 @@ async fn run(options: Options) -> std::process::ExitCode {
             // of them reached its vendors: CPU seconds until the outbox is empty again.
             let drain = drained(&options, &server).await;
             let per_core = total / (cpu_seconds(server.child.id()) - cpu_before).max(1e-9);
+            let by_thread = per_hit_by_thread(&threads_before, &thread_cpu_ns(server.child.id()), total);
             let calls = (vendor_calls.load(Ordering::Relaxed) - calls_before) as f64 / total.max(1.0);
             let written = (io_bytes(server.child.id(), "write_bytes:") - written_before) as f64 / (total * hit.events as f64).max(1.0);
             if tags.is_none() {
@@ -179,7 +204,7 @@ async fn run(options: Options) -> std::process::ExitCode {
             let half = load::open_loop(server.addr, hit, CONNECTIONS, rate * 0.5, seconds).await;
             let most = load::open_loop(server.addr, hit, CONNECTIONS, rate * 0.9, seconds).await;
             println!(
-                "| {name} | {} | {:.0} | {:.0}% | {:.0} | {} | {} | {} / {} ({:.0}) | {} / {} ({:.0}) | {calls:.2} | {written:.0} B | {} |",
+                "| {name} | {} | {:.0} | {:.0}% | {:.0} | {} | {} | {} / {} ({:.0}) | {} / {} ({:.0}) | {calls:.2} | {written:.0} B | {by_thread} | {} |",
                 hit.label,
                 max.per_sec,
                 cpu_at_max * 100.0,
