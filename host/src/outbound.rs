@@ -334,8 +334,8 @@ pub(crate) fn without_query(url: &str) -> &str {
     url.split('?').next().unwrap_or_default()
 }
 
-/// A failed exchange as the template and the log see it: a refused name as policy, anything
-/// else named by the URL without its query string (where vendors take credentials: this
+/// A failed exchange as the template and the log see it: a refused name as policy, a connect
+/// timeout as a timeout, anything else named by the URL without its query string (where vendors take credentials: this
 /// message reaches logs and traces), with the error's whole chain of causes.
 fn classify(e: &(dyn std::error::Error + 'static), url: &Url) -> OutboundError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -343,6 +343,10 @@ fn classify(e: &(dyn std::error::Error + 'static), url: &Url) -> OutboundError {
     while let Some(s) = source {
         if let Some(BlockedName(host)) = s.downcast_ref::<BlockedName>() {
             return OutboundError::Policy(EgressRefusal::PrivateName(host.clone()));
+        }
+        // The connector's own connect timeout, like the exchange's.
+        if s.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut) {
+            return OutboundError::Timeout;
         }
         if !msg.is_empty() {
             msg.push_str(": ");

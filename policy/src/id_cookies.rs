@@ -9,7 +9,7 @@ use sluice_manifest::{EffectiveGrant, IdCookieSpec, url_param};
 
 use crate::params::Param;
 use crate::request::{Reads, RequestSource};
-use crate::response::{CookieSpec, ResponseRuleError, cookie_line};
+use crate::response::{CookieSpec, cookie_line};
 
 /// The declared id cookies the parameters leave on: one whose `enabled_by` flag the operator
 /// set to `false` is off (decided once, at load).
@@ -61,7 +61,7 @@ pub struct TagView<'a> {
 /// (without reading one the host cannot know the visitor's id, and must not replace it), from
 /// a `page_location` it may see, each cookie's current value read as the tag's own read would
 /// see it after this response so far ([`Reads::cookies_after_response`]).
-pub fn for_tag(declared: &[IdCookieSpec], tag: TagView<'_>, now_ms: u64, random: u64) -> Result<Vec<IdCookieSet>, ResponseRuleError> {
+pub fn for_tag(declared: &[IdCookieSpec], tag: TagView<'_>, now_ms: u64, random: u64) -> Vec<IdCookieSet> {
     let page_location = tag.grant.check_event_key("page_location").ok().and_then(|()| tag.event.get("page_location")).and_then(Value::as_str);
     let current = |name: &str| tag.reads.cookies_after_response(tag.request, tag.set, |n| n == name).pop().map(|(_, value)| value);
     let allowed = |name: &str| tag.grant.check_cookie(name).is_ok() && tag.grant.check_response_cookie(name).is_ok();
@@ -76,13 +76,14 @@ pub fn for_tag(declared: &[IdCookieSpec], tag: TagView<'_>, now_ms: u64, random:
 ///
 /// * a minted id is due when the visitor has none (or an empty one);
 /// * a click id is due when `page_location` carries its query parameter and the cookie does
-///   not already hold that id (as one of its `.`-separated parts: pixels append to it).
+///   not already hold that id (as one of its `.`-separated parts: pixels append to it);
+/// * a value too large for a cookie is left out.
 pub fn due(
     declared: &[IdCookieSpec],
     inputs: IdCookieInputs<'_>,
     current: impl Fn(&str) -> Option<String>,
     allowed: impl Fn(&str) -> bool,
-) -> Result<Vec<IdCookieSet>, ResponseRuleError> {
+) -> Vec<IdCookieSet> {
     let mut out = Vec::new();
     for c in declared.iter().filter(|c| allowed(&c.name)) {
         let now = current(&c.name).filter(|v| !v.is_empty());
@@ -99,10 +100,12 @@ pub fn due(
         };
         let max_age = i64::from(c.max_age_days) * 24 * 3600;
         let spec = CookieSpec { name: &c.name, value: &value, domain: None, path: Some("/"), max_age: Some(max_age), secure: true, http_only: false, same_site: Some("Lax") };
-        let line = cookie_line(&spec)?;
+        // A value no cookie can hold (a click id of kilobytes, from the visitor's URL) is not
+        // set: the vendor still gets the click id from the page URL in the queued event.
+        let Ok(line) = cookie_line(&spec) else { continue };
         out.push(IdCookieSet { name: c.name.clone(), value, max_age_secs: max_age, line });
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
@@ -127,7 +130,7 @@ mod tests {
 
     #[test]
     fn a_new_visitor_gets_a_minted_id_and_the_click_id_of_the_page() {
-        let set = due(&meta(), inputs(Some("https://shop.example/?a=1&fbclid=IwAR2F4#top")), |_| None, |_| true).unwrap();
+        let set = due(&meta(), inputs(Some("https://shop.example/?a=1&fbclid=IwAR2F4#top")), |_| None, |_| true);
         assert_eq!(names(&set), ["_fbp", "_fbc"]);
         assert_eq!(set[0].value, "fb.1.1700000000123.1116446470");
         assert_eq!(set[0].line, "_fbp=fb.1.1700000000123.1116446470; Path=/; Max-Age=7776000; Secure; SameSite=Lax");
@@ -140,20 +143,26 @@ mod tests {
             "_fbp" => Some("fb.1.1596403881668.1116446470".to_string()),
             _ => Some("fb.1.1596403881668.IwAR2F4".to_string()),
         };
-        assert!(due(&meta(), inputs(Some("https://shop.example/?fbclid=IwAR2F4")), held, |_| true).unwrap().is_empty());
+        assert!(due(&meta(), inputs(Some("https://shop.example/?fbclid=IwAR2F4")), held, |_| true).is_empty());
         // A new click replaces the old click id; no click, nothing to do.
-        let set = due(&meta(), inputs(Some("https://shop.example/?fbclid=NEW")), held, |_| true).unwrap();
+        let set = due(&meta(), inputs(Some("https://shop.example/?fbclid=NEW")), held, |_| true);
         assert_eq!((names(&set), set[0].value.as_str()), (vec!["_fbc"], "fb.1.1700000000123.NEW"));
-        assert!(due(&meta(), inputs(Some("https://shop.example/")), held, |_| true).unwrap().is_empty());
+        assert!(due(&meta(), inputs(Some("https://shop.example/")), held, |_| true).is_empty());
         // An empty cookie is no id.
-        assert_eq!(names(&due(&meta(), inputs(None), |_| Some(String::new()), |_| true).unwrap()), ["_fbp"]);
+        assert_eq!(names(&due(&meta(), inputs(None), |_| Some(String::new()), |_| true)), ["_fbp"]);
     }
 
     #[test]
     fn a_cookie_outside_the_grant_is_never_touched() {
-        let set = due(&meta(), inputs(Some("https://shop.example/?fbclid=X")), |_| None, |name| name == "_fbc").unwrap();
+        let set = due(&meta(), inputs(Some("https://shop.example/?fbclid=X")), |_| None, |name| name == "_fbc");
         assert_eq!(names(&set), ["_fbc"]);
-        assert!(due(&meta(), inputs(Some("https://shop.example/?fbclid=X")), |_| None, |_| false).unwrap().is_empty());
+        assert!(due(&meta(), inputs(Some("https://shop.example/?fbclid=X")), |_| None, |_| false).is_empty());
+    }
+
+    #[test]
+    fn a_click_id_too_large_for_a_cookie_is_left_out_and_the_rest_is_set() {
+        let page = format!("https://shop.example/?fbclid={}", "x".repeat(8000));
+        assert_eq!(names(&due(&meta(), inputs(Some(&page)), |_| None, |_| true)), ["_fbp"]);
     }
 
     #[test]

@@ -435,8 +435,7 @@ impl MockHost {
             set: &set,
         };
         let random = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), now_ms());
-        let due = sluice_policy::id_cookies::for_tag(&declared, view, now_ms(), random).unwrap_or_else(|e| panic!("id cookies: {e}"));
-        for c in due {
+        for c in sluice_policy::id_cookies::for_tag(&declared, view, now_ms(), random) {
             if rules::check_cookie_room(self.state.response.cookies.len()).is_err() {
                 break;
             }

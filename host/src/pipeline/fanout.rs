@@ -195,14 +195,7 @@ impl Container {
         let view = id_cookies::TagView { grant: &tag.template.grant, event: event.value(), request, reads, set: &set };
         let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         // `{random}` is an id, not a secret (pixels use Math.random): a fast generator will do.
-        let due = match id_cookies::for_tag(&tag.delivery.id_cookies, view, now_ms, fastrand::u64(..)) {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::warn!(tag = %tag.template.name, "id cookies not set: {e}");
-                return;
-            }
-        };
-        for cookie in due {
+        for cookie in id_cookies::for_tag(&tag.delivery.id_cookies, view, now_ms, fastrand::u64(..)) {
             if let Err(e) = sluice_policy::response::check_cookie_room(response.cookies.len()) {
                 tracing::warn!(tag = %tag.template.name, "id cookie {} not set: {e}", cookie.name);
                 break;
