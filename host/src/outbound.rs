@@ -422,6 +422,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn https_goes_through_tls_and_a_peer_that_does_not_speak_it_is_a_clear_failure() {
+        // Production traffic is https: the request must start a TLS handshake (a plain-HTTP
+        // peer sees the ClientHello, not a request line) and fail as a described error.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (first_bytes, mut received) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 512];
+            let n = socket.read(&mut buf).await.unwrap_or(0);
+            let _ = first_bytes.send(buf[..n].to_vec());
+            let _ = socket.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+        });
+        let cfg = OutboundConfig { allow_private: vec!["127.0.0.1/32".into()], ..Default::default() };
+        let outbound = Outbound::new(&cfg).unwrap();
+        let request = OutboundRequest { method: "POST".into(), url: format!("https://127.0.0.1:{port}/v1?access_token=tok3n"), headers: Vec::new(), body: Vec::new(), timeout: None };
+        let failed = outbound.send(&any_grant(), request).await.unwrap_err();
+        let msg = failed.to_string();
+        assert!(matches!(failed, OutboundError::Failed(_)) && msg.contains(&format!("https://127.0.0.1:{port}/v1")) && !msg.contains("tok3n"), "{msg}");
+        let first = received.recv().await.unwrap();
+        assert_eq!(first.first(), Some(&0x16), "a TLS handshake record, not plain HTTP: {first:?}");
+    }
+
+    #[tokio::test]
     async fn a_redirect_to_another_origin_leaves_the_credentials_behind() {
         let (target, mut at_target) = answering("HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n").await;
         let redirect: &'static str =
