@@ -139,12 +139,12 @@ struct GuardedResolver {
 #[error("{0}")]
 struct BlockedName(String);
 
-type Resolved = Result<std::vec::IntoIter<SocketAddr>, Box<dyn std::error::Error + Send + Sync>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl tower_service::Service<Name> for GuardedResolver {
     type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-    type Future = Pin<Box<dyn Future<Output = Resolved> + Send>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -157,7 +157,7 @@ impl tower_service::Service<Name> for GuardedResolver {
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let allowed: Vec<SocketAddr> = addrs.iter().copied().filter(|a| policy.address_allowed(a.ip())).collect();
             if allowed.is_empty() && !addrs.is_empty() {
-                return Err(Box::new(BlockedName(host)) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(Box::new(BlockedName(host)) as BoxError);
             }
             Ok(allowed.into_iter())
         })

@@ -92,7 +92,7 @@ impl From<&IdCookie> for IdCookieSpec {
 }
 
 /// Browsers cap a cookie's lifetime at 400 days (RFC 6265bis).
-pub const MAX_AGE_DAYS: u32 = 400;
+const MAX_AGE_DAYS: u32 = 400;
 
 /// The placeholders a value pattern may hold, and whether each needs a click id.
 const PLACEHOLDERS: &[(&str, bool)] = &[("now_ms", false), ("now_s", false), ("random", false), ("click_id", true)];

@@ -27,7 +27,7 @@ mod url_pattern;
 
 pub use delivery::{Batch, BatchFailure, Delivery, DeliverySpec, ItemResult, event_id, fingerprint};
 pub use declaration::{Declaration, DeclarationError, ParameterSpec, PermissionSet};
-pub use id_cookie::{IdCookie, IdCookieSpec, MAX_AGE_DAYS as ID_COOKIE_MAX_AGE_DAYS};
+pub use id_cookie::{IdCookie, IdCookieSpec};
 pub use grant::{CREDENTIAL_HEADERS, Denial, DenialCause, EffectiveGrant, KeyPattern, MAX_NAME_SHOWN, Scope, shorten};
 pub use manifest::{JsonBuf, Kind, MANIFEST_SECTION, Manifest, ParamDefault, Parameter, Permissions};
 pub use purpose::{ConsentStatus, Purpose};

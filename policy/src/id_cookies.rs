@@ -14,7 +14,7 @@ use crate::response::{CookieSpec, cookie_line};
 /// The declared id cookies the parameters leave on: one whose `enabled_by` flag the operator
 /// set to `false` is off (decided once, at load).
 pub fn enabled(declared: &[IdCookieSpec], params: &HashMap<String, Param>) -> Vec<IdCookieSpec> {
-    let on = |flag: &String| params.get(flag).is_none_or(|p| p.value != serde_json::Value::Bool(false));
+    let on = |flag: &String| params.get(flag).is_none_or(|p| p.value != Value::Bool(false));
     declared.iter().filter(|c| c.enabled_by.as_ref().is_none_or(on)).cloned().collect()
 }
 
@@ -31,15 +31,15 @@ pub struct IdCookieSet {
     pub line: String,
 }
 
-/// What the host knows when it decides, for one tag and one event.
+/// What [`due`] decides on, for one tag and one event.
 #[derive(Debug, Clone, Copy)]
-pub struct IdCookieInputs<'a> {
+struct IdCookieInputs<'a> {
     /// The event's `page_location`, if the tag may see it.
-    pub page_location: Option<&'a str>,
+    page_location: Option<&'a str>,
     /// Milliseconds since the epoch.
-    pub now_ms: u64,
+    now_ms: u64,
     /// A fresh random number (for `{random}`).
-    pub random: u64,
+    random: u64,
 }
 
 /// One tag's view of one event, as the host holds it when it sets the tag's id cookies.
@@ -78,7 +78,7 @@ pub fn for_tag(declared: &[IdCookieSpec], tag: TagView<'_>, now_ms: u64, random:
 /// * a click id is due when `page_location` carries its query parameter and the cookie does
 ///   not already hold that id (as one of its `.`-separated parts: pixels append to it);
 /// * a value too large for a cookie is left out.
-pub fn due(
+fn due(
     declared: &[IdCookieSpec],
     inputs: IdCookieInputs<'_>,
     current: impl Fn(&str) -> Option<String>,
