@@ -361,8 +361,10 @@ impl MockHost {
 
     /// Runs a client template against the request.
     ///
-    /// A configuration the host would refuse to load (an undeclared or missing parameter, a
-    /// secret in clear) returns [`Error::Invalid`] naming it.
+    /// A claim comes back as [`Claim::Claimed`] with the events as the host admits them (also
+    /// when the client returned [`Claim::ClaimedJson`]); what it drops is in
+    /// [`MockHost::dropped_events`]. A configuration the host would refuse to load (an
+    /// undeclared or missing parameter, a secret in clear) returns [`Error::Invalid`] naming it.
     ///
     /// # Panics
     /// If `C`'s manifest is not a valid client manifest, or the grant does not parse: those are
@@ -370,16 +372,15 @@ impl MockHost {
     pub fn run_client<C: Client>(&mut self) -> Result<Claim, Error> {
         self.prepare(&C::MANIFEST, Kind::Client)?;
         self.state.dropped_events.clear();
-        match self.with_current(|| C::run(&crate::Host::new())).map_err(Error::skip_as_failure)? {
-            Claim::Pass => Ok(Claim::Pass),
-            Claim::Claimed(events) => {
-                // As the host receives them: JSON text, admitted within its default caps.
-                let texts: Vec<String> = events.iter().map(Value::to_string).collect();
-                let admitted = sluice_policy::claim::admit(&texts, sluice_policy::claim::EventCaps::default());
-                self.state.dropped_events = admitted.dropped;
-                Ok(Claim::Claimed(admitted.events))
-            }
-        }
+        // As the host receives them: JSON text, admitted within its default caps.
+        let texts: Vec<String> = match self.with_current(|| C::run(&crate::Host::new())).map_err(Error::skip_as_failure)? {
+            Claim::Pass => return Ok(Claim::Pass),
+            Claim::Claimed(events) => events.iter().map(Value::to_string).collect(),
+            Claim::ClaimedJson(texts) => texts,
+        };
+        let admitted = sluice_policy::claim::admit(&texts, sluice_policy::claim::EventCaps::default());
+        self.state.dropped_events = admitted.dropped;
+        Ok(Claim::Claimed(admitted.events))
     }
 
     /// Runs a tag template against the event, if consent lets it run.

@@ -11,6 +11,12 @@ pub enum Claim {
     Pass,
     /// This client's request; the events (JSON objects) go to the tags.
     Claimed(Vec<serde_json::Value>),
+    /// This client's request, its events already written as JSON objects, one per string: what
+    /// [`Claim::Claimed`] becomes on the way to the host, for a client that writes its events
+    /// straight to text rather than building them as values first (the GA4 client does, for
+    /// speed). The host checks them as it checks any: text that is not a JSON object is dropped
+    /// and reported ([`crate::mock::MockHost::dropped_events`] in tests).
+    ClaimedJson(Vec<String>),
 }
 
 pub use sluice_manifest::{ConsentStatus, Purpose};

@@ -72,6 +72,7 @@ pub fn run_client<C: crate::Client>() -> Result<bindings::Claim, wit::types::Err
         Ok(Claim::Claimed(events)) => {
             Ok(bindings::Claim::Claimed(events.iter().map(|e| serde_json::to_string(e).unwrap_or_default()).collect()))
         }
+        Ok(Claim::ClaimedJson(events)) => Ok(bindings::Claim::Claimed(events)),
         Err(e) => Err(to_wit(e)),
     }
 }

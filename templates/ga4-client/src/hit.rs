@@ -2,12 +2,18 @@
 //!
 //! A hit carries shared parameters in the query string and, for batched hits, one event per
 //! body line (`\r\n` or `\n`); each line's parameters add to or override the query's for that
-//! event. [`parse`] is a pure function from bytes to events: it never panics, and a hit that is
+//! event. [`events`] is a pure function from text to events: it never panics, and a hit that is
 //! not valid (no `v=2`, no `tid`, an event without `en`) is rejected whole with a reason, so no
 //! half-built event reaches a tag.
 //!
 //! The key mapping follows the event models sGTM's own GA4 client produces
 //! (`shared/reference/domain.md` §4.3; `shared/corpus/eventmodel/`).
+//!
+//! This runs for every hit, in the visitor's request, so it is written for speed: parameters
+//! are decoded only when they carry an escape, the event borrows the hit's text wherever it
+//! can ([`Fields`], [`Node`]), and it is written straight to the JSON the host receives
+//! ([`Fields::to_json`]) instead of being built as a `serde_json` map and serialised from it
+//! (measured: BENCHMARKS.md).
 
 use std::borrow::Cow;
 
@@ -17,9 +23,187 @@ use serde_json::{Map, Number, Value};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid(pub String);
 
-/// One decoded `key=value` pair. Borrowed from the hit unless it had to be unescaped (most
-/// keys and many values do not), so parsing allocates little beyond the events themselves.
-type Param<'a> = (Cow<'a, str>, Cow<'a, str>);
+/// One decoded `key=value` pair, borrowed from the hit unless it had to be unescaped.
+pub type Param<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+/// A JSON value of an event being built, borrowing the hit's text where it could.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node<'a> {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A finite number.
+    Number(Number),
+    /// A string.
+    Text(Cow<'a, str>),
+    /// An array.
+    Array(Vec<Node<'a>>),
+    /// An object.
+    Object(Fields<'a>),
+}
+
+/// A JSON object as its fields, in the order they were first set; setting a field again
+/// replaces its value (later duplicates win, as in GA4). An event has a few dozen fields, so a
+/// scan finds one faster than a tree would, and writing them out needs no sorting: the host
+/// parses the JSON into its own map.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fields<'a>(Vec<(Cow<'a, str>, Node<'a>)>);
+
+impl<'a> Fields<'a> {
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&Node<'a>> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// The value of `key`, to change.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Node<'a>> {
+        self.0.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Whether `key` is set.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Whether no field is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Sets `key`, returning the value it replaced.
+    pub fn insert(&mut self, key: impl Into<Cow<'a, str>>, value: Node<'a>) -> Option<Node<'a>> {
+        let key = key.into();
+        match self.get_mut(&key) {
+            Some(slot) => Some(std::mem::replace(slot, value)),
+            None => {
+                self.0.push((key, value));
+                None
+            }
+        }
+    }
+
+    /// Sets `key` unless it is set already.
+    pub fn insert_if_absent(&mut self, key: impl Into<Cow<'a, str>>, value: Node<'a>) {
+        let key = key.into();
+        if !self.contains_key(&key) {
+            self.0.push((key, value));
+        }
+    }
+
+    /// The object under `key`, made (replacing whatever else was there) if it is not one.
+    pub fn object(&mut self, key: impl Into<Cow<'a, str>>) -> &mut Fields<'a> {
+        let key = key.into();
+        let index = match self.0.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                self.0.push((key, Node::Object(Fields::default())));
+                self.0.len() - 1
+            }
+        };
+        let slot = &mut self.0[index].1;
+        if !matches!(slot, Node::Object(_)) {
+            *slot = Node::Object(Fields::default());
+        }
+        match slot {
+            Node::Object(fields) => fields,
+            _ => unreachable!("made an object just above"),
+        }
+    }
+
+    /// The fields as one JSON object.
+    pub fn to_json(&self) -> String {
+        let mut out = Vec::with_capacity(64 * self.0.len());
+        write_object(&mut out, self);
+        // Only whole strings and ASCII punctuation were written, so this is UTF-8.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The fields as a `serde_json` map, through [`Fields::to_json`]: what the host receives.
+    pub fn to_map(&self) -> Map<String, Value> {
+        serde_json::from_str(&self.to_json()).unwrap_or_default()
+    }
+
+    /// The same fields, owning their text.
+    pub fn into_owned(self) -> Fields<'static> {
+        Fields(self.0.into_iter().map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned())).collect())
+    }
+}
+
+impl Node<'_> {
+    /// The same value, owning its text.
+    pub fn into_owned(self) -> Node<'static> {
+        match self {
+            Node::Null => Node::Null,
+            Node::Bool(b) => Node::Bool(b),
+            Node::Number(n) => Node::Number(n),
+            Node::Text(s) => Node::Text(Cow::Owned(s.into_owned())),
+            Node::Array(items) => Node::Array(items.into_iter().map(Node::into_owned).collect()),
+            Node::Object(fields) => Node::Object(fields.into_owned()),
+        }
+    }
+}
+
+impl From<Value> for Node<'static> {
+    fn from(value: Value) -> Self {
+        match value {
+            Value::Null => Node::Null,
+            Value::Bool(b) => Node::Bool(b),
+            Value::Number(n) => Node::Number(n),
+            Value::String(s) => Node::Text(Cow::Owned(s)),
+            Value::Array(items) => Node::Array(items.into_iter().map(Node::from).collect()),
+            Value::Object(map) => Node::Object(Fields::from(map)),
+        }
+    }
+}
+
+impl From<Map<String, Value>> for Fields<'static> {
+    fn from(map: Map<String, Value>) -> Self {
+        Fields(map.into_iter().map(|(k, v)| (Cow::Owned(k), Node::from(v))).collect())
+    }
+}
+
+fn write_object(out: &mut Vec<u8>, fields: &Fields) {
+    out.push(b'{');
+    for (i, (key, value)) in fields.0.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, key);
+        out.push(b':');
+        write_node(out, value);
+    }
+    out.push(b'}');
+}
+
+fn write_node(out: &mut Vec<u8>, node: &Node) {
+    match node {
+        Node::Null => out.extend_from_slice(b"null"),
+        Node::Bool(true) => out.extend_from_slice(b"true"),
+        Node::Bool(false) => out.extend_from_slice(b"false"),
+        // A `Number` is always finite, so it always serialises.
+        Node::Number(n) => {
+            let _ = serde_json::to_writer(&mut *out, n);
+        }
+        Node::Text(s) => write_str(out, s),
+        Node::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_node(out, item);
+            }
+            out.push(b']');
+        }
+        Node::Object(fields) => write_object(out, fields),
+    }
+}
+
+/// A JSON string, escaped as `serde_json` escapes it (writing a `str` cannot fail).
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
+}
 
 /// The last value of `key` (later duplicates win, as in GA4).
 fn get<'p>(params: &'p [Param<'_>], key: &str) -> Option<&'p str> {
@@ -27,22 +211,22 @@ fn get<'p>(params: &'p [Param<'_>], key: &str) -> Option<&'p str> {
 }
 
 /// Parses a hit's query string and body into events.
-pub fn parse(query: &str, body: &[u8]) -> Result<Vec<Map<String, Value>>, Invalid> {
-    let shared: Vec<Param> = decode(query.as_bytes());
+pub fn events<'a>(query: &'a str, body: &'a [u8]) -> Result<Vec<Fields<'a>>, Invalid> {
+    let shared: Vec<Param> = decode(query);
     let body = std::str::from_utf8(body).map_err(|_| Invalid("body is not UTF-8".into()))?;
     let lines: Vec<&str> = body.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect();
 
-    if get(&shared, "v") != Some("2") && !lines.iter().any(|l| get(&decode(l.as_bytes()), "v") == Some("2")) {
+    if get(&shared, "v") != Some("2") && !lines.iter().any(|l| get(&decode(l), "v") == Some("2")) {
         return Err(Invalid("not a GA4 hit: protocol version v=2 is missing".into()));
     }
 
     let per_event: Vec<Vec<Param>> = if lines.is_empty() {
-        vec![shared.clone()]
+        vec![shared]
     } else {
         lines
             .iter()
             .map(|line| {
-                let own = decode(line.as_bytes());
+                let own = decode(line);
                 if own.is_empty() || own.iter().all(|(k, _)| k.is_empty()) {
                     return Err(Invalid(format!("body line {line:?} is not a parameter list")));
                 }
@@ -53,174 +237,209 @@ pub fn parse(query: &str, body: &[u8]) -> Result<Vec<Map<String, Value>>, Invali
             .collect::<Result<_, _>>()?
     };
 
-    per_event
-        .iter()
-        .enumerate()
-        .map(|(i, params)| {
-            if get(params, "tid").is_none_or(str::is_empty) {
-                return Err(Invalid("not a GA4 hit: measurement id tid is missing".into()));
-            }
-            if get(params, "en").is_none_or(str::is_empty) {
-                return Err(Invalid(format!("event {i} has no event name (en)")));
-            }
-            Ok(event(params))
+    for (i, params) in per_event.iter().enumerate() {
+        if get(params, "tid").is_none_or(str::is_empty) {
+            return Err(Invalid("not a GA4 hit: measurement id tid is missing".into()));
+        }
+        if get(params, "en").is_none_or(str::is_empty) {
+            return Err(Invalid(format!("event {i} has no event name (en)")));
+        }
+    }
+    Ok(per_event.into_iter().map(event).collect())
+}
+
+/// [`events`] as `serde_json` maps, as the host receives them (for tests and tools).
+pub fn parse(query: &str, body: &[u8]) -> Result<Vec<Map<String, Value>>, Invalid> {
+    Ok(events(query, body)?.iter().map(Fields::to_map).collect())
+}
+
+/// `application/x-www-form-urlencoded` pairs, as `form_urlencoded::parse` decodes them (`&`
+/// separates, empty pairs are skipped, the first `=` splits, `+` is a space, `%XX` a byte, an
+/// invalid escape stays as written, bytes that are not UTF-8 become U+FFFD), borrowing what has
+/// nothing to decode.
+pub fn decode(input: &str) -> Vec<Param<'_>> {
+    input
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (unescape(key), unescape(value))
         })
         .collect()
 }
 
-fn decode(bytes: &[u8]) -> Vec<Param<'_>> {
-    form_urlencoded::parse(bytes).collect()
+fn unescape(s: &str) -> Cow<'_, str> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(s);
+    }
+    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.as_bytes().iter();
+    while let Some(&b) = bytes.next() {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let rest = bytes.as_slice();
+                match (hex(rest.first()), hex(rest.get(1))) {
+                    (Some(high), Some(low)) => {
+                        out.push((high * 16 + low) as u8);
+                        bytes.nth(1);
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    match String::from_utf8(out) {
+        Ok(text) => Cow::Owned(text),
+        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    }
+}
+
+/// `part`, a slice of `whole`'s text, with `whole`'s lifetime when `whole` borrows the hit.
+fn rebase<'a>(whole: &Cow<'a, str>, part: &str) -> Cow<'a, str> {
+    if let Cow::Borrowed(text) = whole {
+        let start = (part.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+        if let Some(slice) = text.get(start..start.wrapping_add(part.len()))
+            && std::ptr::eq(slice.as_ptr(), part.as_ptr())
+        {
+            return Cow::Borrowed(slice);
+        }
+    }
+    Cow::Owned(part.to_owned())
 }
 
 /// Builds one event from its parameters (later duplicates win). The protocol's own parameters
 /// win over custom ones: `ep.event_name=` cannot rename or blank the event, nor `ep.client_id`
 /// replace the client id.
-fn event(params: &[Param]) -> Map<String, Value> {
-    let mut ev = Map::new();
-    let mut custom = Map::new();
-    let mut items: Vec<(u32, Map<String, Value>)> = Vec::new();
-    let mut hints = Map::new();
+fn event(params: Vec<Param<'_>>) -> Fields<'_> {
+    let mut ev = Fields(Vec::with_capacity(params.len() + 4));
+    let mut custom = Fields::default();
+    let mut items: Vec<(u32, Fields)> = Vec::new();
+    let mut hints = Fields::default();
     for (key, value) in params {
-        let key = key.as_ref();
-        let value = value.as_ref();
-        match key {
-            "en" => set(&mut ev, "event_name", text(value)),
-            "cid" => set(&mut ev, "client_id", text(value)),
-            "uid" => set(&mut ev, "user_id", text(value)),
-            "dl" => set(&mut ev, "page_location", text(value)),
-            "dt" => set(&mut ev, "page_title", text(value)),
-            "dr" => set(&mut ev, "page_referrer", text(value)),
-            "ul" => set(&mut ev, "language", text(value)),
-            "sr" => set(&mut ev, "screen_resolution", text(value)),
-            "cu" => set(&mut ev, "currency", text(value)),
-            "sid" => set(&mut ev, "ga_session_id", text(value)),
-            "sct" => set_number(&mut ev, "ga_session_number", value),
-            "_et" => set_number(&mut ev, "engagement_time_msec", value),
-            "v" => set(&mut ev, "x-ga-protocol_version", text(value)),
-            "tid" => set(&mut ev, "x-ga-measurement_id", text(value)),
-            "gtm" => set(&mut ev, "x-ga-gtm_version", text(value)),
-            "_p" => set_number(&mut ev, "x-ga-page_id", value),
-            "_s" => set_number(&mut ev, "x-ga-request_count", value),
-            "tfd" => set_number(&mut ev, "x-ga-tfd", value),
-            "gcs" | "gcd" | "gcu" | "gcut" | "npa" | "dma_cps" | "ur" | "pscdl" => {
-                set(&mut ev, &format!("x-ga-{key}"), text(value))
-            }
-            "dma" => set(&mut ev, "x-ga-dma", Value::Bool(value == "1")),
-            "lps" => set(&mut ev, "x-ga-lps", Value::Bool(value == "1")),
-            "uaa" => set(&mut hints, "architecture", text(value)),
-            "uab" => set(&mut hints, "bitness", text(value)),
-            "uafvl" => set(&mut hints, "full_version_list", version_list(value)),
-            "uamb" => set(&mut hints, "mobile", Value::Bool(value == "1")),
-            "uam" => set(&mut hints, "model", text(value)),
-            "uap" => set(&mut hints, "platform", text(value)),
-            "uapv" => set(&mut hints, "platform_version", text(value)),
-            "uaw" => set(&mut hints, "wow64", Value::Bool(value == "1")),
-            _ => {
-                if let Some(name) = key.strip_prefix("ep.") {
-                    set_path(&mut custom, name, text(value));
-                } else if let Some(name) = key.strip_prefix("epn.") {
-                    set_path(&mut custom, name, number(value).unwrap_or_else(|| text(value)));
-                } else if let Some(name) = key.strip_prefix("up.") {
-                    user_property(&mut ev, name, text(value));
-                } else if let Some(name) = key.strip_prefix("upn.") {
-                    user_property(&mut ev, name, number(value).unwrap_or_else(|| text(value)));
-                } else if let Some(n) = key.strip_prefix("pr").and_then(|n| n.parse::<u32>().ok()) {
+        let text = || Node::Text(value.clone());
+        match key.as_ref() {
+            "en" => ev.insert("event_name", text()),
+            "cid" => ev.insert("client_id", text()),
+            "uid" => ev.insert("user_id", text()),
+            "dl" => ev.insert("page_location", text()),
+            "dt" => ev.insert("page_title", text()),
+            "dr" => ev.insert("page_referrer", text()),
+            "ul" => ev.insert("language", text()),
+            "sr" => ev.insert("screen_resolution", text()),
+            "cu" => ev.insert("currency", text()),
+            "sid" => ev.insert("ga_session_id", text()),
+            "sct" => set_number(&mut ev, "ga_session_number", &value),
+            "_et" => set_number(&mut ev, "engagement_time_msec", &value),
+            "v" => ev.insert("x-ga-protocol_version", text()),
+            "tid" => ev.insert("x-ga-measurement_id", text()),
+            "gtm" => ev.insert("x-ga-gtm_version", text()),
+            "_p" => set_number(&mut ev, "x-ga-page_id", &value),
+            "_s" => set_number(&mut ev, "x-ga-request_count", &value),
+            "tfd" => set_number(&mut ev, "x-ga-tfd", &value),
+            "gcs" | "gcd" | "gcu" | "gcut" | "npa" | "dma_cps" | "ur" | "pscdl" => ev.insert(format!("x-ga-{key}"), text()),
+            "dma" => ev.insert("x-ga-dma", Node::Bool(value == "1")),
+            "lps" => ev.insert("x-ga-lps", Node::Bool(value == "1")),
+            "uaa" => hints.insert("architecture", text()),
+            "uab" => hints.insert("bitness", text()),
+            "uafvl" => hints.insert("full_version_list", version_list(&value)),
+            "uamb" => hints.insert("mobile", Node::Bool(value == "1")),
+            "uam" => hints.insert("model", text()),
+            "uap" => hints.insert("platform", text()),
+            "uapv" => hints.insert("platform_version", text()),
+            "uaw" => hints.insert("wow64", Node::Bool(value == "1")),
+            k => {
+                if let Some(name) = k.strip_prefix("ep.") {
+                    set_path(&mut custom, rebase(&key, name), text());
+                } else if let Some(name) = k.strip_prefix("epn.") {
+                    let node = number(&value).map_or_else(text, Node::Number);
+                    set_path(&mut custom, rebase(&key, name), node);
+                } else if let Some(name) = k.strip_prefix("up.") {
+                    ev.object("x-ga-mp2-user_properties").insert(rebase(&key, name), text());
+                } else if let Some(name) = k.strip_prefix("upn.") {
+                    let node = number(&value).map_or_else(text, Node::Number);
+                    ev.object("x-ga-mp2-user_properties").insert(rebase(&key, name), node);
+                } else if let Some(n) = k.strip_prefix("pr").and_then(|n| n.parse::<u32>().ok()) {
                     items.retain(|(i, _)| *i != n);
-                    items.push((n, item(value)));
-                } else if let Some(name) = key.strip_prefix("sst.") {
-                    object(&mut ev, "x-sst-system_properties").insert(name.to_string(), text(value));
-                } else if let Some(name) = key.strip_prefix('_') {
-                    object(&mut ev, "x-ga-system_properties").insert(name.to_string(), text(value));
-                } else if !key.is_empty() {
-                    set(&mut ev, &format!("x-ga-mp2-{key}"), text(value));
+                    let fields = match &value {
+                        Cow::Borrowed(v) => item(v),
+                        Cow::Owned(v) => item(v).into_owned(),
+                    };
+                    items.push((n, fields));
+                } else if let Some(name) = k.strip_prefix("sst.") {
+                    ev.object("x-sst-system_properties").insert(rebase(&key, name), text());
+                } else if let Some(name) = k.strip_prefix('_') {
+                    ev.object("x-ga-system_properties").insert(rebase(&key, name), text());
+                } else if !k.is_empty() {
+                    ev.insert(format!("x-ga-mp2-{k}"), text());
                 }
+                None
             }
-        }
+        };
     }
     if !hints.is_empty() {
-        ev.insert("client_hints".into(), Value::Object(hints));
+        ev.insert("client_hints", Node::Object(hints));
     }
-    for (key, value) in custom {
-        ev.entry(key).or_insert(value);
+    for (key, value) in custom.0 {
+        ev.insert_if_absent(key, value);
     }
     if !items.is_empty() {
         items.sort_by_key(|(n, _)| *n);
-        ev.insert("items".into(), Value::Array(items.into_iter().map(|(_, i)| Value::Object(i)).collect()));
+        ev.insert("items", Node::Array(items.into_iter().map(|(_, i)| Node::Object(i)).collect()));
     }
     // Some sites send ecommerce values as `ep.value`; vendors need a number.
-    if let Some(Value::String(s)) = ev.get("value")
+    if let Some(Node::Text(s)) = ev.get("value")
         && let Some(n) = number(s)
     {
-        ev.insert("value".into(), n);
+        ev.insert("value", Node::Number(n));
     }
     ev
 }
 
-fn text(v: &str) -> Value {
-    Value::String(v.to_string())
-}
-
 /// A finite number (`NaN`, empty and non-numeric text give `None`).
-fn number(v: &str) -> Option<Value> {
+fn number(v: &str) -> Option<Number> {
     if let Ok(i) = v.parse::<i64>() {
-        return Some(Value::Number(i.into()));
+        return Some(i.into());
     }
-    v.parse::<f64>().ok().and_then(Number::from_f64).map(Value::Number)
+    v.parse::<f64>().ok().and_then(Number::from_f64)
 }
 
-fn set(map: &mut Map<String, Value>, key: &str, value: Value) {
-    map.insert(key.to_string(), value);
-}
-
-fn set_number(map: &mut Map<String, Value>, key: &str, value: &str) {
-    if let Some(n) = number(value) {
-        map.insert(key.to_string(), n);
-    }
-}
-
-fn object<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
-    let slot = map.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
-    if !slot.is_object() {
-        *slot = Value::Object(Map::new());
-    }
-    match slot {
-        Value::Object(m) => m,
-        _ => unreachable!("made an object just above"),
-    }
+fn set_number<'a>(ev: &mut Fields<'a>, key: &'static str, value: &str) -> Option<Node<'a>> {
+    ev.insert(key, Node::Number(number(value)?))
 }
 
 /// `ep.user_data.address.city` nests under `user_data`, the event model's object; every other
 /// event parameter is a top-level key named as sent.
-fn set_path(ev: &mut Map<String, Value>, name: &str, value: Value) {
+fn set_path<'a>(ev: &mut Fields<'a>, name: Cow<'a, str>, value: Node<'a>) {
     match name.strip_prefix("user_data.") {
         Some(rest) if !rest.is_empty() => {
-            let mut parts: Vec<&str> = rest.split('.').filter(|p| !p.is_empty()).collect();
+            let mut parts: Vec<Cow<'a, str>> = rest.split('.').filter(|p| !p.is_empty()).map(|p| rebase(&name, p)).collect();
             let Some(last) = parts.pop() else { return };
-            let mut node = object(ev, "user_data");
+            let mut node = ev.object("user_data");
             for part in parts {
-                node = object(node, part);
+                node = node.object(part);
             }
-            node.insert(last.to_string(), value);
+            node.insert(last, value);
         }
-        _ => set(ev, name, value),
+        _ => {
+            ev.insert(name, value);
+        }
     }
 }
 
-fn user_property(ev: &mut Map<String, Value>, name: &str, value: Value) {
-    object(ev, "x-ga-mp2-user_properties").insert(name.to_string(), value);
-}
-
 /// `Brand;version|Brand;version`, whose brand names arrive percent-encoded a second time.
-fn version_list(v: &str) -> Value {
-    Value::Array(
+fn version_list(v: &str) -> Node<'static> {
+    Node::Array(
         v.split('|')
             .filter(|entry| !entry.is_empty())
             .map(|entry| {
                 let (brand, version) = entry.split_once(';').unwrap_or((entry, ""));
-                let mut m = Map::new();
-                m.insert("brand".into(), text(&percent_decode(brand)));
-                m.insert("version".into(), text(&percent_decode(version)));
-                Value::Object(m)
+                let mut m = Fields::default();
+                m.insert("brand", Node::Text(Cow::Owned(unescape(brand).into_owned())));
+                m.insert("version", Node::Text(Cow::Owned(unescape(version).into_owned())));
+                Node::Object(m)
             })
             .collect(),
     )
@@ -246,24 +465,19 @@ pub fn brands(header: &str) -> Vec<Value> {
             })
             .unwrap_or("");
         let mut m = Map::new();
-        m.insert("brand".into(), text(brand));
-        m.insert("version".into(), text(version));
+        m.insert("brand".into(), Value::String(brand.into()));
+        m.insert("version".into(), Value::String(version.into()));
         out.push(Value::Object(m));
     }
     out
 }
 
-fn percent_decode(s: &str) -> String {
-    // `form_urlencoded` would also turn `+` into a space, which is right for these values too.
-    form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
-}
-
 /// One `prN` item: `~`-separated fields, each a two-letter key followed by its value;
 /// `kN`/`vN` pairs are custom item parameters.
-fn item(value: &str) -> Map<String, Value> {
-    let mut item = Map::new();
-    let mut custom_keys: Vec<(String, String)> = Vec::new();
-    let mut custom_values: Vec<(String, String)> = Vec::new();
+fn item(value: &str) -> Fields<'_> {
+    let mut item = Fields::default();
+    let mut custom_keys: Vec<(&str, &str)> = Vec::new();
+    let mut custom_values: Vec<(&str, &str)> = Vec::new();
     for field in value.split('~') {
         let Some((key, val)) = field.char_indices().nth(2).map(|(i, _)| field.split_at(i)).or_else(|| (field.len() == 2).then_some((field, ""))) else {
             continue;
@@ -294,32 +508,29 @@ fn item(value: &str) -> Map<String, Value> {
                     "ds" => "discount",
                     _ => "index",
                 };
-                item.insert(name.into(), number(val).unwrap_or_else(|| text(val)));
+                item.insert(name, number(val).map_or_else(|| Node::Text(Cow::Borrowed(val)), Node::Number));
                 continue;
             }
-            _ if key.starts_with('k') => {
+            _ if let Some(rest) = field.strip_prefix('k') => {
                 // `k0currency` → index "0", name "currency"; lenient about a missing index
                 // (`kvariant_name` is seen in real hits and pairs with `v0`).
-                let rest = &field[1..];
                 let digits = rest.chars().take_while(char::is_ascii_digit).count();
                 let (index, name) = rest.split_at(digits);
-                custom_keys.push((if index.is_empty() { "0".into() } else { index.into() }, name.into()));
+                custom_keys.push((if index.is_empty() { "0" } else { index }, name));
                 continue;
             }
-            _ if key.starts_with('v') => {
-                let rest = &field[1..];
+            _ if let Some(rest) = field.strip_prefix('v') => {
                 let digits = rest.chars().take_while(char::is_ascii_digit).count();
-                let (index, val) = rest.split_at(digits);
-                custom_values.push((index.into(), val.into()));
+                custom_values.push(rest.split_at(digits));
                 continue;
             }
             other => other,
         };
-        item.insert(name.into(), text(val));
+        item.insert(name, Node::Text(Cow::Borrowed(val)));
     }
     for (index, name) in custom_keys {
         if let Some((_, val)) = custom_values.iter().find(|(i, _)| *i == index) {
-            item.insert(name, text(val));
+            item.insert(name, Node::Text(Cow::Borrowed(val)));
         }
     }
     item

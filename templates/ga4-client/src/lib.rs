@@ -22,6 +22,7 @@
 // In tests a panic is the failure report; `unwrap_used` guards production code.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
 
 use sluice_sdk::prelude::*;
@@ -29,6 +30,8 @@ use sluice_sdk::{Claim, Client, Cookie, Error, Host, Kind, Manifest, Parameter, 
 
 pub mod hit;
 pub mod mp;
+
+use hit::{Fields, Node};
 
 /// The GA4 client.
 pub struct Ga4Client;
@@ -102,10 +105,19 @@ impl Client for Ga4Client {
             host.response().set_status(204)?;
             return Ok(Claim::Claimed(Vec::new()));
         }
+        let (query, body);
         let parsed = match (is_mp, method.as_str()) {
-            (false, "GET") => hit::parse(&request.query_string()?, b""),
-            (false, "POST") => hit::parse(&request.query_string()?, &request.body()?),
-            (true, "POST") => mp::parse(&request.body()?, request.query_param("measurement_id")?.as_deref()),
+            (false, "GET") => {
+                query = request.query_string()?;
+                hit::events(&query, b"")
+            }
+            (false, "POST") => {
+                (query, body) = (request.query_string()?, request.body()?);
+                hit::events(&query, &body)
+            }
+            (true, "POST") => {
+                mp::parse(&request.body()?, request.query_param("measurement_id")?.as_deref()).map(|events| events.into_iter().map(Fields::from).collect())
+            }
             _ => Err(hit::Invalid(format!("method {method} is not accepted here (use POST)"))),
         };
         let mut events = match parsed {
@@ -121,30 +133,31 @@ impl Client for Ga4Client {
         } else {
             None
         };
+        let text = |s: &String| Node::Text(Cow::Owned(s.clone()));
         for ev in &mut events {
-            if let (Some(ip), false) = (&ip, ev.contains_key("ip_override")) {
-                ev.insert("ip_override".into(), Value::String(ip.clone()));
+            if let Some(ip) = &ip {
+                ev.insert_if_absent("ip_override", text(ip));
             }
-            if let (Some(ua), false) = (&user_agent, ev.contains_key("user_agent")) {
-                ev.insert("user_agent".into(), Value::String(ua.clone()));
+            if let Some(ua) = &user_agent {
+                ev.insert_if_absent("user_agent", text(ua));
             }
             if !header_hints.is_empty() {
-                let hints = ev.entry("client_hints").or_insert_with(|| Value::Object(Default::default()));
-                if let Value::Object(hints) = hints {
+                ev.insert_if_absent("client_hints", Node::Object(Fields::default()));
+                if let Some(Node::Object(hints)) = ev.get_mut("client_hints") {
                     for (k, v) in &header_hints {
-                        hints.entry(k.clone()).or_insert_with(|| v.clone());
+                        hints.insert_if_absent(*k, v.clone());
                     }
                 }
             }
             if let Some(id) = &server_client_id
-                && let Some(browser_id) = ev.insert("client_id".into(), Value::String(id.clone()))
+                && let Some(browser_id) = ev.insert("client_id", text(id))
             {
-                ev.insert("x-ga-js_client_id".into(), browser_id);
+                ev.insert("x-ga-js_client_id", browser_id);
             }
         }
         cors(host, origin.as_deref(), false)?;
         host.response().set_status(204)?;
-        Ok(Claim::Claimed(events.into_iter().map(Value::Object).collect()))
+        Ok(Claim::ClaimedJson(events.iter().map(Fields::to_json).collect()))
     }
 }
 
@@ -159,17 +172,17 @@ fn answer(host: &Host, status: u16, reason: &str) -> Result<Claim, Error> {
 /// Client hints from the `Sec-CH-UA*` request headers, as sGTM's GA4 client adds them: `brands`
 /// from `Sec-CH-UA`, `mobile` from `Sec-CH-UA-Mobile`, and `platform` as the header's raw value
 /// (quotes included, as in sGTM's event models). Hit parameters (`uap`, `uamb`) take precedence.
-fn header_client_hints(host: &Host) -> Result<sluice_sdk::json::Map<String, Value>, Error> {
+fn header_client_hints(host: &Host) -> Result<Vec<(&'static str, Node<'static>)>, Error> {
     let request = host.request();
-    let mut hints = sluice_sdk::json::Map::new();
+    let mut hints = Vec::new();
     if let Some(ua) = request.header("sec-ch-ua").unless_denied()? {
-        hints.insert("brands".into(), Value::Array(hit::brands(&ua)));
+        hints.push(("brands", Node::from(Value::Array(hit::brands(&ua)))));
     }
     if let Some(mobile) = request.header("sec-ch-ua-mobile").unless_denied()? {
-        hints.insert("mobile".into(), Value::Bool(mobile.trim() == "?1"));
+        hints.push(("mobile", Node::Bool(mobile.trim() == "?1")));
     }
     if let Some(platform) = request.header("sec-ch-ua-platform").unless_denied()? {
-        hints.insert("platform".into(), Value::String(platform));
+        hints.push(("platform", Node::Text(Cow::Owned(platform))));
     }
     Ok(hints)
 }

@@ -1,7 +1,8 @@
 //! Property tests for the GA4 client's parsers (`hit::parse`, `hit::brands`, `mp::parse`):
 //! whatever a visitor or a server sends, they return a value or an `Invalid` reason, never a
-//! panic; and what they return keeps the shape tags rely on. Case counts are proptest's default
-//! (256); `PROPTEST_CASES=100000 cargo test -p ga4-client --test parser_props` searches harder.
+//! panic; what they return keeps the shape tags rely on; and the query decoder agrees with the
+//! standard one. Case counts are proptest's default (256);
+//! `PROPTEST_CASES=100000 cargo test -p ga4-client --test parser_props` searches harder.
 
 use ga4_client::{hit, mp};
 use proptest::prelude::*;
@@ -191,6 +192,15 @@ proptest! {
         if let Ok(events) = events {
             check_events(b"", &events)?;
         }
+    }
+
+    /// The client's own decoder reads a query as `form_urlencoded` (the URL standard's
+    /// parser) does, pair for pair, whatever the text and its escapes.
+    #[test]
+    fn decode_agrees_with_form_urlencoded(query in prop_oneof![params(), mixed(), "\\PC*"]) {
+        let ours: Vec<(String, String)> = hit::decode(&query).into_iter().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let standard: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        prop_assert_eq!(ours, standard);
     }
 
     #[test]
