@@ -66,6 +66,7 @@ extern crate self as sluice_sdk;
 
 pub mod data;
 mod error;
+pub mod fields;
 pub mod identity;
 mod host;
 mod sys;

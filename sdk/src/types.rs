@@ -219,6 +219,13 @@ impl Item {
     pub fn json_keys(&self, keys: &[&str]) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
         crate::data::select_json(&self.data, keys).map_err(|e| Error::Invalid(format!("item {}: {e}", self.id)))
     }
+
+    /// [`Item::data`] as [`crate::fields::Fields`], borrowing its text: for a `deliver` that
+    /// reads every key of each event (re-encoding it whole), several times cheaper than
+    /// [`Item::json`] into a map.
+    pub fn fields(&self) -> Result<crate::fields::Fields<'_>, Error> {
+        serde_json::from_str(&self.data).map_err(|e| Error::Invalid(format!("item {}: {e}", self.id)))
+    }
 }
 
 pub use sluice_manifest::{BatchFailure, ItemResult};

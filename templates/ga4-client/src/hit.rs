@@ -11,13 +11,14 @@
 //!
 //! This runs for every hit, in the visitor's request, so it is written for speed: parameters
 //! are decoded only when they carry an escape, the event borrows the hit's text wherever it
-//! can ([`Fields`], [`Node`]), and it is written straight to the JSON the host receives
+//! can ([`sluice_sdk::fields`]), and it is written straight to the JSON the host receives
 //! ([`Fields::to_json`]) instead of being built as a `serde_json` map and serialised from it
 //! (measured: BENCHMARKS.md).
 
 use std::borrow::Cow;
 
 use serde_json::{Map, Number, Value};
+pub use sluice_sdk::fields::{Fields, Node};
 
 /// Why a hit was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,185 +26,6 @@ pub struct Invalid(pub String);
 
 /// One decoded `key=value` pair, borrowed from the hit unless it had to be unescaped.
 pub type Param<'a> = (Cow<'a, str>, Cow<'a, str>);
-
-/// A JSON value of an event being built, borrowing the hit's text where it could.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Node<'a> {
-    /// `null`.
-    Null,
-    /// `true` or `false`.
-    Bool(bool),
-    /// A finite number.
-    Number(Number),
-    /// A string.
-    Text(Cow<'a, str>),
-    /// An array.
-    Array(Vec<Node<'a>>),
-    /// An object.
-    Object(Fields<'a>),
-}
-
-/// A JSON object as its fields, in the order they were first set; setting a field again
-/// replaces its value (later duplicates win, as in GA4). An event has a few dozen fields, so a
-/// scan finds one faster than a tree would, and writing them out needs no sorting: the host
-/// parses the JSON into its own map.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Fields<'a>(Vec<(Cow<'a, str>, Node<'a>)>);
-
-impl<'a> Fields<'a> {
-    /// The value of `key`.
-    pub fn get(&self, key: &str) -> Option<&Node<'a>> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-
-    /// The value of `key`, to change.
-    pub fn get_mut(&mut self, key: &str) -> Option<&mut Node<'a>> {
-        self.0.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-
-    /// Whether `key` is set.
-    pub fn contains_key(&self, key: &str) -> bool {
-        self.get(key).is_some()
-    }
-
-    /// Whether no field is set.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Sets `key`, returning the value it replaced.
-    pub fn insert(&mut self, key: impl Into<Cow<'a, str>>, value: Node<'a>) -> Option<Node<'a>> {
-        let key = key.into();
-        match self.get_mut(&key) {
-            Some(slot) => Some(std::mem::replace(slot, value)),
-            None => {
-                self.0.push((key, value));
-                None
-            }
-        }
-    }
-
-    /// Sets `key` unless it is set already.
-    pub fn insert_if_absent(&mut self, key: impl Into<Cow<'a, str>>, value: Node<'a>) {
-        let key = key.into();
-        if !self.contains_key(&key) {
-            self.0.push((key, value));
-        }
-    }
-
-    /// The object under `key`, made (replacing whatever else was there) if it is not one.
-    pub fn object(&mut self, key: impl Into<Cow<'a, str>>) -> &mut Fields<'a> {
-        let key = key.into();
-        let index = match self.0.iter().position(|(k, _)| *k == key) {
-            Some(i) => i,
-            None => {
-                self.0.push((key, Node::Object(Fields::default())));
-                self.0.len() - 1
-            }
-        };
-        let slot = &mut self.0[index].1;
-        if !matches!(slot, Node::Object(_)) {
-            *slot = Node::Object(Fields::default());
-        }
-        match slot {
-            Node::Object(fields) => fields,
-            _ => unreachable!("made an object just above"),
-        }
-    }
-
-    /// The fields as one JSON object.
-    pub fn to_json(&self) -> String {
-        let mut out = Vec::with_capacity(64 * self.0.len());
-        write_object(&mut out, self);
-        // Only whole strings and ASCII punctuation were written, so this is UTF-8.
-        String::from_utf8(out).unwrap_or_default()
-    }
-
-    /// The fields as a `serde_json` map, through [`Fields::to_json`]: what the host receives.
-    pub fn to_map(&self) -> Map<String, Value> {
-        serde_json::from_str(&self.to_json()).unwrap_or_default()
-    }
-
-    /// The same fields, owning their text.
-    pub fn into_owned(self) -> Fields<'static> {
-        Fields(self.0.into_iter().map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned())).collect())
-    }
-}
-
-impl Node<'_> {
-    /// The same value, owning its text.
-    pub fn into_owned(self) -> Node<'static> {
-        match self {
-            Node::Null => Node::Null,
-            Node::Bool(b) => Node::Bool(b),
-            Node::Number(n) => Node::Number(n),
-            Node::Text(s) => Node::Text(Cow::Owned(s.into_owned())),
-            Node::Array(items) => Node::Array(items.into_iter().map(Node::into_owned).collect()),
-            Node::Object(fields) => Node::Object(fields.into_owned()),
-        }
-    }
-}
-
-impl From<Value> for Node<'static> {
-    fn from(value: Value) -> Self {
-        match value {
-            Value::Null => Node::Null,
-            Value::Bool(b) => Node::Bool(b),
-            Value::Number(n) => Node::Number(n),
-            Value::String(s) => Node::Text(Cow::Owned(s)),
-            Value::Array(items) => Node::Array(items.into_iter().map(Node::from).collect()),
-            Value::Object(map) => Node::Object(Fields::from(map)),
-        }
-    }
-}
-
-impl From<Map<String, Value>> for Fields<'static> {
-    fn from(map: Map<String, Value>) -> Self {
-        Fields(map.into_iter().map(|(k, v)| (Cow::Owned(k), Node::from(v))).collect())
-    }
-}
-
-fn write_object(out: &mut Vec<u8>, fields: &Fields) {
-    out.push(b'{');
-    for (i, (key, value)) in fields.0.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_str(out, key);
-        out.push(b':');
-        write_node(out, value);
-    }
-    out.push(b'}');
-}
-
-fn write_node(out: &mut Vec<u8>, node: &Node) {
-    match node {
-        Node::Null => out.extend_from_slice(b"null"),
-        Node::Bool(true) => out.extend_from_slice(b"true"),
-        Node::Bool(false) => out.extend_from_slice(b"false"),
-        // A `Number` is always finite, so it always serialises.
-        Node::Number(n) => {
-            let _ = serde_json::to_writer(&mut *out, n);
-        }
-        Node::Text(s) => write_str(out, s),
-        Node::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_node(out, item);
-            }
-            out.push(b']');
-        }
-        Node::Object(fields) => write_object(out, fields),
-    }
-}
-
-/// A JSON string, escaped as `serde_json` escapes it (writing a `str` cannot fail).
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    let _ = serde_json::to_writer(&mut *out, s);
-}
 
 /// The last value of `key` (later duplicates win, as in GA4).
 fn get<'p>(params: &'p [Param<'_>], key: &str) -> Option<&'p str> {
@@ -314,7 +136,7 @@ fn rebase<'a>(whole: &Cow<'a, str>, part: &str) -> Cow<'a, str> {
 /// win over custom ones: `ep.event_name=` cannot rename or blank the event, nor `ep.client_id`
 /// replace the client id.
 fn event(params: Vec<Param<'_>>) -> Fields<'_> {
-    let mut ev = Fields(Vec::with_capacity(params.len() + 4));
+    let mut ev = Fields::with_capacity(params.len() + 4);
     let mut custom = Fields::default();
     let mut items: Vec<(u32, Fields)> = Vec::new();
     let mut hints = Fields::default();
@@ -382,7 +204,7 @@ fn event(params: Vec<Param<'_>>) -> Fields<'_> {
     if !hints.is_empty() {
         ev.insert("client_hints", Node::Object(hints));
     }
-    for (key, value) in custom.0 {
+    for (key, value) in custom {
         ev.insert_if_absent(key, value);
     }
     if !items.is_empty() {

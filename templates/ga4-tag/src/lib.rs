@@ -27,6 +27,9 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 use sluice_sdk::prelude::*;
+use std::borrow::Cow;
+
+use sluice_sdk::fields::{Fields, Node};
 use sluice_sdk::json::Map;
 use sluice_sdk::{Batch, BatchFailure, DeliverHost, Delivery, Error, HttpRequest, Item, ItemResult, Kind, Manifest, Parameter, Permissions, Tag, Value, json};
 
@@ -58,34 +61,32 @@ impl Tag for Ga4Tag {
         let endpoint = endpoint.trim_end_matches('/');
         let mode = config.require_str("mode").map_err(reject)?;
         let mut results: Vec<Option<ItemResult>> = vec![None; batch.len()];
-        // Each item's event and measurement id; an item that cannot be sent is rejected alone.
-        let mut ready = Vec::new();
-        for (n, item) in batch.iter().enumerate() {
-            let prepared = item.json::<Map<String, Value>>().and_then(|event| {
-                let id = config
-                    .str("measurement_id")
-                    .or_else(|| event.get("x-ga-measurement_id").and_then(Value::as_str).map(str::to_string))
-                    .ok_or_else(|| Error::invalid("no measurement id: set the measurement_id parameter"))?;
-                Ok((event, id))
-            });
-            match prepared {
-                Ok((event, measurement_id)) => ready.push(Ready { index: n, event, measurement_id }),
-                Err(e) => results[n] = Some(ItemResult::Rejected(e.to_string())),
-            }
-        }
+        let configured_id = config.str("measurement_id");
+        // The stream an event goes to; an item that cannot be sent is rejected alone.
+        let measurement_id = |event_id: Option<&str>| {
+            configured_id
+                .clone()
+                .or_else(|| event_id.map(str::to_string))
+                .ok_or_else(|| Error::invalid("no measurement id: set the measurement_id parameter"))
+        };
         match mode.as_str() {
             "gtag" => {
-                // Web hits as Google takes them: one request per event, all sent at once.
+                // Web hits as Google takes them: one request per event, all sent at once. Each
+                // event is read as borrowed fields and re-encoded whole (`Item::fields`).
                 let mut requests = Vec::new();
                 let mut sent = Vec::new();
-                for Ready { index: n, event, measurement_id: id } in ready {
-                    match web_hit(&event, &id) {
-                        Ok(query) => {
-                            let mut r = HttpRequest::post(format!("{endpoint}/g/collect?{query}"));
-                            if let Some(ua) = event.get("user_agent").and_then(Value::as_str) {
-                                r = r.header("user-agent", ua);
-                            }
-                            requests.push(r);
+                for (n, item) in batch.iter().enumerate() {
+                    let request = item.fields().and_then(|event| {
+                        let query = web_hit(&event, &measurement_id(event.str("x-ga-measurement_id"))?)?;
+                        let request = HttpRequest::post(format!("{endpoint}/g/collect?{query}"));
+                        Ok(match event.str("user_agent") {
+                            Some(ua) => request.header("user-agent", ua),
+                            None => request,
+                        })
+                    });
+                    match request {
+                        Ok(request) => {
+                            requests.push(request);
                             sent.push(n);
                         }
                         Err(e) => results[n] = Some(ItemResult::Rejected(e.to_string())),
@@ -98,6 +99,17 @@ impl Tag for Ga4Tag {
             }
             "mp" => {
                 let secret = config.require_str("api_secret").map_err(reject)?;
+                let mut ready = Vec::new();
+                for (n, item) in batch.iter().enumerate() {
+                    let prepared = item.json::<Map<String, Value>>().and_then(|event| {
+                        let id = measurement_id(event.get("x-ga-measurement_id").and_then(Value::as_str))?;
+                        Ok((event, id))
+                    });
+                    match prepared {
+                        Ok((event, measurement_id)) => ready.push(Ready { index: n, event, measurement_id }),
+                        Err(e) => results[n] = Some(ItemResult::Rejected(e.to_string())),
+                    }
+                }
                 for group in visitor_runs(ready) {
                     let id = group[0].measurement_id.clone();
                     let indices: Vec<usize> = group.iter().map(|r| r.index).collect();
@@ -200,54 +212,57 @@ const MAPPED: &[(&str, &str)] = &[
 /// Keys never forwarded as event parameters.
 const NOT_FORWARDED: &[&str] = &["user_data", "user_agent", "items", "client_hints", "x-ga-measurement_id", "x-ga-js_client_id", "consent_state"];
 
-fn scalar(v: &Value) -> Option<String> {
+/// A string, number or boolean as a hit parameter's text (`true` is `1`).
+fn scalar<'n>(v: &'n Node) -> Option<Cow<'n, str>> {
     match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(if *b { "1" } else { "0" }.to_string()),
+        Node::Text(s) => Some(Cow::Borrowed(s)),
+        Node::Number(n) => Some(Cow::Owned(n.to_string())),
+        Node::Bool(b) => Some(Cow::Borrowed(if *b { "1" } else { "0" })),
         _ => None,
     }
 }
 
 /// Re-encodes an sGTM event as a GA4 web hit query string.
-pub fn web_hit(event: &Map<String, Value>, measurement_id: &str) -> Result<String, Error> {
-    if event.get("client_id").and_then(Value::as_str).is_none() {
+pub fn web_hit(event: &Fields, measurement_id: &str) -> Result<String, Error> {
+    if event.str("client_id").is_none() {
         return Err(Error::invalid("event has no client_id; GA4 needs one"));
     }
-    let mut q = form_urlencoded::Serializer::new(String::new());
+    let mut q = form_urlencoded::Serializer::new(String::with_capacity(2048));
     q.append_pair("v", "2").append_pair("tid", measurement_id);
     for (key, param) in MAPPED {
         if *key == "x-ga-protocol_version" {
             continue;
         }
-        if let Some(v) = event.get(*key).and_then(scalar) {
+        if let Some(v) = event.get(key).and_then(scalar) {
             q.append_pair(param, &v);
         }
     }
-    for (key, value) in event {
-        if MAPPED.iter().any(|(k, _)| k == key) || NOT_FORWARDED.contains(&key.as_str()) {
+    // One buffer for the prefixed parameter names (`ep.`, `epn.`, `up.`...).
+    let mut name = String::new();
+    for (key, value) in event.iter() {
+        if MAPPED.iter().any(|(k, _)| *k == key) || NOT_FORWARDED.contains(&key) {
             continue;
         }
-        match (key.as_str(), value) {
-            ("x-ga-system_properties", Value::Object(props)) => {
-                for (k, v) in props {
+        match (key, value) {
+            ("x-ga-system_properties", Node::Object(props)) => {
+                for (k, v) in props.iter() {
                     if let Some(v) = scalar(v) {
-                        q.append_pair(&format!("_{k}"), &v);
+                        q.append_pair(joined(&mut name, "_", k), &v);
                     }
                 }
             }
-            ("x-sst-system_properties", Value::Object(props)) => {
-                for (k, v) in props {
+            ("x-sst-system_properties", Node::Object(props)) => {
+                for (k, v) in props.iter() {
                     if let Some(v) = scalar(v) {
-                        q.append_pair(&format!("sst.{k}"), &v);
+                        q.append_pair(joined(&mut name, "sst.", k), &v);
                     }
                 }
             }
-            ("x-ga-mp2-user_properties", Value::Object(props)) => {
-                for (k, v) in props {
-                    let prefix = if v.is_number() { "upn" } else { "up" };
+            ("x-ga-mp2-user_properties", Node::Object(props)) => {
+                for (k, v) in props.iter() {
+                    let prefix = if matches!(v, Node::Number(_)) { "upn." } else { "up." };
                     if let Some(v) = scalar(v) {
-                        q.append_pair(&format!("{prefix}.{k}"), &v);
+                        q.append_pair(joined(&mut name, prefix, k), &v);
                     }
                 }
             }
@@ -255,30 +270,41 @@ pub fn web_hit(event: &Map<String, Value>, measurement_id: &str) -> Result<Strin
                 let Some(text) = scalar(v) else { continue };
                 if let Some(name) = k.strip_prefix("x-ga-mp2-").or_else(|| k.strip_prefix("x-ga-")) {
                     q.append_pair(name, &text);
-                } else if v.is_number() {
-                    q.append_pair(&format!("epn.{k}"), &text);
+                } else if matches!(v, Node::Number(_)) {
+                    q.append_pair(joined(&mut name, "epn.", k), &text);
                 } else {
-                    q.append_pair(&format!("ep.{k}"), &text);
+                    q.append_pair(joined(&mut name, "ep.", k), &text);
                 }
             }
         }
     }
-    if let Some(Value::Object(hints)) = event.get("client_hints") {
+    if let Some(Node::Object(hints)) = event.get("client_hints") {
         encode_client_hints(&mut q, hints);
     }
-    if let Some(Value::Array(items)) = event.get("items") {
+    if let Some(Node::Array(items)) = event.get("items") {
         for (i, item) in items.iter().enumerate() {
-            if let Some(encoded) = item.as_object().map(encode_item).filter(|e| !e.is_empty()) {
-                q.append_pair(&format!("pr{}", i + 1), &encoded);
+            if let Node::Object(item) = item {
+                let encoded = encode_item(item);
+                if !encoded.is_empty() {
+                    q.append_pair(&format!("pr{}", i + 1), &encoded);
+                }
             }
         }
     }
     Ok(q.finish())
 }
 
+/// `prefix` and `key` as one name, in `buf`.
+fn joined<'b>(buf: &'b mut String, prefix: &str, key: &str) -> &'b str {
+    buf.clear();
+    buf.push_str(prefix);
+    buf.push_str(key);
+    buf
+}
+
 /// `client_hints` back to `uaa`…`uaw`; brand names in `uafvl` are percent-encoded once more,
 /// as gtag sends them.
-fn encode_client_hints(q: &mut form_urlencoded::Serializer<'_, String>, hints: &Map<String, Value>) {
+fn encode_client_hints(q: &mut form_urlencoded::Serializer<'_, String>, hints: &Fields) {
     for (key, param) in [("architecture", "uaa"), ("bitness", "uab"), ("model", "uam"), ("platform", "uap"), ("platform_version", "uapv")] {
         if let Some(v) = hints.get(key).and_then(scalar) {
             q.append_pair(param, &v);
@@ -289,11 +315,17 @@ fn encode_client_hints(q: &mut form_urlencoded::Serializer<'_, String>, hints: &
             q.append_pair(param, &v);
         }
     }
-    if let Some(Value::Array(list)) = hints.get("full_version_list") {
+    if let Some(Node::Array(list)) = hints.get("full_version_list") {
         let encoded: Vec<String> = list
             .iter()
             .map(|b| {
-                let part = |k: &str| form_urlencoded::byte_serialize(b.get(k).and_then(Value::as_str).unwrap_or("").as_bytes()).collect::<String>();
+                let part = |k: &str| {
+                    let text = match b {
+                        Node::Object(brand) => brand.str(k).unwrap_or(""),
+                        _ => "",
+                    };
+                    form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>()
+                };
                 format!("{};{}", part("brand"), part("version"))
             })
             .collect();
@@ -310,13 +342,13 @@ const ITEM_KEYS: &[(&str, &str)] = &[
 ];
 
 /// One item as `prN`: two-letter keys, custom parameters as `kN`/`vN` pairs.
-fn encode_item(item: &Map<String, Value>) -> String {
+fn encode_item(item: &Fields) -> String {
     let mut fields = Vec::new();
     let mut custom = 0;
-    for (key, value) in item {
+    for (key, value) in item.iter() {
         let Some(text) = scalar(value) else { continue };
         let text = text.replace('~', " ");
-        match ITEM_KEYS.iter().find(|(k, _)| k == key) {
+        match ITEM_KEYS.iter().find(|(k, _)| *k == key) {
             Some((_, code)) => fields.push(format!("{code}{text}")),
             None => {
                 fields.push(format!("k{custom}{key}"));
@@ -429,7 +461,8 @@ mod tests {
     fn web_hits_round_trip_through_the_ga4_client() {
         for file in ["ga4_01_page_view_granted_default_sst.txt", "ga4_03_add_to_cart_items.txt", "ga4_12_purchase_items_sgtm_custom_path.txt"] {
             let mut original = ga4_client::hit::parse(&corpus_query(file), b"").expect("parses").remove(0);
-            let encoded = web_hit(&original, original["x-ga-measurement_id"].as_str().expect("tid")).expect("encodes");
+            let fields = Fields::from(original.clone());
+            let encoded = web_hit(&fields, original["x-ga-measurement_id"].as_str().expect("tid")).expect("encodes");
             let again = ga4_client::hit::parse(&encoded, b"").expect("re-parses").remove(0);
             // user_data never goes to GA4; everything else survives the trip.
             original.remove("user_data");
