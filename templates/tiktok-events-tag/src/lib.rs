@@ -104,7 +104,8 @@ pub fn data_entry(item: &Item, calling_code: Option<&str>) -> Result<String, Err
     let cookies = (item.cookie("ttclid").map(str::to_string), item.cookie("_ttp").map(str::to_string));
     let mut data = tiktok_event(&event, &cookies, item.created_ms / 1000, calling_code)?;
     data["event_id"] = json!(item.id);
-    Ok(data.to_string())
+    // `to_string` on a `Value` goes through a formatter per fragment: several times slower.
+    sluice_sdk::json::to_string(&data).map_err(|e| Error::invalid(e.to_string()))
 }
 
 /// The event keys [`tiktok_event`] reads: `deliver` parses only these of each queued event.
