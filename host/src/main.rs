@@ -7,6 +7,12 @@ use clap::{Parser, Subcommand};
 use sluice::{Container, ContainerConfig, authoring};
 use sluice_manifest::PermissionSet;
 
+/// mimalloc instead of glibc's malloc: a hit allocates and frees hundreds of small buffers
+/// across the request, delivery and commit threads, and glibc's arenas spent ~8% of the
+/// server's CPU on it under load (`_int_malloc`, `malloc_consolidate`...; BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Prints a line of CLI output through the output masker, like every line the process writes.
 /// A closed stdout (`sluice inspect x.wasm | head -3`) ends the output, not the process with a
 /// panic.
