@@ -28,26 +28,7 @@ pub fn select(event: &Map<String, Value>, keys: &[&str]) -> Map<String, Value> {
 pub fn select_json(text: &str, keys: &[&str]) -> Result<Map<String, Value>, serde_json::Error> {
     use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
-    /// A key, borrowed from the text when it has no escapes.
-    struct Key<'de>(std::borrow::Cow<'de, str>);
-    impl<'de> serde::Deserialize<'de> for Key<'de> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct KeyVisitor;
-            impl<'de> Visitor<'de> for KeyVisitor {
-                type Value = Key<'de>;
-                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                    f.write_str("a key")
-                }
-                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                    Ok(Key(std::borrow::Cow::Borrowed(v)))
-                }
-                fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                    Ok(Key(std::borrow::Cow::Owned(v.to_string())))
-                }
-            }
-            d.deserialize_str(KeyVisitor)
-        }
-    }
+    use crate::fields::Text;
 
     struct Selecting<'k>(&'k [&'k str]);
     impl<'de> Visitor<'de> for Selecting<'_> {
@@ -57,7 +38,7 @@ pub fn select_json(text: &str, keys: &[&str]) -> Result<Map<String, Value>, serd
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut out = Map::new();
-            while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
                 if self.0.contains(&key.as_ref()) {
                     out.insert(key.into_owned(), map.next_value::<Value>()?);
                 } else {

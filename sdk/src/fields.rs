@@ -265,8 +265,8 @@ impl Serialize for Node<'_> {
 }
 
 /// A string that borrows from the input when the deserializer can lend it (JSON text without
-/// escapes).
-struct Text<'de>(Cow<'de, str>);
+/// escapes): object keys here and in [`crate::data::select_json`].
+pub(crate) struct Text<'de>(pub(crate) Cow<'de, str>);
 
 impl<'de> Deserialize<'de> for Text<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
