@@ -138,7 +138,8 @@ fn rebase<'a>(whole: &Cow<'a, str>, part: &str) -> Cow<'a, str> {
 fn event(params: Vec<Param<'_>>) -> Fields<'_> {
     let mut ev = Fields::with_capacity(params.len() + 4);
     let mut custom = Fields::default();
-    let mut items: Vec<(u32, Fields)> = Vec::new();
+    // By index: a later `prN` replaces an earlier one, and they come out in index order.
+    let mut items: std::collections::BTreeMap<u32, Fields> = std::collections::BTreeMap::new();
     let mut hints = Fields::default();
     for (key, value) in params {
         let text = || Node::Text(value.clone());
@@ -184,12 +185,11 @@ fn event(params: Vec<Param<'_>>) -> Fields<'_> {
                     let node = number(&value).map_or_else(text, Node::Number);
                     ev.object("x-ga-mp2-user_properties").insert(rebase(&key, name), node);
                 } else if let Some(n) = k.strip_prefix("pr").and_then(|n| n.parse::<u32>().ok()) {
-                    items.retain(|(i, _)| *i != n);
                     let fields = match &value {
                         Cow::Borrowed(v) => item(v),
                         Cow::Owned(v) => item(v).into_owned(),
                     };
-                    items.push((n, fields));
+                    items.insert(n, fields);
                 } else if let Some(name) = k.strip_prefix("sst.") {
                     ev.object("x-sst-system_properties").insert(rebase(&key, name), text());
                 } else if let Some(name) = k.strip_prefix('_') {
@@ -208,8 +208,7 @@ fn event(params: Vec<Param<'_>>) -> Fields<'_> {
         ev.insert_if_absent(key, value);
     }
     if !items.is_empty() {
-        items.sort_by_key(|(n, _)| *n);
-        ev.insert("items", Node::Array(items.into_iter().map(|(_, i)| Node::Object(i)).collect()));
+        ev.insert("items", Node::Array(items.into_values().map(Node::Object).collect()));
     }
     // Some sites send ecommerce values as `ep.value`; vendors need a number.
     if let Some(Node::Text(s)) = ev.get("value")

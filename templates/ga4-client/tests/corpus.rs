@@ -176,6 +176,12 @@ fn matches_sgtm_event_model_03() {
 }
 
 #[test]
+fn items_come_in_index_order_and_a_repeated_index_replaces_the_earlier_item() {
+    let ev = hit::parse("v=2&tid=G-1&en=x&pr2=idB&pr1=idA&pr2=idC", b"").expect("parses").remove(0);
+    assert_eq!(ev["items"], json!([{"item_id": "A"}, {"item_id": "C"}]));
+}
+
+#[test]
 fn invalid_hits_are_rejected_with_a_reason_never_half_built() {
     let reject = |q: &str, body: &str| hit::parse(q, body.as_bytes()).unwrap_err().0;
     assert!(reject("tid=G-1&en=x", "").contains("v=2"));
