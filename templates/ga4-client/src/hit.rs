@@ -352,8 +352,10 @@ fn item(value: &str) -> Fields<'_> {
         };
         item.insert(name, Node::Text(Cow::Borrowed(val)));
     }
+    // Each index's first value (reversed, so the first is inserted last and stays).
+    let values: std::collections::BTreeMap<&str, &str> = custom_values.into_iter().rev().collect();
     for (index, name) in custom_keys {
-        if let Some((_, val)) = custom_values.iter().find(|(i, _)| *i == index) {
+        if let Some(val) = values.get(index) {
             item.insert(name, Node::Text(Cow::Borrowed(val)));
         }
     }

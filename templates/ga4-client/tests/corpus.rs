@@ -179,6 +179,9 @@ fn matches_sgtm_event_model_03() {
 fn items_come_in_index_order_and_a_repeated_index_replaces_the_earlier_item() {
     let ev = hit::parse("v=2&tid=G-1&en=x&pr2=idB&pr1=idA&pr2=idC", b"").expect("parses").remove(0);
     assert_eq!(ev["items"], json!([{"item_id": "A"}, {"item_id": "C"}]));
+    // A custom parameter takes its index's first value.
+    let ev = hit::parse("v=2&tid=G-1&en=x&pr1=idA~k0color~v0red~v0blue~k1size~v1L", b"").expect("parses").remove(0);
+    assert_eq!(ev["items"], json!([{"item_id": "A", "color": "red", "size": "L"}]));
 }
 
 #[test]
