@@ -93,7 +93,8 @@ pub trait Client {
     const MANIFEST: Manifest;
 
     /// Looks at the current request. Return [`Claim::Pass`] to let the next client try, or
-    /// [`Claim::Claimed`] with the events for the tags; set the response through `host`.
+    /// [`Claim::Claimed`] with the events for the tags ([`Claim::ClaimedJson`] when they are
+    /// already written as JSON text); set the response through `host`.
     fn run(host: &Host) -> Result<Claim, Error>;
 }
 

@@ -208,7 +208,7 @@ impl Item {
 
     /// [`Item::data`] parsed.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Error> {
-        serde_json::from_str(&self.data).map_err(|e| Error::Invalid(format!("item {}: {e}", self.id)))
+        serde_json::from_str(&self.data).map_err(|e| self.unreadable(e))
     }
 
     /// [`Item::data`]'s top-level `keys`, parsed; the rest is skipped, not built
@@ -217,7 +217,7 @@ impl Item {
     /// list is complete: the payload built from [`crate::data::select`]`(full, KEYS)` must equal
     /// the one built from `full`.
     pub fn json_keys(&self, keys: &[&str]) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
-        crate::data::select_json(&self.data, keys).map_err(|e| Error::Invalid(format!("item {}: {e}", self.id)))
+        crate::data::select_json(&self.data, keys).map_err(|e| self.unreadable(e))
     }
 
     /// [`Item::data`] as [`crate::fields::Fields`], borrowing its text: for a `deliver` that
@@ -225,7 +225,12 @@ impl Item {
     /// map, which allocates every key and string and sorts the keys (the GA4 tag's delivery CPU
     /// per event fell by a seventh; BENCHMARKS.md).
     pub fn fields(&self) -> Result<crate::fields::Fields<'_>, Error> {
-        serde_json::from_str(&self.data).map_err(|e| Error::Invalid(format!("item {}: {e}", self.id)))
+        serde_json::from_str(&self.data).map_err(|e| self.unreadable(e))
+    }
+
+    /// Why [`Item::data`] did not read as asked, naming the item.
+    fn unreadable(&self, e: serde_json::Error) -> Error {
+        Error::Invalid(format!("item {}: {e}", self.id))
     }
 }
 
