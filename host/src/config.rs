@@ -11,6 +11,7 @@
 //!
 //! [outbox]             # durable delivery queues, one per tag (see crate::delivery)
 //! commit_ms = 5         # group commit window: at most this much is lost on SIGKILL
+//! sync_ms = 100         # fsync window: at most this (plus commit_ms) is lost on power loss
 //! quota_mb = 256        # per tag
 //!
 //! [outbound]

@@ -188,7 +188,7 @@ fn at_restart(old: &ContainerConfig, new: &ContainerConfig) -> Vec<String> {
         notes.push("[admin] listen changed: the admin listener keeps its address until the server restarts".into());
     }
     if old.outbox != new.outbox || old.outbox_dir != new.outbox_dir {
-        notes.push("[outbox] changed: queues already open keep their settings (commit_ms, quota_mb, segment_mb, dir) until the server restarts".into());
+        notes.push("[outbox] changed: queues already open keep their settings (commit_ms, sync_ms, quota_mb, segment_mb, dir) until the server restarts".into());
     }
     notes
 }

@@ -22,13 +22,17 @@
 //!
 //! # Group commit, and what a crash loses
 //! [`Store::append`] only buffers in memory. One thread per store (`sluice-outbox-commit`) wakes
-//! every `commit_interval` while there is work, writes everything buffered with one write and
-//! one `fsync` per file, then publishes: items become readable, [`Commit`]s resolve,
-//! [`Store::subscribe`] bumps. A `SIGKILL` loses what was not committed yet: at most the last
-//! `commit_interval` of appends (plus the batch being written at that instant), and of acks
-//! (those items are delivered again: at least once, never lost). Power loss loses the same,
-//! since every commit `fsync`s its files and, when it creates or deletes one, the directory.
-//! Orders that matter: a dead letter is durable before the ack that retires its item, and a
+//! every `commit_interval` while there is work, writes everything buffered with one write, then
+//! publishes: items become readable, [`Commit`]s resolve, [`Store::subscribe`] bumps. A
+//! `SIGKILL` loses what was not committed yet: at most the last `commit_interval` of appends
+//! (plus the batch being written at that instant), and of acks (those items are delivered
+//! again: at least once, never lost) — what was written is in the page cache, which outlives
+//! the process. A power cut (or a kernel crash) also loses what was written but not `fsync`ed
+//! yet: the segment is `fsync`ed once its oldest unsynced write is `sync_interval` old (as
+//! Redis's `appendfsync everysec` does), at once when someone waits on the commit (a flush,
+//! `answer_after_commit`) or dead letters depend on it, and on close; a created or deleted
+//! file's directory is `fsync`ed by the commit that did it. An `fsync` per queue per commit
+//! was the largest cost of a commit (one per tag every 5 ms). Orders that matter: a dead letter is durable before the ack that retires its item, and a
 //! replay writes the items back before `dead.log` is emptied; a crash between can duplicate,
 //! never lose. A commit that fails (disk full) is undone and retried, its items kept in memory
 //! (still counted against the quota, so appends get [`StoreError::Full`] rather than memory
@@ -56,12 +60,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::mem::take;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{oneshot, watch};
 
@@ -83,8 +87,12 @@ pub(crate) struct StoreConfig {
     pub segment_bytes: u64,
     /// Most bytes the `.log` files plus not-yet-written appends may take.
     pub quota_bytes: u64,
-    /// How long appends are gathered into one write and `fsync` (group commit).
+    /// How long appends are gathered into one write (group commit): what a `SIGKILL` can lose.
     pub commit_interval: Duration,
+    /// How often what was written is `fsync`ed: what a power cut can lose. A commit someone
+    /// waits on ([`Store::flush`], [`Commit`]), one writing dead letters, and the last one
+    /// `fsync` at once.
+    pub sync_interval: Duration,
 }
 
 /// One queued event for a tag.
@@ -144,6 +152,8 @@ pub(crate) struct Stats {
     pub dead: usize,
     /// Appends refused because the quota was full, since open.
     pub overflowed: u64,
+    /// Queue-file `fsync`s since open.
+    pub syncs: u64,
 }
 
 /// Why the outbox could not do something. Each message names the file and the fix.
@@ -419,6 +429,13 @@ struct Entry {
     data_len: usize,
 }
 
+impl Entry {
+    /// The offset just past this record (its 8-byte header and payload).
+    fn end(&self) -> u64 {
+        self.offset + 8 + u64::from(self.len)
+    }
+}
+
 /// An append waiting for the next commit.
 struct Buffered {
     frame: Vec<u8>,
@@ -460,6 +477,7 @@ struct State {
     stopped: bool,
     overflowed: u64,
     committed_appends: u64,
+    syncs: u64,
 }
 
 impl State {
@@ -561,7 +579,8 @@ impl Store {
         }
         let (state, next_seq, recovery) = recover(&dir, true)?;
         let shared = Arc::new(Shared::new(dir.clone(), Some(cfg.clone()), state));
-        let files = Files { dir: dir.clone(), next_seq, current: None, acks: HashMap::new(), dead: None, failing: false };
+        let files =
+            Files { dir: dir.clone(), next_seq, current: None, acks: HashMap::new(), dead: None, failing: false, unsynced_since: None, syncs: 0 };
         let thread_shared = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("sluice-outbox-commit".into())
@@ -651,11 +670,23 @@ impl Store {
             out
         };
         items.reserve(taken.len());
-        let mut file: Option<(u64, File)> = None;
-        for e in taken {
-            let path = segment_path(&self.shared.dir, e.pos.segment, "log");
-            match read_record(&mut file, &path, e) {
-                Ok(item) => items.push((e.pos, item)),
+        // Records queued one after another sit one after another on disk: each such run is one
+        // positioned read (a batch of a thousand is a handful of syscalls, not a thousand seeks
+        // and reads), the file opened once per segment.
+        let mut rest = taken.as_slice();
+        while let Some(first) = rest.first() {
+            let run = 1 + rest.windows(2).take_while(|w| w[1].pos.segment == first.pos.segment && w[1].offset == w[0].end()).count();
+            let (this, next) = rest.split_at(run);
+            rest = next;
+            let path = segment_path(&self.shared.dir, first.pos.segment, "log");
+            match read_run(&path, this) {
+                Ok(read) => items.extend(this.iter().map(|e| e.pos).zip(read).filter_map(|(pos, item)| match item {
+                    Ok(item) => Some((pos, item)),
+                    Err(err) => {
+                        tracing::error!("{err}");
+                        None
+                    }
+                })),
                 Err(err) => tracing::error!("{err}"),
             }
         }
@@ -728,6 +759,7 @@ impl Store {
             oldest_created_ms: st.oldest.keys().next().copied(),
             dead: st.dead_count,
             overflowed: st.overflowed,
+            syncs: st.syncs,
         }
     }
 
@@ -819,20 +851,28 @@ impl Drop for Store {
 }
 
 /// Reads the record `e` from its segment (reusing `file` when it is the same one) and checks it.
-fn read_record(file: &mut Option<(u64, File)>, path: &Path, e: Entry) -> Result<Item, StoreError> {
-    let corrupt = |what: String| StoreError::Corrupt { path: path.to_path_buf(), offset: e.offset, what };
+/// Reads a run of records that lie end to end in one segment (`run` in file order), with one
+/// read: each record checked against what was written (length, CRC) and decoded on its own.
+/// The outer error is the file's (unreadable: the whole run is lost to this read); an inner one
+/// is that record's alone.
+fn read_run(path: &Path, run: &[Entry]) -> Result<Vec<Result<Item, StoreError>>, StoreError> {
+    use std::os::unix::fs::FileExt;
+    let (Some(first), Some(last)) = (run.first(), run.last()) else { return Ok(Vec::new()) };
     let io_err = |source| StoreError::Io { path: path.to_path_buf(), source };
-    if file.as_ref().is_none_or(|(seq, _)| *seq != e.pos.segment) {
-        *file = Some((e.pos.segment, File::open(path).map_err(io_err)?));
-    }
-    let Some((_, f)) = file.as_mut() else { return Err(corrupt("not open".into())) };
-    let mut buf = vec![0; 8 + e.len as usize];
-    f.seek(SeekFrom::Start(e.offset)).and_then(|_| f.read_exact(&mut buf)).map_err(io_err)?;
-    let (head, payload) = buf.split_at(8);
-    if head != [e.len.to_le_bytes(), crc32fast::hash(payload).to_le_bytes()].concat() {
-        return Err(corrupt("the record changed on disk since it was written".into()));
-    }
-    parse_item(payload).map(|i| i.to_item()).map_err(corrupt)
+    let mut buf = vec![0; (last.end() - first.offset) as usize];
+    File::open(path).and_then(|f| f.read_exact_at(&mut buf, first.offset)).map_err(io_err)?;
+    Ok(run
+        .iter()
+        .map(|e| {
+            let corrupt = |what: String| StoreError::Corrupt { path: path.to_path_buf(), offset: e.offset, what };
+            let at = (e.offset - first.offset) as usize;
+            let (head, payload) = buf[at..at + 8 + e.len as usize].split_at(8);
+            if head != [e.len.to_le_bytes(), crc32fast::hash(payload).to_le_bytes()].concat() {
+                return Err(corrupt("the record changed on disk since it was written".into()));
+            }
+            parse_item(payload).map(|i| i.to_item()).map_err(corrupt)
+        })
+        .collect())
 }
 
 // ---- Recovery ----------------------------------------------------------------------------------
@@ -1009,7 +1049,7 @@ struct Current {
     /// Its length including `buf`.
     len: u64,
     records: u32,
-    /// Written at the next flush.
+    /// Written at the next commit.
     buf: Vec<u8>,
 }
 
@@ -1022,6 +1062,10 @@ struct Files {
     dead: Option<File>,
     /// The last commit failed (so recovery is logged once, not every failure).
     failing: bool,
+    /// When the oldest write not yet `fsync`ed was made (`None`: everything is on disk).
+    unsynced_since: Option<Instant>,
+    /// `fsync`s of the current segment so far.
+    syncs: u64,
 }
 
 /// Where an append landed.
@@ -1034,22 +1078,45 @@ struct Placed {
 type Written = (Vec<Placed>, Vec<(u64, u64)>);
 
 impl Files {
-    fn flush(&mut self) -> Result<(), Failure> {
+    /// Writes the current segment's buffer, and `fsync`s it if `sync`. Written is enough for a
+    /// `SIGKILL` (the page cache outlives the process); `fsync`ed, for a power cut.
+    fn write_out(&mut self, sync: bool) -> Result<(), Failure> {
         let Some(c) = self.current.as_mut() else { return Ok(()) };
-        let path = segment_path(&self.dir, c.seq, "log");
-        c.file.write_all(&c.buf).and_then(|()| c.file.sync_data()).map_err(|e| Failure::new(&path, &e))?;
-        c.buf.clear();
+        if !c.buf.is_empty() {
+            c.file.write_all(&c.buf).map_err(|e| Failure::new(&segment_path(&self.dir, c.seq, "log"), &e))?;
+            c.buf.clear();
+            self.unsynced_since.get_or_insert_with(Instant::now);
+        }
+        if sync { self.sync() } else { Ok(()) }
+    }
+
+    /// `fsync`s the current segment if something written to it is not yet on disk.
+    fn sync(&mut self) -> Result<(), Failure> {
+        let Some(c) = self.current.as_mut() else { return Ok(()) };
+        if self.unsynced_since.is_some() {
+            c.file.sync_data().map_err(|e| Failure::new(&segment_path(&self.dir, c.seq, "log"), &e))?;
+            self.unsynced_since = None;
+            self.syncs += 1;
+        }
         Ok(())
+    }
+
+    /// How long until what is written but not `fsync`ed is due (`None`: nothing is).
+    fn sync_due_in(&self, interval: Duration) -> Option<Duration> {
+        self.unsynced_since.map(|since| interval.saturating_sub(since.elapsed()))
     }
 
     /// Writes a batch of appends, starting segments as needed. On failure the batch is undone:
     /// new segments removed, the old current cut back and never appended to again.
-    fn write_appends(&mut self, appends: &[Buffered], segment_bytes: u64) -> Result<Written, Failure> {
+    fn write_appends(&mut self, appends: &[Buffered], segment_bytes: u64, sync: bool) -> Result<Written, Failure> {
         let before = self.current.as_ref().map(|c| (c.seq, c.len - c.buf.len() as u64));
         let mut created = Vec::new();
-        let result = self.try_write_appends(appends, segment_bytes, &mut created);
+        let result = self.try_write_appends(appends, segment_bytes, sync, &mut created);
         if result.is_err() {
+            // The old segment is cut back and closed; what it held unsynced is left to the
+            // kernel's writeback (a failing disk is reported, not waited on in a loop).
             self.current = None;
+            self.unsynced_since = None;
             for seq in created {
                 let _ = fs::remove_file(segment_path(&self.dir, seq, "log"));
             }
@@ -1061,11 +1128,12 @@ impl Files {
         result
     }
 
-    fn try_write_appends(&mut self, appends: &[Buffered], segment_bytes: u64, created: &mut Vec<u64>) -> Result<Written, Failure> {
+    fn try_write_appends(&mut self, appends: &[Buffered], segment_bytes: u64, sync: bool, created: &mut Vec<u64>) -> Result<Written, Failure> {
         let (mut placed, mut lens) = (Vec::with_capacity(appends.len()), Vec::new());
         for b in appends {
             if self.current.as_ref().is_none_or(|c| c.records > 0 && (c.len >= segment_bytes || c.records == u32::MAX)) {
-                self.flush()?;
+                // A segment left behind is on disk whole: only the current one waits for a sync.
+                self.write_out(true)?;
                 lens.extend(self.current.take().map(|c| (c.seq, c.len)));
                 let seq = self.next_seq;
                 self.next_seq += 1;
@@ -1082,7 +1150,7 @@ impl Files {
             c.len += len;
             c.records += 1;
         }
-        self.flush()?;
+        self.write_out(sync)?;
         lens.extend(self.current.as_ref().map(|c| (c.seq, c.len)));
         if !created.is_empty() {
             sync_dir(&self.dir)?;
@@ -1149,17 +1217,24 @@ impl Shared {
         Shared { dir, cfg, state: Mutex::new(state), wake: Condvar::new(), dead_io: Mutex::new(()), committed: watch::Sender::new(0) }
     }
 
-    /// The committer thread: sleeps until there is work, gathers for `commit_interval` (unless
-    /// a flush or close hurries it), commits; a last commit on close.
+    /// The committer thread: sleeps until there is work (or a write is due its `fsync`),
+    /// gathers for `commit_interval` (unless a flush or close hurries it), commits; a last
+    /// commit on close.
     fn run(&self, cfg: StoreConfig, mut files: Files) {
         loop {
             let last = {
                 let mut st = lock(&self.state);
                 while !st.closing && !st.has_work() {
-                    st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                    match files.sync_due_in(cfg.sync_interval) {
+                        Some(left) if left.is_zero() => break,
+                        Some(left) => st = self.wake.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0,
+                        None => st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner()),
+                    }
                 }
-                let wait = if files.failing { cfg.commit_interval.max(RETRY_AFTER_FAILURE) } else { cfg.commit_interval };
-                let (st, _) = self.wake.wait_timeout_while(st, wait, |s| !s.closing && !s.urgent).unwrap_or_else(|p| p.into_inner());
+                if st.has_work() {
+                    let wait = if files.failing { cfg.commit_interval.max(RETRY_AFTER_FAILURE) } else { cfg.commit_interval };
+                    st = self.wake.wait_timeout_while(st, wait, |s| !s.closing && !s.urgent).unwrap_or_else(|p| p.into_inner()).0;
+                }
                 st.closing
             };
             self.commit(&mut files, &cfg, last);
@@ -1189,9 +1264,22 @@ impl Shared {
             failure.get_or_insert(f);
         };
 
+        // `fsync` now if someone waits for this commit, if dead letters depend on it (a dead
+        // letter is durable before the ack that retires its item; a replay's items before
+        // `dead.log` is emptied), on the last commit, or once the oldest unsynced write is due.
+        let sync = last
+            || !waiters.is_empty()
+            || appends.iter().any(|b| b.done.as_ref().is_some_and(|d| !d.is_closed()))
+            || dead_reset
+            || !dead.is_empty()
+            || files.sync_due_in(cfg.sync_interval).is_some_and(|left| left.is_zero());
         let mut appended = appends.is_empty();
-        if !appends.is_empty() {
-            let result = files.write_appends(&appends, cfg.segment_bytes);
+        if appends.is_empty() {
+            if sync && let Err(f) = files.sync() {
+                fail(f);
+            }
+        } else {
+            let result = files.write_appends(&appends, cfg.segment_bytes, sync);
             let mut st = lock(&self.state);
             st.current = files.current.as_ref().map(|c| c.seq);
             match result {
@@ -1300,6 +1388,7 @@ impl Shared {
         }
         {
             let mut st = lock(&self.state);
+            st.syncs = files.syncs;
             st.acks.extend(retry);
             st.segments.retain(|seq, _| !gone.contains(seq));
             if !gone.is_empty() {
@@ -1334,7 +1423,13 @@ mod tests {
             TestDir(dir)
         }
         fn cfg(&self) -> StoreConfig {
-            StoreConfig { dir: self.0.clone(), segment_bytes: 1 << 20, quota_bytes: 1 << 30, commit_interval: Duration::from_millis(5) }
+            StoreConfig {
+                dir: self.0.clone(),
+                segment_bytes: 1 << 20,
+                quota_bytes: 1 << 30,
+                commit_interval: Duration::from_millis(5),
+                sync_interval: Duration::from_millis(5),
+            }
         }
         fn seg(&self, seq: u64, ext: &str) -> PathBuf {
             segment_path(&self.0, seq, ext)
@@ -1389,6 +1484,62 @@ mod tests {
         assert!(later[0].0 < later[1].0);
         assert_eq!(store.stats().pending, 7);
         assert_eq!(store.stats().oldest_created_ms, Some(1_000));
+    }
+
+    /// Waits until `n` appends have been committed (written, readable).
+    async fn committed(store: &Store, n: u64) {
+        let mut rx = store.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|c| *c >= n)).await.expect("committed in time").expect("store open");
+    }
+
+    #[tokio::test]
+    async fn commits_write_every_window_but_fsync_only_when_waited_for_or_due() {
+        let dir = TestDir::new("sync-policy");
+        let (store, _) = Store::open(StoreConfig { sync_interval: Duration::from_secs(3600), ..dir.cfg() }).unwrap();
+        store.append(item(0)).unwrap();
+        committed(&store, 1).await;
+        assert_eq!(ids(&drain(&store)), ["ev-0"], "written and readable at the commit");
+        assert_eq!(store.stats().syncs, 0, "not fsynced before its sync interval");
+        store.flush().await.unwrap();
+        assert_eq!(store.stats().syncs, 1, "a flush waits for the fsync");
+        store.flush().await.unwrap();
+        assert_eq!(store.stats().syncs, 1, "nothing new written, nothing to fsync");
+        store.append(item(1)).unwrap();
+        committed(&store, 2).await;
+        assert_eq!(store.stats().syncs, 1);
+        store.append(item(2)).unwrap().committed().await.unwrap();
+        assert_eq!(store.stats().syncs, 2, "an append someone waits on (answer_after_commit) is fsynced");
+
+        // A write is fsynced once due, with no more work coming.
+        let dir = TestDir::new("sync-due");
+        let (store, _) = Store::open(StoreConfig { sync_interval: Duration::from_millis(50), ..dir.cfg() }).unwrap();
+        store.append(item(0)).unwrap();
+        committed(&store, 1).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(store.stats().syncs, 1, "fsynced once, within its sync interval");
+    }
+
+    #[tokio::test]
+    async fn a_record_damaged_on_disk_after_its_commit_is_skipped_and_the_rest_of_its_batch_still_read() {
+        let dir = TestDir::new("damaged-after-commit");
+        // Small segments: the batch spans several files, read a run per file.
+        let (store, _) = Store::open(StoreConfig { segment_bytes: 100, ..dir.cfg() }).unwrap();
+        for n in 0..6 {
+            store.append(item(n)).unwrap();
+        }
+        store.flush().await.unwrap();
+        assert!(dir.count(".log") > 1, "{:?}", dir.names());
+        // Flip the last byte of the first segment: its last record's payload.
+        let first = dir.seg(0, "log");
+        let mut bytes = fs::read(&first).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&first, &bytes).unwrap();
+        let read = drain(&store);
+        let damaged = (0..6).find(|n| !ids(&read).contains(&format!("ev-{n}").as_str()));
+        assert_eq!(read.len(), 5, "exactly one item lost to the damage: {:?}", ids(&read));
+        let expected: Vec<Item> = (0..6).filter(|n| Some(*n) != damaged).map(item).collect();
+        assert_eq!(read.into_iter().map(|(_, i)| i).collect::<Vec<_>>(), expected, "the others whole, in order");
     }
 
     #[tokio::test]

@@ -108,14 +108,17 @@ impl Container {
             .await;
             // A tag whose `fire` ran first (to set cookies) and returned `done` has its event queued
             // now, with the cookies its `fire` left in the response.
+            // The response's cookies as name/value pairs, read once for all the tags queued after
+            // the sandboxes that could still add some.
+            let set = response_cookie_pairs(response);
             for (tag, run) in runs.iter().zip(tags.iter_mut()) {
                 if tag.delivery.host_queues_event() && run.outcome == Outcome::Ok {
-                    let queued = self.queue_event(tag, &seen, (request, response), minimise);
+                    let queued = self.queue_event(tag, &seen, (request, &set), minimise);
                     (run.outcome, run.queued) = (queued.outcome, queued.queued);
                     run.duration += queued.duration;
                 }
             }
-            tags.extend(queue.into_iter().map(|tag| self.queue_event(tag, &seen, (request, response), minimise)));
+            tags.extend(queue.into_iter().map(|tag| self.queue_event(tag, &seen, (request, &set), minimise)));
             for (tag, missing) in blocked {
                 tags.push(TagRun {
                     tag,
@@ -191,7 +194,7 @@ impl Container {
         if response.sent {
             return;
         }
-        let set: Vec<(String, String)> = response.cookies.iter().filter_map(|line| sluice_policy::request::set_cookie_pair(line)).collect();
+        let set = cookie_pairs(&response);
         let view = id_cookies::TagView { grant: &tag.template.grant, event: event.value(), request, reads, set: &set };
         let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         // `{random}` is an id, not a secret (pixels use Math.random): a fast generator will do.
@@ -213,7 +216,7 @@ impl Container {
         &self,
         tag: &TagEntry,
         event: &SharedEvent,
-        (request, response): (&RequestData, &Mutex<ResponseDraft>),
+        (request, set): (&RequestData, &[(String, String)]),
         personal_data_removed: bool,
     ) -> TagRun {
         let started = Instant::now();
@@ -229,11 +232,7 @@ impl Container {
         let id = sluice_manifest::event_id(seen.value().as_object().unwrap_or(&no_keys), seen.fingerprint());
         self.services.telemetry.preview.queued(&request.id, &tag.template.name, &id);
         let reads = Reads { minimiser: personal_data_removed.then(|| self.services.consent.policy().minimiser()) };
-        let set: Vec<(String, String)> = {
-            let response = response.lock().unwrap_or_else(|p| p.into_inner());
-            response.cookies.iter().filter_map(|line| sluice_policy::request::set_cookie_pair(line)).collect()
-        };
-        let cookies = reads.cookies_after_response(request, &set, |name| grant.check_cookie(name).is_ok());
+        let cookies = reads.cookies_after_response(request, set, |name| grant.check_cookie(name).is_ok());
         let outcome = match &tag.outbox {
             Some(outbox) => match outbox.push(ItemKind::Tag, id, TagItem::encode(seen.json().as_bytes(), &cookies)) {
                 Ok(()) => Outcome::Queued,
@@ -247,4 +246,13 @@ impl Container {
         let queued = usize::from(outcome == Outcome::Queued);
         TagRun { tag: tag.template.name.clone(), outcome, denials: Vec::new(), duration: started.elapsed(), phases: Phases::default(), queued }
     }
+}
+
+/// The cookies the response sets so far, as name/value pairs.
+fn response_cookie_pairs(response: &Mutex<ResponseDraft>) -> Vec<(String, String)> {
+    cookie_pairs(&response.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+fn cookie_pairs(response: &ResponseDraft) -> Vec<(String, String)> {
+    response.cookies.iter().filter_map(|line| sluice_policy::request::set_cookie_pair(line)).collect()
 }
