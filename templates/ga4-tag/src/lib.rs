@@ -26,6 +26,9 @@
 // In tests a panic is the failure report; `unwrap_used` guards production code.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod query;
+
+use query::Query;
 use sluice_sdk::prelude::*;
 use std::borrow::Cow;
 
@@ -227,7 +230,7 @@ pub fn web_hit(event: &Fields, measurement_id: &str) -> Result<String, Error> {
     if event.str("client_id").is_none() {
         return Err(Error::invalid("event has no client_id; GA4 needs one"));
     }
-    let mut q = form_urlencoded::Serializer::new(String::with_capacity(2048));
+    let mut q = Query::with_capacity(2048);
     q.append_pair("v", "2").append_pair("tid", measurement_id);
     for (key, param) in MAPPED {
         if *key == "x-ga-protocol_version" {
@@ -304,7 +307,7 @@ fn joined<'b>(buf: &'b mut String, prefix: &str, key: &str) -> &'b str {
 
 /// `client_hints` back to `uaa`…`uaw`; brand names in `uafvl` are percent-encoded once more,
 /// as gtag sends them.
-fn encode_client_hints(q: &mut form_urlencoded::Serializer<'_, String>, hints: &Fields) {
+fn encode_client_hints(q: &mut Query, hints: &Fields) {
     for (key, param) in [("architecture", "uaa"), ("bitness", "uab"), ("model", "uam"), ("platform", "uap"), ("platform_version", "uapv")] {
         if let Some(v) = hints.get(key).and_then(scalar) {
             q.append_pair(param, &v);
@@ -324,7 +327,9 @@ fn encode_client_hints(q: &mut form_urlencoded::Serializer<'_, String>, hints: &
                         Node::Object(brand) => brand.str(k).unwrap_or(""),
                         _ => "",
                     };
-                    form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>()
+                    let mut encoded = String::with_capacity(text.len());
+                    query::encode_into(&mut encoded, text);
+                    encoded
                 };
                 format!("{};{}", part("brand"), part("version"))
             })
