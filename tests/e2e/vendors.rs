@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use sluice_tests::{FakeVendor, Received, TestServer, corpus_hit_query, ga4, loopback_outbound, meta, template, tiktok};
+use sluice_tests::{FakeVendor, Received, TestServer, corpus_batched_hit, corpus_hit_query, ga4, loopback_outbound, meta, template, tiktok};
 
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -139,6 +139,47 @@ async fn meta_receives_valid_hashed_events_for_consented_hits_only() {
     assert_eq!(mp.len(), 1);
     assert!(ga4::check_mp(&mp[0]).is_empty(), "{:?}", ga4::check_mp(&mp[0]));
     assert_eq!(mp[0].json()["events"][0]["params"]["value"], 30.03);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batched_browser_hit_reaches_google_as_one_web_hit_of_its_events() {
+    let vendor = FakeVendor::start().await;
+    vendor.judge("/g/collect", Arc::new(ga4::judge));
+    vendor.judge("/mp/collect", Arc::new(ga4::judge));
+    let server = TestServer::start(&config(&vendor.origin())).await;
+    let (query, body) = corpus_batched_hit();
+    // Consent granted (the capture's gcd has every purpose unset).
+    let query = query.replace("gcd=13l3l3l3l1l1", "gcd=13r3r3r2r5l1") + "&gcs=G111";
+    let res = server.http.post(server.url(&format!("/g/collect?{query}"))).body(body).send().await.expect("request");
+    assert_eq!(res.status(), 204);
+    server.stop().await;
+
+    let web = vendor.received_at("/g/collect");
+    assert_eq!(web.len(), 1, "two events, one web hit, as gtag sent them");
+    assert_eq!(ga4::check_web(&web[0]), Vec::<String>::new(), "each event has v, tid, cid and en");
+    let lines = String::from_utf8_lossy(&web[0].body).into_owned();
+    let names: Vec<&str> = lines.split("\r\n").filter_map(|l| l.split('&').find_map(|p| p.strip_prefix("en="))).collect();
+    assert_eq!(names, ["scroll", "page_view"], "{lines}");
+    assert!(lines.contains("dr=https%3A%2F%2Ffactors.directory%2Fen"), "the line that overrode dr still does: {lines}");
+    let mp = vendor.received_at("/mp/collect");
+    assert_eq!(mp.len(), 1, "one visitor's two events in one Measurement Protocol request");
+    assert_eq!(mp[0].json()["events"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn the_fake_ga4_reads_each_event_of_a_batched_hit() {
+    let hit = |query: &str, body: &str| Received {
+        method: "POST".into(),
+        path: "/g/collect".into(),
+        query: query.into(),
+        headers: Default::default(),
+        body: body.to_string().into(),
+    };
+    assert!(ga4::check_web(&hit("v=2&tid=G-1&cid=1.2&en=page_view", "")).is_empty());
+    assert!(ga4::check_web(&hit("v=2&tid=G-1&cid=1.2", "en=scroll&_et=3\r\nen=page_view")).is_empty());
+    assert_eq!(ga4::check_web(&hit("v=2&tid=G-1&cid=1.2", "en=scroll\r\n_et=3")), ["event 1: en is required"]);
+    assert_eq!(ga4::check_web(&hit("v=2&tid=G-1&cid=1.2", "")), ["event 0: en is required"]);
+    assert_eq!(ga4::check_web(&hit("tid=G-1&en=x", "cid=1")), ["event 0: v=2 is required"]);
 }
 
 #[test]

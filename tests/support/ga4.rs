@@ -19,17 +19,36 @@ pub fn judge(request: &Received) -> (u16, String) {
     }
 }
 
-/// Problems with a web hit.
+/// Problems with a web hit: each of its events — the query alone, or the query with each body
+/// line's parameters added (a line's own win), as gtag batches them (`domain.md` §5.1) — needs
+/// `v=2`, `tid`, `cid` and `en`.
 pub fn check_web(request: &Received) -> Vec<String> {
-    let params: Vec<(String, String)> = form_pairs(&request.query);
-    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let shared = form_pairs(&request.query);
+    let body = String::from_utf8_lossy(&request.body);
+    let lines: Vec<&str> = body.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect();
+    let events: Vec<Vec<(String, String)>> = if lines.is_empty() {
+        vec![shared]
+    } else {
+        lines
+            .iter()
+            .map(|line| {
+                let own = form_pairs(line);
+                let mut event: Vec<(String, String)> = shared.iter().filter(|(k, _)| !own.iter().any(|(o, _)| o == k)).cloned().collect();
+                event.extend(own);
+                event
+            })
+            .collect()
+    };
     let mut problems = Vec::new();
-    if get("v") != Some("2") {
-        problems.push("v=2 is required".to_string());
-    }
-    for key in ["tid", "cid", "en"] {
-        if get(key).is_none_or(str::is_empty) {
-            problems.push(format!("{key} is required"));
+    for (i, params) in events.iter().enumerate() {
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        if get("v") != Some("2") {
+            problems.push(format!("event {i}: v=2 is required"));
+        }
+        for key in ["tid", "cid", "en"] {
+            if get(key).is_none_or(str::is_empty) {
+                problems.push(format!("event {i}: {key} is required"));
+            }
         }
     }
     problems

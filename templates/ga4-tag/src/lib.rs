@@ -5,7 +5,10 @@
 //! * `gtag` (default, what sGTM's GA4 tag does): the event is re-encoded as a GA4 web hit and
 //!   POSTed to `{endpoint}/g/collect`, protocol parameters preserved (`x-ga-*` keys back to
 //!   `gcs`, `gcd`, `_p`...; `ep.`/`epn.` for event parameters; `prN` items), the visitor's IP as
-//!   `_uip` and user agent as the `User-Agent` header.
+//!   `_uip` and user agent as the `User-Agent` header. Consecutive events of one browser hit
+//!   (same stream, client, session, page load `_p`, hit counter `_s`, address and user agent:
+//!   gtag batched them) go back as one request, as gtag sent them: what they share in the
+//!   query, a `\r\n`-separated body line per event (domain.md §5.1).
 //! * `mp`: Measurement Protocol JSON to `{endpoint}/mp/collect` with the API secret, within
 //!   Google's limits (§6): event and parameter names ≤ 40 characters, letters/digits/`_`
 //!   starting with a letter, not reserved; ≤ 25 parameters; string values ≤ 100 characters;
@@ -74,30 +77,43 @@ impl Tag for Ga4Tag {
         };
         match mode.as_str() {
             "gtag" => {
-                // Web hits as Google takes them: one request per event, all sent at once. Each
-                // event is read as borrowed fields and re-encoded whole (`Item::fields`).
-                let mut requests = Vec::new();
-                let mut sent = Vec::new();
+                // Web hits as Google takes them: consecutive events of one browser hit go back
+                // as one request, as gtag batched them (shared parameters in the query, a body
+                // line per event); any other event alone, all in its query. Each event is read
+                // as borrowed fields and re-encoded whole (`Item::fields`); the requests of the
+                // batch are all sent at once.
+                let mut events = Vec::with_capacity(batch.len());
                 for (n, item) in batch.iter().enumerate() {
-                    let request = item.fields().and_then(|event| {
-                        let query = web_hit(&event, &measurement_id(event.str("x-ga-measurement_id"))?)?;
-                        let request = HttpRequest::post(format!("{endpoint}/g/collect?{query}"));
-                        Ok(match event.str("user_agent") {
-                            Some(ua) => request.header("user-agent", ua),
-                            None => request,
-                        })
-                    });
-                    match request {
-                        Ok(request) => {
-                            requests.push(request);
-                            sent.push(n);
-                        }
+                    match item.fields().and_then(|event| Ok((measurement_id(event.str("x-ga-measurement_id"))?, event))) {
+                        Ok((id, event)) => events.push((n, id, event)),
                         Err(e) => results[n] = Some(ItemResult::Rejected(e.to_string())),
                     }
                 }
+                let mut hits: Vec<Hit> = Vec::new();
+                for (n, id, event) in &events {
+                    let params = match hit_params(event, id) {
+                        Ok(params) => params,
+                        Err(e) => {
+                            results[*n] = Some(ItemResult::Rejected(e.to_string()));
+                            continue;
+                        }
+                    };
+                    let user_agent = event.str("user_agent");
+                    match hits.last_mut() {
+                        Some(hit) if hit.takes(&params, user_agent) => {
+                            hit.items.push(*n);
+                            hit.events.push(params);
+                        }
+                        _ => hits.push(Hit { items: vec![*n], events: vec![params], user_agent }),
+                    }
+                }
+                let requests: Vec<HttpRequest> = hits.iter().map(|hit| hit.request(endpoint)).collect();
                 let answers = host.http().send_all(&requests).map_err(|e| BatchFailure::Reject(e.to_string()))?;
-                for (n, answer) in sent.into_iter().zip(answers) {
-                    results[n] = Some(result_of(host, answer));
+                for (hit, answer) in hits.iter().zip(answers) {
+                    let result = result_of(host, answer);
+                    for n in &hit.items {
+                        results[*n] = Some(result.clone());
+                    }
                 }
             }
             "mp" => {
@@ -169,6 +185,80 @@ fn result_of(host: &DeliverHost, answer: Result<sluice_sdk::HttpResponse, Error>
     }
 }
 
+/// The parameters that make events one browser hit: one page load's hit counter, for one
+/// client, session, stream and address. gtag sends the events of a hit as body lines under one
+/// query; events that agree on all of these (and on the user agent) came from one.
+const HIT_IDENTITY: &[&str] = &["tid", "cid", "sid", "_p", "_s", "_uip"];
+
+/// Consecutive queued events of one browser hit, and their batch positions.
+struct Hit<'a> {
+    items: Vec<usize>,
+    events: Vec<Params<'a>>,
+    user_agent: Option<&'a str>,
+}
+
+impl<'a> Hit<'a> {
+    /// Whether `params` came from the same browser hit as this one's events. Without a page
+    /// load (`_p`) and its hit counter (`_s`) there is no telling: such an event goes alone.
+    fn takes(&self, params: &Params<'a>, user_agent: Option<&str>) -> bool {
+        let Some(first) = self.events.first() else { return false };
+        let known = |p: &Params<'a>| only(p, "_p").is_some() && only(p, "_s").is_some();
+        self.user_agent == user_agent && known(first) && known(params) && HIT_IDENTITY.iter().all(|k| only(first, k) == only(params, k))
+    }
+
+    /// The request: one event as a plain web hit (all in the query, no body); several with
+    /// what they share in the query and a `\r\n`-separated body line each.
+    fn request(&self, endpoint: &str) -> HttpRequest {
+        let request = match self.events.as_slice() {
+            [one] => HttpRequest::post(format!("{endpoint}/g/collect?{}", encode(one))),
+            events => {
+                let (shared, lines) = split_shared(events);
+                HttpRequest::post(format!("{endpoint}/g/collect?{}", encode(&shared)))
+                    .header("content-type", "text/plain;charset=UTF-8")
+                    .body(lines.join("\r\n"))
+            }
+        };
+        match self.user_agent {
+            Some(ua) => request.header("user-agent", ua),
+            None => request,
+        }
+    }
+}
+
+/// The value of the one parameter named `name` (`None` if there is none, or more than one).
+fn only<'p>(params: &'p Params<'_>, name: &str) -> Option<&'p str> {
+    let mut found = params.iter().filter(|(k, _)| k == name);
+    match (found.next(), found.next()) {
+        (Some((_, v)), None) => Some(v),
+        _ => None,
+    }
+}
+
+/// A hit's events split as gtag sends them: the parameters each event has once, with the same
+/// value, go in the query once (in the first event's order); the rest, and always the event
+/// name, in that event's body line. Google adds the query to every line, as the GA4 client
+/// does (`hit::events`), so each event arrives as it was queued.
+fn split_shared<'a>(events: &[Params<'a>]) -> (Params<'a>, Vec<String>) {
+    let counts: Vec<std::collections::BTreeMap<&str, (usize, &str)>> = events
+        .iter()
+        .map(|params| {
+            let mut counts = std::collections::BTreeMap::new();
+            for (k, v) in params {
+                counts.entry(k.as_ref()).and_modify(|(n, _)| *n += 1).or_insert((1, v.as_ref()));
+            }
+            counts
+        })
+        .collect();
+    let is_shared = |name: &str, value: &str| name != "en" && counts.iter().all(|c| c.get(name) == Some(&(1, value)));
+    let shared: Params<'a> = events.first().map(|first| first.iter().filter(|(k, v)| is_shared(k, v)).cloned().collect()).unwrap_or_default();
+    let shared_names: std::collections::BTreeSet<&str> = shared.iter().map(|(k, _)| k.as_ref()).collect();
+    let lines = events
+        .iter()
+        .map(|params| encode(&params.iter().filter(|(k, _)| !shared_names.contains(k.as_ref())).cloned().collect::<Vec<_>>()))
+        .collect();
+    (shared, lines)
+}
+
 /// An item ready to send: its place in the batch, its event and the stream it goes to.
 struct Ready {
     index: usize,
@@ -225,97 +315,98 @@ fn scalar<'n>(v: &'n Node) -> Option<Cow<'n, str>> {
     }
 }
 
+/// A web hit's parameters, in the order they are sent.
+type Params<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
 /// Re-encodes an sGTM event as a GA4 web hit query string.
 pub fn web_hit(event: &Fields, measurement_id: &str) -> Result<String, Error> {
+    Ok(encode(&hit_params(event, measurement_id)?))
+}
+
+fn encode(params: &[(Cow<'_, str>, Cow<'_, str>)]) -> String {
+    let mut q = Query::with_capacity(2048);
+    for (name, value) in params {
+        q.append_pair(name, value);
+    }
+    q.finish()
+}
+
+/// An sGTM event as web hit parameters: `v`, `tid`, the mapped keys, then every other key in
+/// the event's order (as `ep.`/`epn.`/`up.`… parameters), the client hints, the items.
+fn hit_params<'a>(event: &'a Fields, measurement_id: &'a str) -> Result<Params<'a>, Error> {
     if event.str("client_id").is_none() {
         return Err(Error::invalid("event has no client_id; GA4 needs one"));
     }
-    let mut q = Query::with_capacity(2048);
-    q.append_pair("v", "2").append_pair("tid", measurement_id);
+    let mut q: Params<'a> = Vec::with_capacity(event.len() + 16);
+    q.push(("v".into(), "2".into()));
+    q.push(("tid".into(), measurement_id.into()));
     for (key, param) in MAPPED {
         if *key == "x-ga-protocol_version" {
             continue;
         }
         if let Some(v) = event.get(key).and_then(scalar) {
-            q.append_pair(param, &v);
+            q.push(((*param).into(), v));
         }
     }
-    // One buffer for the prefixed parameter names (`ep.`, `epn.`, `up.`...).
-    let mut name = String::new();
+    let prefixed = |prefix: &str, key: &str| Cow::Owned(format!("{prefix}{key}"));
     for (key, value) in event.iter() {
         if MAPPED.iter().any(|(k, _)| *k == key) || NOT_FORWARDED.contains(&key) {
             continue;
         }
         match (key, value) {
             ("x-ga-system_properties", Node::Object(props)) => {
-                for (k, v) in props.iter() {
-                    if let Some(v) = scalar(v) {
-                        q.append_pair(joined(&mut name, "_", k), &v);
-                    }
-                }
+                q.extend(props.iter().filter_map(|(k, v)| Some((prefixed("_", k), scalar(v)?))));
             }
             ("x-sst-system_properties", Node::Object(props)) => {
-                for (k, v) in props.iter() {
-                    if let Some(v) = scalar(v) {
-                        q.append_pair(joined(&mut name, "sst.", k), &v);
-                    }
-                }
+                q.extend(props.iter().filter_map(|(k, v)| Some((prefixed("sst.", k), scalar(v)?))));
             }
             ("x-ga-mp2-user_properties", Node::Object(props)) => {
                 for (k, v) in props.iter() {
                     let prefix = if matches!(v, Node::Number(_)) { "upn." } else { "up." };
                     if let Some(v) = scalar(v) {
-                        q.append_pair(joined(&mut name, prefix, k), &v);
+                        q.push((prefixed(prefix, k), v));
                     }
                 }
             }
             (k, v) => {
                 let Some(text) = scalar(v) else { continue };
                 if let Some(name) = k.strip_prefix("x-ga-mp2-").or_else(|| k.strip_prefix("x-ga-")) {
-                    q.append_pair(name, &text);
+                    q.push((name.into(), text));
                 } else if matches!(v, Node::Number(_)) {
-                    q.append_pair(joined(&mut name, "epn.", k), &text);
+                    q.push((prefixed("epn.", k), text));
                 } else {
-                    q.append_pair(joined(&mut name, "ep.", k), &text);
+                    q.push((prefixed("ep.", k), text));
                 }
             }
         }
     }
     if let Some(Node::Object(hints)) = event.get("client_hints") {
-        encode_client_hints(&mut q, hints);
+        client_hints(&mut q, hints);
     }
     if let Some(Node::Array(items)) = event.get("items") {
         for (i, item) in items.iter().enumerate() {
             if let Node::Object(item) = item {
                 let encoded = encode_item(item);
                 if !encoded.is_empty() {
-                    q.append_pair(&format!("pr{}", i + 1), &encoded);
+                    q.push((format!("pr{}", i + 1).into(), encoded.into()));
                 }
             }
         }
     }
-    Ok(q.finish())
-}
-
-/// `prefix` and `key` as one name, in `buf`.
-fn joined<'b>(buf: &'b mut String, prefix: &str, key: &str) -> &'b str {
-    buf.clear();
-    buf.push_str(prefix);
-    buf.push_str(key);
-    buf
+    Ok(q)
 }
 
 /// `client_hints` back to `uaa`…`uaw`; brand names in `uafvl` are percent-encoded once more,
 /// as gtag sends them.
-fn encode_client_hints(q: &mut Query, hints: &Fields) {
+fn client_hints<'a>(q: &mut Params<'a>, hints: &'a Fields) {
     for (key, param) in [("architecture", "uaa"), ("bitness", "uab"), ("model", "uam"), ("platform", "uap"), ("platform_version", "uapv")] {
         if let Some(v) = hints.get(key).and_then(scalar) {
-            q.append_pair(param, &v);
+            q.push((param.into(), v));
         }
     }
     for (key, param) in [("mobile", "uamb"), ("wow64", "uaw")] {
         if let Some(v) = hints.get(key).and_then(scalar) {
-            q.append_pair(param, &v);
+            q.push((param.into(), v));
         }
     }
     if let Some(Node::Array(list)) = hints.get("full_version_list") {
@@ -334,7 +425,7 @@ fn encode_client_hints(q: &mut Query, hints: &Fields) {
                 format!("{};{}", part("brand"), part("version"))
             })
             .collect();
-        q.append_pair("uafvl", &encoded.join("|"));
+        q.push(("uafvl".into(), encoded.join("|").into()));
     }
 }
 
@@ -473,6 +564,65 @@ mod tests {
             original.remove("user_data");
             assert_eq!(Value::Object(again), Value::Object(original), "{file}");
         }
+    }
+
+    /// The batched capture `ga4_17`: its query string and its CRLF-separated body.
+    fn corpus_batched() -> (String, String) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/ga4/ga4_17_batched_post_scroll_page_view.txt");
+        let text = std::fs::read_to_string(path).expect("corpus");
+        let url = text.split("curl '").nth(1).and_then(|r| r.split('\'').next()).expect("url");
+        let body = text.split("--data-raw $'").nth(1).and_then(|r| r.split('\'').next()).expect("body");
+        (url.split_once('?').expect("query").1.to_string(), body.replace("\\r\\n", "\r\n"))
+    }
+
+    /// Queues each event as the host does, then delivers them in one batch.
+    fn deliver_all(events: Vec<Value>, stubs: Vec<Result<HttpResponse, Error>>) -> (MockHost, sluice_sdk::mock::DeliveryReport) {
+        let mut m = mock(json!({})).stub_sequence("https://region1.google-analytics.com/", stubs);
+        for e in events {
+            m = m.event(e);
+            m.run_tag::<Ga4Tag>().expect("queued");
+        }
+        let report = m.deliver_queued::<Ga4Tag>();
+        assert_eq!(report.batches.len(), 1, "one deliver call");
+        (m, report)
+    }
+
+    #[test]
+    fn a_batched_browser_hit_goes_back_as_one_request_that_reads_as_its_events() {
+        let (query, body) = corpus_batched();
+        let originals = ga4_client::hit::parse(&query, body.as_bytes()).expect("parses");
+        assert_eq!(originals.len(), 2);
+        let (m, report) = deliver_all(originals.iter().cloned().map(Value::Object).collect(), vec![Ok(HttpResponse::new(204, ""))]);
+        assert_eq!(report.delivered.len(), 2, "{report:?}");
+        assert_eq!(m.sent().len(), 1, "one request, as gtag sent it");
+        let sent = &m.sent()[0];
+        let (sent_query, lines) = (sent.url.split_once('?').expect("query").1, String::from_utf8_lossy(&sent.body));
+        assert_eq!(lines.split("\r\n").count(), 2, "a line per event, CRLF between: {lines}");
+        assert!(lines.split("\r\n").all(|l| l.starts_with("en=")), "{lines}");
+        assert!(sent_query.contains("cid=2012860115.1777104652") && sent_query.contains("dl=https") && !sent_query.contains("en="), "{sent_query}");
+        assert!(sent.headers.contains(&("content-type".into(), "text/plain;charset=UTF-8".into())));
+        let again = ga4_client::hit::parse(sent_query, &sent.body).expect("Google reads it as gtag's");
+        assert_eq!(again, originals, "each event arrives as it was queued");
+    }
+
+    #[test]
+    fn events_of_different_hits_go_apart_and_a_hits_answer_is_each_of_its_events() {
+        let event = |name: &str, s: Option<u32>| {
+            let mut e = json!({"event_name": name, "client_id": "1.2", "x-ga-measurement_id": "G-ABC", "ga_session_id": "17"});
+            if let Some(s) = s {
+                e["x-ga-page_id"] = json!(1_777_284_853_404u64);
+                e["x-ga-request_count"] = json!(s);
+            }
+            e
+        };
+        // Hit 3 (two events), hit 4, then two events with no page load or hit counter: alone.
+        let events = vec![event("scroll", Some(3)), event("page_view", Some(3)), event("click", Some(4)), event("a", None), event("b", None)];
+        let answers = vec![Ok(HttpResponse::new(503, "")), Ok(HttpResponse::new(204, "")), Ok(HttpResponse::new(204, "")), Ok(HttpResponse::new(204, ""))];
+        let (m, report) = deliver_all(events, answers);
+        assert_eq!(m.sent().len(), 4, "{:?}", m.sent().iter().map(|r| &r.url).collect::<Vec<_>>());
+        assert!(!m.sent()[0].body.is_empty() && m.sent()[1..].iter().all(|r| r.body.is_empty()), "only hit 3 has body lines");
+        assert_eq!(report.retry.len(), 2, "Google's 503 for hit 3 is both its events': {report:?}");
+        assert_eq!(report.delivered.len(), 3, "{report:?}");
     }
 
     fn mock(event: Value) -> MockHost {
