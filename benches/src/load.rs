@@ -46,8 +46,12 @@ impl Hit {
         ]
     }
 
+    /// The hit as the next browser request: each one its own hit, with a hit counter (`_s`) no
+    /// other request has. gtag counts a page's hits in `_s`, and the GA4 tag sends the events of
+    /// one hit back together, so replaying one identical hit would look like one hit re-sent.
     fn request(&self, addr: SocketAddr) -> hyper::Request<Full<Bytes>> {
-        hyper::Request::post(format!("/g/collect?{}", self.query))
+        static HITS: AtomicU64 = AtomicU64::new(1);
+        hyper::Request::post(format!("/g/collect?{}&_s={}", self.query, HITS.fetch_add(1, Ordering::Relaxed)))
             .header(http::header::HOST, addr.to_string())
             .header(http::header::CONTENT_TYPE, "text/plain;charset=UTF-8")
             .header(
