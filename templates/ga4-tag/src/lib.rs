@@ -98,13 +98,13 @@ impl Tag for Ga4Tag {
                             continue;
                         }
                     };
-                    let user_agent = event.str("user_agent");
+                    let identity = hit_identity(event, id);
                     match hits.last_mut() {
-                        Some(hit) if hit.takes(&params, user_agent) => {
+                        Some(hit) if identity.is_some() && hit.identity == identity => {
                             hit.items.push(*n);
                             hit.events.push(params);
                         }
-                        _ => hits.push(Hit { items: vec![*n], events: vec![params], user_agent }),
+                        _ => hits.push(Hit { items: vec![*n], events: vec![params], identity, user_agent: event.str("user_agent") }),
                     }
                 }
                 let requests: Vec<HttpRequest> = hits.iter().map(|hit| hit.request(endpoint)).collect();
@@ -185,27 +185,31 @@ fn result_of(host: &DeliverHost, answer: Result<sluice_sdk::HttpResponse, Error>
     }
 }
 
-/// The parameters that make events one browser hit: one page load's hit counter, for one
-/// client, session, stream and address. gtag sends the events of a hit as body lines under one
-/// query; events that agree on all of these (and on the user agent) came from one.
-const HIT_IDENTITY: &[&str] = &["tid", "cid", "sid", "_p", "_s", "_uip"];
+/// The event keys that make events one browser hit: one page load's hit counter (`_p`, `_s`),
+/// for one client (`cid`), session (`sid`) and address (`_uip`), and one user agent. gtag sends
+/// the events of a hit as body lines under one query; events that agree on all of these, and
+/// go to one stream, came from one.
+const HIT_IDENTITY: [&str; 6] = ["x-ga-page_id", "x-ga-request_count", "client_id", "ga_session_id", "ip_override", "user_agent"];
 
-/// Consecutive queued events of one browser hit, and their batch positions.
-struct Hit<'a> {
-    items: Vec<usize>,
-    events: Vec<Params<'a>>,
-    user_agent: Option<&'a str>,
+/// What makes an event part of one browser hit: its stream and its [`HIT_IDENTITY`] values.
+/// `None` without a page load and its hit counter: there is no telling which hit such an
+/// event came from, so it goes alone.
+type Identity<'e> = Option<(&'e str, [Option<&'e Node<'e>>; HIT_IDENTITY.len()])>;
+
+fn hit_identity<'e>(event: &'e Fields<'e>, measurement_id: &'e str) -> Identity<'e> {
+    let values = HIT_IDENTITY.map(|k| event.get(k));
+    (values[0].is_some() && values[1].is_some()).then_some((measurement_id, values))
 }
 
-impl<'a> Hit<'a> {
-    /// Whether `params` came from the same browser hit as this one's events. Without a page
-    /// load (`_p`) and its hit counter (`_s`) there is no telling: such an event goes alone.
-    fn takes(&self, params: &Params<'a>, user_agent: Option<&str>) -> bool {
-        let Some(first) = self.events.first() else { return false };
-        let known = |p: &Params<'a>| only(p, "_p").is_some() && only(p, "_s").is_some();
-        self.user_agent == user_agent && known(first) && known(params) && HIT_IDENTITY.iter().all(|k| only(first, k) == only(params, k))
-    }
+/// Consecutive queued events of one browser hit, and their batch positions.
+struct Hit<'a, 'e> {
+    items: Vec<usize>,
+    events: Vec<Params<'a>>,
+    identity: Identity<'e>,
+    user_agent: Option<&'e str>,
+}
 
+impl Hit<'_, '_> {
     /// The request: one event as a plain web hit (all in the query, no body); several with
     /// what they share in the query and a `\r\n`-separated body line each.
     fn request(&self, endpoint: &str) -> HttpRequest {
@@ -222,15 +226,6 @@ impl<'a> Hit<'a> {
             Some(ua) => request.header("user-agent", ua),
             None => request,
         }
-    }
-}
-
-/// The value of the one parameter named `name` (`None` if there is none, or more than one).
-fn only<'p>(params: &'p Params<'_>, name: &str) -> Option<&'p str> {
-    let mut found = params.iter().filter(|(k, _)| k == name);
-    match (found.next(), found.next()) {
-        (Some((_, v)), None) => Some(v),
-        _ => None,
     }
 }
 
@@ -348,7 +343,12 @@ fn hit_params<'a>(event: &'a Fields, measurement_id: &'a str) -> Result<Params<'
             q.push(((*param).into(), v));
         }
     }
-    let prefixed = |prefix: &str, key: &str| Cow::Owned(format!("{prefix}{key}"));
+    let prefixed = |prefix: &str, key: &str| {
+        let mut name = String::with_capacity(prefix.len() + key.len());
+        name.push_str(prefix);
+        name.push_str(key);
+        Cow::Owned(name)
+    };
     for (key, value) in event.iter() {
         if MAPPED.iter().any(|(k, _)| *k == key) || NOT_FORWARDED.contains(&key) {
             continue;
