@@ -91,27 +91,35 @@ impl Tag for Ga4Tag {
                 }
                 let mut hits: Vec<Hit> = Vec::new();
                 for (n, id, event) in &events {
-                    let params = match hit_params(event, id) {
-                        Ok(params) => params,
-                        Err(e) => {
-                            results[*n] = Some(ItemResult::Rejected(e.to_string()));
-                            continue;
-                        }
-                    };
+                    if event.str("client_id").is_none() {
+                        results[*n] = Some(ItemResult::Rejected(NO_CLIENT_ID.into()));
+                        continue;
+                    }
                     let identity = hit_identity(event, id);
                     match hits.last_mut() {
-                        Some(hit) if identity.is_some() && hit.identity == identity => {
-                            hit.items.push(*n);
-                            hit.events.push(params);
-                        }
-                        _ => hits.push(Hit { items: vec![*n], events: vec![params], identity, user_agent: event.str("user_agent") }),
+                        Some(hit) if identity.is_some() && hit.identity == identity => hit.events.push((*n, event, id)),
+                        _ => hits.push(Hit { events: vec![(*n, event, id)], identity }),
                     }
                 }
-                let requests: Vec<HttpRequest> = hits.iter().map(|hit| hit.request(endpoint)).collect();
+                // A hit that cannot be encoded (it cannot happen once each has a client_id) is
+                // its events' rejection, not the batch's.
+                let mut requests = Vec::with_capacity(hits.len());
+                hits.retain(|hit| match hit.request(endpoint) {
+                    Ok(request) => {
+                        requests.push(request);
+                        true
+                    }
+                    Err(e) => {
+                        for (n, _, _) in &hit.events {
+                            results[*n] = Some(ItemResult::Rejected(e.to_string()));
+                        }
+                        false
+                    }
+                });
                 let answers = host.http().send_all(&requests).map_err(|e| BatchFailure::Reject(e.to_string()))?;
                 for (hit, answer) in hits.iter().zip(answers) {
                     let result = result_of(host, answer);
-                    for n in &hit.items {
+                    for (n, _, _) in &hit.events {
                         results[*n] = Some(result.clone());
                     }
                 }
@@ -201,31 +209,30 @@ fn hit_identity<'e>(event: &'e Fields<'e>, measurement_id: &'e str) -> Identity<
     (values[0].is_some() && values[1].is_some()).then_some((measurement_id, values))
 }
 
-/// Consecutive queued events of one browser hit, and their batch positions.
-struct Hit<'a, 'e> {
-    items: Vec<usize>,
-    events: Vec<Params<'a>>,
-    identity: Identity<'e>,
-    user_agent: Option<&'e str>,
+/// Consecutive queued events of one browser hit: each with its batch position and stream.
+struct Hit<'b, 'e> {
+    events: Vec<(usize, &'b Fields<'e>, &'b String)>,
+    identity: Identity<'b>,
 }
 
 impl Hit<'_, '_> {
     /// The request: one event as a plain web hit (all in the query, no body); several with
     /// what they share in the query and a `\r\n`-separated body line each.
-    fn request(&self, endpoint: &str) -> HttpRequest {
+    fn request(&self, endpoint: &str) -> Result<HttpRequest, Error> {
         let request = match self.events.as_slice() {
-            [one] => HttpRequest::post(format!("{endpoint}/g/collect?{}", encode(one))),
+            [(_, event, id)] => HttpRequest::post(format!("{endpoint}/g/collect?{}", web_hit(event, id)?)),
             events => {
-                let (shared, lines) = split_shared(events);
+                let params = events.iter().map(|(_, event, id)| hit_params(event, id)).collect::<Result<Vec<Params>, Error>>()?;
+                let (shared, lines) = split_shared(&params);
                 HttpRequest::post(format!("{endpoint}/g/collect?{}", encode(&shared)))
                     .header("content-type", "text/plain;charset=UTF-8")
                     .body(lines.join("\r\n"))
             }
         };
-        match self.user_agent {
+        Ok(match self.events.first().and_then(|(_, event, _)| event.str("user_agent")) {
             Some(ua) => request.header("user-agent", ua),
             None => request,
-        }
+        })
     }
 }
 
@@ -233,23 +240,23 @@ impl Hit<'_, '_> {
 /// value, go in the query once (in the first event's order); the rest, and always the event
 /// name, in that event's body line. Google adds the query to every line, as the GA4 client
 /// does (`hit::events`), so each event arrives as it was queued.
-fn split_shared<'a>(events: &[Params<'a>]) -> (Params<'a>, Vec<String>) {
+fn split_shared(events: &[Params]) -> (Params, Vec<String>) {
     let counts: Vec<std::collections::BTreeMap<&str, (usize, &str)>> = events
         .iter()
         .map(|params| {
             let mut counts = std::collections::BTreeMap::new();
             for (k, v) in params {
-                counts.entry(k.as_ref()).and_modify(|(n, _)| *n += 1).or_insert((1, v.as_ref()));
+                counts.entry(k.as_str()).and_modify(|(n, _)| *n += 1).or_insert((1, v.as_str()));
             }
             counts
         })
         .collect();
     let is_shared = |name: &str, value: &str| name != "en" && counts.iter().all(|c| c.get(name) == Some(&(1, value)));
-    let shared: Params<'a> = events.first().map(|first| first.iter().filter(|(k, v)| is_shared(k, v)).cloned().collect()).unwrap_or_default();
-    let shared_names: std::collections::BTreeSet<&str> = shared.iter().map(|(k, _)| k.as_ref()).collect();
+    let shared: Params = events.first().map(|first| first.iter().filter(|(k, v)| is_shared(k, v)).cloned().collect()).unwrap_or_default();
+    let shared_names: std::collections::BTreeSet<&str> = shared.iter().map(|(k, _)| k.as_str()).collect();
     let lines = events
         .iter()
-        .map(|params| encode(&params.iter().filter(|(k, _)| !shared_names.contains(k.as_ref())).cloned().collect::<Vec<_>>()))
+        .map(|params| encode(&params.iter().filter(|(k, _)| !shared_names.contains(k.as_str())).cloned().collect::<Vec<_>>()))
         .collect();
     (shared, lines)
 }
@@ -310,15 +317,29 @@ fn scalar<'n>(v: &'n Node) -> Option<Cow<'n, str>> {
     }
 }
 
-/// A web hit's parameters, in the order they are sent.
-type Params<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+/// Why an event cannot be a web hit.
+const NO_CLIENT_ID: &str = "event has no client_id; GA4 needs one";
 
 /// Re-encodes an sGTM event as a GA4 web hit query string.
 pub fn web_hit(event: &Fields, measurement_id: &str) -> Result<String, Error> {
-    Ok(encode(&hit_params(event, measurement_id)?))
+    let mut q = Query::with_capacity(2048);
+    each_param(event, measurement_id, &mut |name, value| {
+        q.append_pair(name, value);
+    })?;
+    Ok(q.finish())
 }
 
-fn encode(params: &[(Cow<'_, str>, Cow<'_, str>)]) -> String {
+/// A web hit's parameters, in the order they are sent (for a hit of several events, which go
+/// out split between the query and body lines: [`split_shared`]).
+type Params = Vec<(String, String)>;
+
+fn hit_params(event: &Fields, measurement_id: &str) -> Result<Params, Error> {
+    let mut params = Vec::with_capacity(event.len() + 16);
+    each_param(event, measurement_id, &mut |name, value| params.push((name.to_string(), value.to_string())))?;
+    Ok(params)
+}
+
+fn encode(params: &[(String, String)]) -> String {
     let mut q = Query::with_capacity(2048);
     for (name, value) in params {
         q.append_pair(name, value);
@@ -326,87 +347,100 @@ fn encode(params: &[(Cow<'_, str>, Cow<'_, str>)]) -> String {
     q.finish()
 }
 
-/// An sGTM event as web hit parameters: `v`, `tid`, the mapped keys, then every other key in
-/// the event's order (as `ep.`/`epn.`/`up.`… parameters), the client hints, the items.
-fn hit_params<'a>(event: &'a Fields, measurement_id: &'a str) -> Result<Params<'a>, Error> {
+/// An sGTM event as web hit parameters, each handed to `emit` as it is written: `v`, `tid`,
+/// the mapped keys, then every other key in the event's order (as `ep.`/`epn.`/`up.`…
+/// parameters), the client hints, the items. A single event's hit is encoded straight from
+/// here, with no list in between.
+fn each_param(event: &Fields, measurement_id: &str, emit: &mut impl FnMut(&str, &str)) -> Result<(), Error> {
     if event.str("client_id").is_none() {
-        return Err(Error::invalid("event has no client_id; GA4 needs one"));
+        return Err(Error::invalid(NO_CLIENT_ID));
     }
-    let mut q: Params<'a> = Vec::with_capacity(event.len() + 16);
-    q.push(("v".into(), "2".into()));
-    q.push(("tid".into(), measurement_id.into()));
+    emit("v", "2");
+    emit("tid", measurement_id);
     for (key, param) in MAPPED {
         if *key == "x-ga-protocol_version" {
             continue;
         }
         if let Some(v) = event.get(key).and_then(scalar) {
-            q.push(((*param).into(), v));
+            emit(param, &v);
         }
     }
-    let prefixed = |prefix: &str, key: &str| {
-        let mut name = String::with_capacity(prefix.len() + key.len());
-        name.push_str(prefix);
-        name.push_str(key);
-        Cow::Owned(name)
-    };
+    // One buffer for the prefixed parameter names (`ep.`, `epn.`, `up.`...).
+    let mut name = String::new();
     for (key, value) in event.iter() {
         if MAPPED.iter().any(|(k, _)| *k == key) || NOT_FORWARDED.contains(&key) {
             continue;
         }
         match (key, value) {
             ("x-ga-system_properties", Node::Object(props)) => {
-                q.extend(props.iter().filter_map(|(k, v)| Some((prefixed("_", k), scalar(v)?))));
+                for (k, v) in props.iter() {
+                    if let Some(v) = scalar(v) {
+                        emit(joined(&mut name, "_", k), &v);
+                    }
+                }
             }
             ("x-sst-system_properties", Node::Object(props)) => {
-                q.extend(props.iter().filter_map(|(k, v)| Some((prefixed("sst.", k), scalar(v)?))));
+                for (k, v) in props.iter() {
+                    if let Some(v) = scalar(v) {
+                        emit(joined(&mut name, "sst.", k), &v);
+                    }
+                }
             }
             ("x-ga-mp2-user_properties", Node::Object(props)) => {
                 for (k, v) in props.iter() {
                     let prefix = if matches!(v, Node::Number(_)) { "upn." } else { "up." };
                     if let Some(v) = scalar(v) {
-                        q.push((prefixed(prefix, k), v));
+                        emit(joined(&mut name, prefix, k), &v);
                     }
                 }
             }
             (k, v) => {
                 let Some(text) = scalar(v) else { continue };
                 if let Some(name) = k.strip_prefix("x-ga-mp2-").or_else(|| k.strip_prefix("x-ga-")) {
-                    q.push((name.into(), text));
+                    emit(name, &text);
                 } else if matches!(v, Node::Number(_)) {
-                    q.push((prefixed("epn.", k), text));
+                    emit(joined(&mut name, "epn.", k), &text);
                 } else {
-                    q.push((prefixed("ep.", k), text));
+                    emit(joined(&mut name, "ep.", k), &text);
                 }
             }
         }
     }
     if let Some(Node::Object(hints)) = event.get("client_hints") {
-        client_hints(&mut q, hints);
+        client_hints(emit, hints);
     }
     if let Some(Node::Array(items)) = event.get("items") {
         for (i, item) in items.iter().enumerate() {
             if let Node::Object(item) = item {
                 let encoded = encode_item(item);
                 if !encoded.is_empty() {
-                    q.push((format!("pr{}", i + 1).into(), encoded.into()));
+                    emit(&format!("pr{}", i + 1), &encoded);
                 }
             }
         }
     }
-    Ok(q)
+    Ok(())
+}
+
+/// `prefix` and `key` as one name, in `buf`.
+fn joined<'b>(buf: &'b mut String, prefix: &str, key: &str) -> &'b str {
+    buf.clear();
+    buf.push_str(prefix);
+    buf.push_str(key);
+    buf
 }
 
 /// `client_hints` back to `uaa`…`uaw`; brand names in `uafvl` are percent-encoded once more,
 /// as gtag sends them.
-fn client_hints<'a>(q: &mut Params<'a>, hints: &'a Fields) {
+fn client_hints(emit: &mut impl FnMut(&str, &str), hints: &Fields) {
     for (key, param) in [("architecture", "uaa"), ("bitness", "uab"), ("model", "uam"), ("platform", "uap"), ("platform_version", "uapv")] {
         if let Some(v) = hints.get(key).and_then(scalar) {
-            q.push((param.into(), v));
+            emit(param, &v);
         }
     }
     for (key, param) in [("mobile", "uamb"), ("wow64", "uaw")] {
         if let Some(v) = hints.get(key).and_then(scalar) {
-            q.push((param.into(), v));
+            emit(param, &v);
         }
     }
     if let Some(Node::Array(list)) = hints.get("full_version_list") {
@@ -425,7 +459,7 @@ fn client_hints<'a>(q: &mut Params<'a>, hints: &'a Fields) {
                 format!("{};{}", part("brand"), part("version"))
             })
             .collect();
-        q.push(("uafvl".into(), encoded.join("|").into()));
+        emit("uafvl", &encoded.join("|"));
     }
 }
 
