@@ -357,20 +357,28 @@ fn each_param(event: &Fields, measurement_id: &str, emit: &mut impl FnMut(&str, 
     }
     emit("v", "2");
     emit("tid", measurement_id);
-    for (key, param) in MAPPED {
+    // One pass sorts the fields: a mapped key's value into its slot (they go first, in
+    // `MAPPED`'s order), the keys never forwarded out, the rest kept in the event's order.
+    let mut mapped: [Option<&Node>; MAPPED.len()] = [None; MAPPED.len()];
+    let mut rest = Vec::with_capacity(event.len());
+    for (key, value) in event.iter() {
+        match MAPPED.iter().position(|(k, _)| *k == key) {
+            Some(i) => mapped[i] = Some(value),
+            None if NOT_FORWARDED.contains(&key) => {}
+            None => rest.push((key, value)),
+        }
+    }
+    for ((key, param), value) in MAPPED.iter().zip(mapped) {
         if *key == "x-ga-protocol_version" {
             continue;
         }
-        if let Some(v) = event.get(key).and_then(scalar) {
+        if let Some(v) = value.and_then(scalar) {
             emit(param, &v);
         }
     }
     // One buffer for the prefixed parameter names (`ep.`, `epn.`, `up.`...).
     let mut name = String::new();
-    for (key, value) in event.iter() {
-        if MAPPED.iter().any(|(k, _)| *k == key) || NOT_FORWARDED.contains(&key) {
-            continue;
-        }
+    for (key, value) in rest {
         match (key, value) {
             ("x-ga-system_properties", Node::Object(props)) => {
                 for (k, v) in props.iter() {
@@ -471,23 +479,34 @@ const ITEM_KEYS: &[(&str, &str)] = &[
     ("creative_slot", "cs"), ("promotion_id", "pi"), ("promotion_name", "pn"),
 ];
 
-/// One item as `prN`: two-letter keys, custom parameters as `kN`/`vN` pairs.
+/// One item as `prN`: two-letter keys, custom parameters as `kN`/`vN` pairs, `~` between
+/// fields (so a `~` in a value becomes a space).
 fn encode_item(item: &Fields) -> String {
-    let mut fields = Vec::new();
+    use std::fmt::Write;
+    let mut out = String::new();
     let mut custom = 0;
-    for (key, value) in item.iter() {
-        let Some(text) = scalar(value) else { continue };
-        let text = text.replace('~', " ");
+    let value = |out: &mut String, text: &str| {
+        if text.contains('~') {
+            out.push_str(&text.replace('~', " "));
+        } else {
+            out.push_str(text);
+        }
+    };
+    for (key, node) in item.iter() {
+        let Some(text) = scalar(node) else { continue };
+        if !out.is_empty() {
+            out.push('~');
+        }
         match ITEM_KEYS.iter().find(|(k, _)| *k == key) {
-            Some((_, code)) => fields.push(format!("{code}{text}")),
+            Some((_, code)) => out.push_str(code),
             None => {
-                fields.push(format!("k{custom}{key}"));
-                fields.push(format!("v{custom}{text}"));
+                let _ = write!(out, "k{custom}{key}~v{custom}");
                 custom += 1;
             }
         }
+        value(&mut out, &text);
     }
-    fields.join("~")
+    out
 }
 
 /// Google's reserved event names (§6).
@@ -585,6 +604,12 @@ mod tests {
         let text = std::fs::read_to_string(path).expect("corpus");
         let line = text.lines().find(|l| l.contains("v=2")).expect("hit").to_string();
         line.split_once('?').map_or(line.clone(), |(_, q)| q.to_string())
+    }
+
+    #[test]
+    fn an_item_is_two_letter_keys_then_custom_pairs_with_tildes_in_values_made_spaces() {
+        let item: Fields = serde_json::from_str(r#"{"item_id":"SKU~1","item_name":"Tee","color":"red","price":9.5,"size":"M","nested":{"a":1}}"#).expect("json");
+        assert_eq!(encode_item(&item), "idSKU 1~nmTee~k0color~v0red~pr9.5~k1size~v1M");
     }
 
     #[test]
