@@ -1296,6 +1296,8 @@ impl Shared {
                     st.unread.extend(placed.iter().map(|p| p.entry));
                     st.buffered_bytes = st.buffered_bytes.saturating_sub(appends.iter().map(|b| b.frame.len() as u64).sum());
                     st.committed_appends += placed.len() as u64;
+                    // Before the commits resolve: one waited on was fsynced, and says so.
+                    st.syncs = files.syncs;
                     self.committed.send_replace(st.committed_appends);
                     drop(st);
                     for done in appends.into_iter().filter_map(|b| b.done) {
