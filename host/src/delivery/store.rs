@@ -32,11 +32,12 @@
 //! Redis's `appendfsync everysec` does), at once when someone waits on the commit (a flush,
 //! `answer_after_commit`) or dead letters depend on it, and on close; a created or deleted
 //! file's directory is `fsync`ed by the commit that did it. An `fsync` per queue per commit
-//! was the largest cost of a commit (one per tag every 5 ms). Orders that matter: a dead letter is durable before the ack that retires its item, and a
-//! replay writes the items back before `dead.log` is emptied; a crash between can duplicate,
-//! never lose. A commit that fails (disk full) is undone and retried, its items kept in memory
-//! (still counted against the quota, so appends get [`StoreError::Full`] rather than memory
-//! growing); their [`Commit`]s resolve only once it succeeds.
+//! was the largest cost of a commit (one per tag every 5 ms). Orders that matter: a dead
+//! letter is durable before the ack that retires its item, and a replay writes the items back
+//! before `dead.log` is emptied; a crash between can duplicate, never lose. A commit that fails
+//! (disk full) is undone and retried, its items kept in memory (still counted against the
+//! quota, so appends get [`StoreError::Full`] rather than memory growing); their [`Commit`]s
+//! resolve only once it succeeds.
 //!
 //! # Corruption never blocks start-up
 //! [`Store::open`] reads every file, checks every record's CRC and encoding, and reports each
@@ -850,7 +851,6 @@ impl Drop for Store {
     }
 }
 
-/// Reads the record `e` from its segment (reusing `file` when it is the same one) and checks it.
 /// Reads a run of records that lie end to end in one segment (`run` in file order), with one
 /// read: each record checked against what was written (length, CRC) and decoded on its own.
 /// The outer error is the file's (unreadable: the whole run is lost to this read); an inner one
@@ -865,8 +865,10 @@ fn read_run(path: &Path, run: &[Entry]) -> Result<Vec<Result<Item, StoreError>>,
         .iter()
         .map(|e| {
             let corrupt = |what: String| StoreError::Corrupt { path: path.to_path_buf(), offset: e.offset, what };
-            let at = (e.offset - first.offset) as usize;
-            let (head, payload) = buf[at..at + 8 + e.len as usize].split_at(8);
+            let at = e.offset.saturating_sub(first.offset) as usize;
+            let Some((head, payload)) = buf.get(at..at.saturating_add(8 + e.len as usize)).map(|record| record.split_at(8)) else {
+                return Err(corrupt("the record lies outside its run".into()));
+            };
             if head != [e.len.to_le_bytes(), crc32fast::hash(payload).to_le_bytes()].concat() {
                 return Err(corrupt("the record changed on disk since it was written".into()));
             }
@@ -1064,7 +1066,7 @@ struct Files {
     failing: bool,
     /// When the oldest write not yet `fsync`ed was made (`None`: everything is on disk).
     unsynced_since: Option<Instant>,
-    /// `fsync`s of the current segment so far.
+    /// Segment `fsync`s since open.
     syncs: u64,
 }
 
