@@ -8,7 +8,9 @@
 //!   `_uip` and user agent as the `User-Agent` header. Consecutive events of one browser hit
 //!   (same stream, client, session, page load `_p`, hit counter `_s`, address and user agent:
 //!   gtag batched them) go back as one request, as gtag sent them: what they share in the
-//!   query, a `\r\n`-separated body line per event (domain.md §5.1).
+//!   query, a `\r\n`-separated body line per event (domain.md §5.1). A batch holds at most
+//!   25 events (an operator may lower it, not raise it), so a request does too: a visitor's
+//!   hit of thousands goes back in pieces, not as one request Google might refuse whole.
 //! * `mp`: Measurement Protocol JSON to `{endpoint}/mp/collect` with the API secret, within
 //!   Google's limits (§6): event and parameter names ≤ 40 characters, letters/digits/`_`
 //!   starting with a letter, not reserved; ≤ 25 parameters; string values ≤ 100 characters;
