@@ -1512,7 +1512,7 @@ mod tests {
         committed(&store, 2).await;
         assert_eq!(store.stats().syncs, 1);
         store.append(item(2)).unwrap().committed().await.unwrap();
-        assert_eq!(store.stats().syncs, 2, "an append someone waits on (answer_after_commit) is fsynced");
+        assert_eq!(store.stats().syncs, 2, "an append whose Commit someone awaits is fsynced");
 
         // A write is fsynced once due, with no more work coming.
         let dir = TestDir::new("sync-due");

@@ -106,11 +106,11 @@ impl Container {
                 runs.iter().map(|tag| self.run_tag(tag, (request, response, deadline), &seen, state, minimise)),
             )
             .await;
-            // A tag whose `fire` ran first (to set cookies) and returned `done` has its event queued
-            // now, with the cookies its `fire` left in the response.
             // The response's cookies as name/value pairs, read once for all the tags queued after
             // the sandboxes that could still add some.
-            let set = response_cookie_pairs(response);
+            let set = cookie_pairs(&response.lock().unwrap_or_else(|p| p.into_inner()));
+            // A tag whose `fire` ran first (to set cookies) and returned `done` has its event queued
+            // now, with the cookies its `fire` left in the response.
             for (tag, run) in runs.iter().zip(tags.iter_mut()) {
                 if tag.delivery.host_queues_event() && run.outcome == Outcome::Ok {
                     let queued = self.queue_event(tag, &seen, (request, &set), minimise);
@@ -249,10 +249,6 @@ impl Container {
 }
 
 /// The cookies the response sets so far, as name/value pairs.
-fn response_cookie_pairs(response: &Mutex<ResponseDraft>) -> Vec<(String, String)> {
-    cookie_pairs(&response.lock().unwrap_or_else(|p| p.into_inner()))
-}
-
 fn cookie_pairs(response: &ResponseDraft) -> Vec<(String, String)> {
     response.cookies.iter().filter_map(|line| sluice_policy::request::set_cookie_pair(line)).collect()
 }

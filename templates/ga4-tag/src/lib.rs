@@ -258,7 +258,7 @@ fn split_shared(events: &[Params]) -> (Params, Vec<String>) {
     let shared_names: std::collections::BTreeSet<&str> = shared.iter().map(|(k, _)| k.as_str()).collect();
     let lines = events
         .iter()
-        .map(|params| encode(&params.iter().filter(|(k, _)| !shared_names.contains(k.as_str())).cloned().collect::<Vec<_>>()))
+        .map(|params| encode(params.iter().filter(|(k, _)| !shared_names.contains(k.as_str()))))
         .collect();
     (shared, lines)
 }
@@ -341,7 +341,7 @@ fn hit_params(event: &Fields, measurement_id: &str) -> Result<Params, Error> {
     Ok(params)
 }
 
-fn encode(params: &[(String, String)]) -> String {
+fn encode<'p>(params: impl IntoIterator<Item = &'p (String, String)>) -> String {
     let mut q = Query::with_capacity(2048);
     for (name, value) in params {
         q.append_pair(name, value);
