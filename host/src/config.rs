@@ -7,7 +7,7 @@
 //! cpu_ms = 50           # guest CPU time (time spent waiting on outbound HTTP not counted)
 //! wall_ms = 10000       # whole invocation, outbound waits included
 //! memory_mb = 64
-//! max_concurrent = 256  # invocations in flight; beyond that requests wait
+//! max_concurrent = 256  # invocations in flight per pool (requests; deliveries); beyond that they wait
 //!
 //! [outbox]             # durable delivery queues, one per tag (see crate::delivery)
 //! commit_ms = 5         # group commit window: at most this much is lost on SIGKILL

@@ -27,7 +27,8 @@ pub struct Limits {
     pub request_ms: u64,
     /// Linear memory per invocation, in MiB.
     pub memory_mb: u64,
-    /// Invocations in flight at once (sizes the instance pool).
+    /// Invocations in flight at once in each pool, the request path's and delivery's (sizes
+    /// each instance pool; [`crate::engine::Runtime`]).
     pub max_concurrent: u32,
 }
 

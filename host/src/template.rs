@@ -146,6 +146,19 @@ pub(crate) fn load(
     Ok((template, component, digest))
 }
 
+/// `component`, compiled by the request pool's engine, loaded into `engine` (the delivery
+/// pool's, configured to compile alike: `crate::engine`) without compiling it again.
+#[allow(unsafe_code)]
+pub(crate) fn copy_to(component: &Component, engine: &wasmtime::Engine) -> Result<Component, TemplateError> {
+    let bytes = component.serialize().map_err(|e| TemplateError::Compile(e.to_string()))?;
+    // SAFETY: `deserialize` trusts `bytes` to be machine code wasmtime produced, since it will
+    // run it. They are: `serialize` just wrote them, in this process, from a component wasmtime
+    // compiled. Wasmtime itself refuses (an error, not UB) an artifact from an engine that
+    // compiles differently.
+    let copy = unsafe { Component::deserialize(engine, &bytes) };
+    copy.map_err(|e| TemplateError::Compile(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

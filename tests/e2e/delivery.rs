@@ -105,6 +105,31 @@ async fn an_outage_delays_events_and_loses_none() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_a_slow_vendor_holds_leaves_visitors_requests_their_sandboxes() {
+    let vendor = FakeVendor::start().await;
+    // One instance slot per pool, and a vendor that holds what it is sent (paths under
+    // `/gated`) until the test lets it answer, with time limits far beyond the test's: were
+    // delivery to share the request path's slots, the held batch would hold the only one, and
+    // every visitor's request would wait for the vendor.
+    let text = config(&format!("{}/gated", vendor.origin()), &scratch_dir("held-batch"), "")
+        .replace("[outbound]\n", "[outbound]\ntimeout_ms = 60000\n")
+        .replace("[consent]", "[limits]\nmax_concurrent = 1\nwall_ms = 60000\nrequest_ms = 60000\n\n[consent]");
+    let container = load(&text);
+    let (response, _) = container.handle(hit("first")).await;
+    assert_eq!(response.status, 204);
+    assert_eq!(vendor.wait_for("/gated/hook", 1).await.len(), 1, "the batch reached the vendor, which holds it");
+
+    let (response, trace) = tokio::time::timeout(Duration::from_secs(5), container.handle(hit("second")))
+        .await
+        .expect("a visitor's request is answered while the vendor holds a batch");
+    assert_eq!(response.status, 204);
+    assert_eq!(trace.tag_run(0, "hook").expect("ran").outcome, sluice::Outcome::Queued);
+
+    vendor.release(10);
+    wait_until("both events are delivered", || ids(&vendor.received_at("/gated/hook")).len() == 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_pauses_the_tag_for_retry_after_and_a_batch_refused_for_one_event_isolates_it() {
     let vendor = FakeVendor::start().await;
     let calls = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));

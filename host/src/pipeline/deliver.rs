@@ -223,7 +223,9 @@ impl Container {
                 }
             })
             .collect();
-        let pre = tag.pre.clone();
+        let Some(pre) = tag.deliver_pre.clone() else {
+            return Answer { result: Err(None), broken: "deliver: the tag declares no batch".into() };
+        };
         let items = batch.len();
         let preview = &self.services.telemetry.preview;
         let ids: Vec<String> = batch.iter().map(|i| i.id.clone()).collect();

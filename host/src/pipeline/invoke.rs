@@ -37,8 +37,9 @@ pub(super) struct InvocationReport<T> {
 }
 
 impl Container {
-    /// One sandboxed invocation: a pool permit, a fresh store, `instantiate`, then `call` on
-    /// the instance, all inside `wall_ms` and the request's `deadline`, whichever comes first;
+    /// One sandboxed invocation: a permit of the phase's pool ([`crate::engine::Runtime::sandbox`];
+    /// `instantiate` must use a pre-instance of that pool's engine), a fresh store,
+    /// `instantiate`, then `call` on the instance, all inside `wall_ms` and the request's `deadline`, whichever comes first;
     /// then the store is dropped. Returns what happened, the denials met and how long each
     /// phase took.
     pub(super) async fn invoke<I: Send, T: Send + 'static>(
@@ -54,9 +55,10 @@ impl Container {
         // The semaphore is never closed, so acquiring cannot fail; if it ever did, running
         // without a permit would only risk a pool-exhaustion error, not unsoundness. Waiting
         // for a slot counts against the request's deadline; a free slot needs no timer.
-        let _permit = match self.runtime.permits.clone().try_acquire_owned() {
+        let sandbox = self.runtime.sandbox(phase);
+        let _permit = match sandbox.permits.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
-            Err(_) => match tokio::time::timeout_at(deadline.into(), self.runtime.permits.clone().acquire_owned()).await {
+            Err(_) => match tokio::time::timeout_at(deadline.into(), sandbox.permits.clone().acquire_owned()).await {
                 Ok(permit) => permit.ok(),
                 Err(_) => return not_started(),
             },
@@ -67,7 +69,7 @@ impl Container {
         if started >= deadline {
             return not_started();
         }
-        let mut store = self.runtime.store(phase.cpu_scale(), |parts| Invocation {
+        let mut store = self.runtime.store(sandbox, phase.cpu_scale(), |parts| Invocation {
             wasi: parts.wasi,
             table: Default::default(),
             limits: parts.limits,

@@ -38,7 +38,9 @@ impl Container {
             None => Arc::new(Runtime::new(&config.limits)?),
         };
         let cache = reused.map(|p| p.compiled.clone()).unwrap_or_default();
+        let delivery_cache = reused.map(|p| p.compiled_for_delivery.clone()).unwrap_or_default();
         let mut compiled = crate::template::Compiled::new();
+        let mut compiled_for_delivery = crate::template::Compiled::new();
         let outbound = Outbound::new(&config.outbound).map_err(LoadError::Engine)?;
         let consent = Consent::new(config.consent.clone())?;
         telemetry.preview.configure(config.admin.as_ref().map(|a| a.preview.clone()).unwrap_or_default());
@@ -67,7 +69,7 @@ impl Container {
         };
         let mut clients = Vec::new();
         for c in &config.clients {
-            let (mut template, component, digest) = template::load(&cache, &runtime.engine, runtime.limits.memory_mb, Kind::Client, &c.template)?;
+            let (mut template, component, digest) = template::load(&cache, &runtime.request.engine, runtime.limits.memory_mb, Kind::Client, &c.template)?;
             compiled.insert(digest, component.clone());
             keep_storage(&mut template, previous);
             let entry = format!("client {:?}", c.template.name);
@@ -78,11 +80,11 @@ impl Container {
         }
         let mut tags = Vec::new();
         for t in &config.tags {
-            let (mut template, component, digest) = template::load(&cache, &runtime.engine, runtime.limits.memory_mb, Kind::Tag, &t.template)?;
+            let (mut template, component, digest) = template::load(&cache, &runtime.request.engine, runtime.limits.memory_mb, Kind::Tag, &t.template)?;
             compiled.insert(digest, component.clone());
             keep_storage(&mut template, previous);
             let entry = format!("tag {:?}", t.template.name);
-            let pre = runtime.tag_linker.instantiate_pre(&component).map_err(|e| pre_err(&entry, e))?;
+            let pre = runtime.request.tag_linker.instantiate_pre(&component).map_err(|e| pre_err(&entry, e))?;
             let pre = TagPre::new(pre).map_err(|e| pre_err(&entry, e))?;
             // Both lists were checked against the purpose names when read (config, manifest).
             let names = t.consent.as_ref().unwrap_or(&template.declaration.consent);
@@ -93,8 +95,23 @@ impl Container {
             if delivery.batch.is_none() && t.delivery != TagDeliveryConfig::default() {
                 return Err(outbox_err(&entry, "delivery settings given, but the template declares no batch (it sends from fire)".into()));
             }
+            // A tag that delivers batches runs `deliver` in the delivery pool: the same
+            // component, loaded into that pool's engine.
+            let deliver_pre = match delivery.batch {
+                None => None,
+                Some(_) => {
+                    let copy = match delivery_cache.get(&digest) {
+                        Some(copy) => copy.clone(),
+                        None => template::copy_to(&component, &runtime.delivery.engine)
+                            .map_err(|error| LoadError::Template { entry: entry.clone(), error })?,
+                    };
+                    compiled_for_delivery.insert(digest, copy.clone());
+                    let pre = runtime.delivery.tag_linker.instantiate_pre(&copy).map_err(|e| pre_err(&entry, e))?;
+                    Some(TagPre::new(pre).map_err(|e| pre_err(&entry, e))?)
+                }
+            };
             let outbox = outbox_for(&entry, &t.template.name, delivery.batch, t.delivery.concurrency, &template.grant)?;
-            tags.push(Arc::new(TagEntry { template: Arc::new(template), pre, trigger: t.trigger.clone(), purposes, delivery, outbox }));
+            tags.push(Arc::new(TagEntry { template: Arc::new(template), pre, deliver_pre, trigger: t.trigger.clone(), purposes, delivery, outbox }));
         }
         crate::output::register_secrets(clients.iter().map(|c| &c.template).chain(tags.iter().map(|t| &t.template)).flat_map(|t| t.secrets()));
         clients.sort_by(|a, b| run_order(&a.template, &b.template));
@@ -103,6 +120,7 @@ impl Container {
         Ok(Container {
             runtime,
             compiled,
+            compiled_for_delivery,
             services,
             clients,
             tags,

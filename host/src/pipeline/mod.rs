@@ -66,7 +66,10 @@ struct ClientEntry {
 
 struct TagEntry {
     template: Arc<Template>,
+    /// For `fire`, in the request pool.
     pre: TagPre<Invocation>,
+    /// For `deliver`, in the delivery pool; `None` without a declared batch.
+    deliver_pre: Option<TagPre<Invocation>>,
     trigger: Trigger,
     /// Purposes that must be granted before it runs (config override, else its manifest's).
     purposes: Vec<Purpose>,
@@ -85,6 +88,8 @@ pub struct Container {
     runtime: Arc<Runtime>,
     /// Every template's component, by the digest of its bytes (for a reload's reuse).
     compiled: crate::template::Compiled,
+    /// The same for the delivery pool's copies of the tags that deliver.
+    compiled_for_delivery: crate::template::Compiled,
     services: Arc<Services>,
     clients: Vec<ClientEntry>,
     tags: Vec<Arc<TagEntry>>,
