@@ -95,17 +95,42 @@ impl ConsentState {
         }
     }
 
-    /// `{purpose: {status, source}}` for audit records.
+    /// `{purpose: {source, status}}`, as audit records and the preview show it (its
+    /// [`Serialize`] form).
     pub fn to_json(&self) -> Value {
-        Value::Object(
-            Purpose::ALL
-                .iter()
-                .map(|p| {
-                    let (status, source) = self.states[p.index()];
-                    (p.name().to_string(), serde_json::json!({ "status": status.name(), "source": source }))
-                })
-                .collect(),
-        )
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// The purposes in name order: how a consent state is written (the order a JSON object's keys
+/// take when read back into a `serde_json` map, so the written text is canonical).
+const PURPOSES_BY_NAME: [Purpose; 7] = [
+    Purpose::AdPersonalization,
+    Purpose::AdStorage,
+    Purpose::AdUserData,
+    Purpose::AnalyticsStorage,
+    Purpose::FunctionalityStorage,
+    Purpose::PersonalizationStorage,
+    Purpose::SecurityStorage,
+];
+
+/// Written straight from the state, no map built in between: an audit record writes it once
+/// per tag the event meets.
+impl Serialize for ConsentState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+
+        #[derive(Serialize)]
+        struct Entry {
+            source: Source,
+            status: &'static str,
+        }
+        let mut map = serializer.serialize_map(Some(PURPOSES_BY_NAME.len()))?;
+        for purpose in PURPOSES_BY_NAME {
+            let (status, source) = self.states[purpose.index()];
+            map.serialize_entry(purpose.name(), &Entry { source, status: status.name() })?;
+        }
+        map.end()
     }
 }
 
@@ -268,7 +293,7 @@ pub struct AuditRecord<'a> {
     /// Purposes the tag needs.
     pub purposes_needed: &'a [Purpose],
     /// Every purpose's status and source.
-    pub state: &'a Value,
+    pub state: &'a ConsentState,
     /// `run` or `blocked`.
     pub decision: &'a str,
     /// Needed purposes that were not granted.
@@ -395,6 +420,24 @@ pub fn decode_gcd(gcd: &str) -> Result<Vec<(Purpose, ConsentStatus)>, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_state_is_written_with_its_purposes_and_fields_in_name_order() {
+        let mut names: Vec<&str> = Purpose::ALL.iter().map(|p| p.name()).collect();
+        names.sort_unstable();
+        assert_eq!(PURPOSES_BY_NAME.map(|p| p.name()).to_vec(), names);
+        let mut state = ConsentState::default();
+        state.states[Purpose::AdStorage.index()] = (ConsentStatus::Granted, Source::Gcd);
+        state.states[Purpose::AnalyticsStorage.index()] = (ConsentStatus::Denied, Source::Cookie);
+        let text = serde_json::to_string(&state).expect("serialisable");
+        assert!(
+            text.starts_with(r#"{"ad_personalization":{"source":"default","status":"unset"},"ad_storage":{"source":"gcd","status":"granted"},"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""analytics_storage":{"source":"cookie","status":"denied"}"#), "{text}");
+        // What it writes is what a map read back from it writes: canonical.
+        assert_eq!(serde_json::to_string(&state.to_json()).expect("serialisable"), text);
+    }
 
     fn policy(config: ConsentConfig) -> ConsentPolicy {
         ConsentPolicy::new(config)

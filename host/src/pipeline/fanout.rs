@@ -67,7 +67,6 @@ impl Container {
                 matching.into_iter().map(|tag| (tag, policy.missing(&state, &tag.purposes))).collect();
             if consent.audits() {
                 let ts_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-                let state_json = state.to_json();
                 let records: Vec<AuditRecord> = decisions
                     .iter()
                     .map(|(tag, missing)| AuditRecord {
@@ -76,7 +75,7 @@ impl Container {
                         event_name: &event_name,
                         tag: &tag.template.name,
                         purposes_needed: &tag.purposes,
-                        state: &state_json,
+                        state: &state,
                         decision: if missing.is_empty() { "run" } else { "blocked" },
                         missing,
                         personal_data_removed: minimise && missing.is_empty(),
