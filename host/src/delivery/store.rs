@@ -55,7 +55,8 @@
 //!
 //! # When files are deleted
 //! A segment (`.log`, then `.ack`) is deleted by the commit after its last record is finished,
-//! once it is not the one being written, and at open. A drained queue holds at most the current
+//! once it is not the one being written, and at open; that commit also closes it if the reader
+//! kept it open, so its space comes back. A drained queue holds at most the current
 //! segment. Memory per pending record is one index entry (position, offset, length) and a created
 //! time; payloads are read from the file when handed out.
 
@@ -546,6 +547,10 @@ struct Shared {
     /// Held while `dead.log` is read or written (taken before `state`).
     dead_io: Mutex<()>,
     committed: watch::Sender<u64>,
+    /// The segment [`Store::read_next`] read last, kept open: a worker reads after every
+    /// commit, mostly from the segment being written, and opening it each time was two
+    /// syscalls per read. The commit that deletes that segment closes it.
+    reader: Mutex<Option<(u64, Arc<File>)>>,
 }
 
 /// A tag's outbox. `Send + Sync`, shared as `Arc<Store>`.
@@ -677,14 +682,14 @@ impl Store {
         items.reserve(taken.len());
         // Records queued one after another sit one after another on disk: each such run is one
         // positioned read (a batch of a thousand is a handful of syscalls, not a thousand seeks
-        // and reads), the file opened once per segment.
+        // and reads), from the segment's file kept open between reads.
         let mut rest = taken.as_slice();
         while let Some(first) = rest.first() {
             let run = 1 + rest.windows(2).take_while(|w| w[1].pos.segment == first.pos.segment && w[1].offset == w[0].end()).count();
             let (this, next) = rest.split_at(run);
             rest = next;
             let path = segment_path(&self.shared.dir, first.pos.segment, "log");
-            match read_run(&path, this) {
+            match self.segment_reader(first.pos.segment, &path).and_then(|file| read_run(&path, &file, this)) {
                 Ok(read) => items.extend(this.iter().map(|e| e.pos).zip(read).filter_map(|(pos, item)| match item {
                     Ok(item) => Some((pos, item)),
                     Err(err) => {
@@ -696,6 +701,19 @@ impl Store {
             }
         }
         Ok(items)
+    }
+
+    /// The open file of segment `seq` (at `path`), from [`Shared::reader`] or opened now.
+    fn segment_reader(&self, seq: u64, path: &Path) -> Result<Arc<File>, StoreError> {
+        let mut reader = lock(&self.shared.reader);
+        if let Some((open, file)) = reader.as_ref()
+            && *open == seq
+        {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(File::open(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?);
+        *reader = Some((seq, file.clone()));
+        Ok(file)
     }
 
     /// Takes back items handed out by [`Self::read_next`] and not finished, with their
@@ -859,12 +877,12 @@ impl Drop for Store {
 /// read: each record checked against what was written (length, CRC) and decoded on its own.
 /// The outer error is the file's (unreadable: the whole run is lost to this read); an inner one
 /// is that record's alone.
-fn read_run(path: &Path, run: &[Entry]) -> Result<Vec<Result<Item, StoreError>>, StoreError> {
+fn read_run(path: &Path, file: &File, run: &[Entry]) -> Result<Vec<Result<Item, StoreError>>, StoreError> {
     use std::os::unix::fs::FileExt;
     let (Some(first), Some(last)) = (run.first(), run.last()) else { return Ok(Vec::new()) };
     let io_err = |source| StoreError::Io { path: path.to_path_buf(), source };
     let mut buf = vec![0; (last.end() - first.offset) as usize];
-    File::open(path).and_then(|f| f.read_exact_at(&mut buf, first.offset)).map_err(io_err)?;
+    file.read_exact_at(&mut buf, first.offset).map_err(io_err)?;
     Ok(run
         .iter()
         .map(|e| {
@@ -1220,7 +1238,7 @@ impl Files {
 
 impl Shared {
     fn new(dir: PathBuf, cfg: Option<StoreConfig>, state: State) -> Self {
-        Shared { dir, cfg, state: Mutex::new(state), wake: Condvar::new(), dead_io: Mutex::new(()), committed: watch::Sender::new(0) }
+        Shared { dir, cfg, state: Mutex::new(state), wake: Condvar::new(), dead_io: Mutex::new(()), committed: watch::Sender::new(0), reader: Mutex::new(None) }
     }
 
     /// The committer thread: sleeps until there is work (or a write is due its `fsync`),
@@ -1400,6 +1418,12 @@ impl Shared {
                 Err(f) => fail(f),
             }
         }
+        // A deleted segment's space comes back once nothing holds it open.
+        let mut reader = lock(&self.reader);
+        if reader.as_ref().is_some_and(|(seq, _)| gone.contains(seq)) {
+            *reader = None;
+        }
+        drop(reader);
         if (new_files || !gone.is_empty())
             && let Err(f) = sync_dir(&files.dir)
         {
@@ -1734,6 +1758,30 @@ mod tests {
         drop(store);
         let (_store, recovery) = Store::open(dir.cfg()).unwrap();
         assert_eq!((recovery.pending, dir.count(".log"), dir.count(".ack")), (0, 0, 0), "{:?}", dir.names());
+    }
+
+    #[tokio::test]
+    async fn the_reader_lets_go_of_a_segment_once_it_is_deleted() {
+        let dir = TestDir::new("reader");
+        // One record per segment: the next append starts a new one.
+        let (store, _) = Store::open(StoreConfig { segment_bytes: 1, ..dir.cfg() }).unwrap();
+        store.append(item(0)).unwrap();
+        store.flush().await.unwrap();
+        for (pos, _) in drain(&store) {
+            store.ack(pos).unwrap();
+        }
+        store.flush().await.unwrap();
+        assert_eq!(dir.count(".log"), 1, "finished, but still the segment written to: {:?}", dir.names());
+        store.append(item(1)).unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(dir.count(".log"), 1, "the finished segment is deleted: {:?}", dir.names());
+        let held: Vec<PathBuf> = fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| target.starts_with(&dir.0) && target.to_string_lossy().ends_with("(deleted)"))
+            .collect();
+        assert!(held.is_empty(), "a deleted segment is still open, holding its space: {held:?}");
+        assert_eq!(ids(&drain(&store)), ["ev-1"]);
     }
 
     #[tokio::test]
