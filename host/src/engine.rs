@@ -42,9 +42,10 @@ const KEEP_RESIDENT_REQUEST: usize = 256 << 10;
 /// the vendor requests out), and with the request path's bound each batch page-faulted most of
 /// them in again: resetting resident pages costs a `memset` each, faulting them a kernel entry
 /// each. Same-run A/B under load, delivery CPU µs per single hit: 256 KiB 108–135, 2 MiB 101–102,
-/// 4 MiB 98, 8 MiB 95 (BENCHMARKS.md). Batches come from the outbox, not straight from
-/// visitors, and the pool has few slots in use at once (a few per tag), so the larger bound
-/// costs little memory.
+/// 4 MiB 98, 8 MiB 95 (BENCHMARKS.md). What it costs is memory: up to this much stays
+/// resident per slot a batch has used, and a tag's batches reuse a few slots (its
+/// `concurrency`, 2 by default): peak RSS under load 116 → 123 MB with three tags. Batches come
+/// from the outbox, whose items are capped, not straight from visitors.
 const KEEP_RESIDENT_DELIVERY: usize = 8 << 20;
 
 /// The same for tables (a Rust guest's function table is a few KiB).
