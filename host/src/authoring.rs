@@ -127,7 +127,7 @@ pub fn create(kind: TemplateKind, name: &str, dir: &Path, sdk: &SdkSource) -> Re
 }
 
 /// Checks the crate in `dir`, builds it for [`TARGET`] in release, and returns the `.wasm`.
-/// The caller checks the result loads ([`crate::template::inspect`]).
+/// The caller checks the result loads ([`crate::template::read_declaration`]).
 pub fn build(dir: &Path) -> Result<PathBuf, AuthoringError> {
     let manifest_path = dir.join("Cargo.toml");
     let package = check_crate(&manifest_path)?;

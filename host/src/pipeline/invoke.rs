@@ -37,11 +37,11 @@ pub(super) struct InvocationReport<T> {
 }
 
 impl Container {
-    /// One sandboxed invocation: a permit of the phase's pool ([`crate::engine::Runtime::sandbox`];
-    /// `instantiate` must use a pre-instance of that pool's engine), a fresh store,
-    /// `instantiate`, then `call` on the instance, all inside `wall_ms` and the request's `deadline`, whichever comes first;
-    /// then the store is dropped. Returns what happened, the denials met and how long each
-    /// phase took.
+    /// One sandboxed invocation: a permit of the phase's pool
+    /// ([`crate::engine::Runtime::sandbox`]; `instantiate` must use a pre-instance of that
+    /// pool's engine), a fresh store, `instantiate`, then `call` on the instance, all inside
+    /// `wall_ms` and the request's `deadline`, whichever comes first; then the store is
+    /// dropped. Returns what happened, the denials met and how long each phase took.
     pub(super) async fn invoke<I: Send, T: Send + 'static>(
         &self,
         template: &Arc<Template>,

@@ -27,7 +27,8 @@
 //!
 //! 6. **Deliver** (`deliver.rs`), outside any request: each tag's outbox worker
 //!    ([`crate::delivery`]) hands batches of queued items to the tag's `deliver` export, one
-//!    fresh sandbox per batch, and sends plain queued requests itself.
+//!    fresh sandbox per batch (from the delivery pool, [`crate::engine::Runtime`]: a held batch
+//!    never takes a slot a request needs), and sends plain queued requests itself.
 //!
 //! Every step lands in a [`RequestTrace`], logged as one line per request.
 
