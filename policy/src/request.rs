@@ -57,10 +57,15 @@ impl Reads<'_> {
 
     /// Every value of the cookies with this name, percent-decoded.
     pub fn cookie(&self, src: &dyn RequestSource, name: &str) -> Vec<String> {
-        let values = cookie_values(src.header_values("cookie"), name);
+        cookie_values(src.header_values("cookie"), name).into_iter().filter_map(|v| self.cookie_value(name, v)).collect()
+    }
+
+    /// A cookie's value as this read sees it: `None` when it is personal data and personal
+    /// data is removed.
+    fn cookie_value(&self, name: &str, value: String) -> Option<String> {
         match self.minimiser {
-            Some(m) => values.into_iter().filter_map(|v| m.cookie(name, &v)).collect(),
-            None => values,
+            Some(m) => m.cookie(name, &value),
+            None => Some(value),
         }
     }
 
@@ -79,13 +84,7 @@ impl Reads<'_> {
         }
         let mut cookies = Vec::with_capacity(found.iter().map(|(_, values)| values.len()).sum());
         for (name, values) in found {
-            for value in values {
-                let value = match self.minimiser {
-                    Some(m) => m.cookie(name, &value),
-                    None => Some(value),
-                };
-                cookies.extend(value.map(|v| (name.to_string(), v)));
-            }
+            cookies.extend(values.into_iter().filter_map(|v| self.cookie_value(name, v)).map(|v| (name.to_string(), v)));
         }
         cookies
     }
@@ -102,11 +101,7 @@ impl Reads<'_> {
         let mut cookies = self.granted_cookies(src, &granted);
         for (name, value) in set.iter().filter(|(name, _)| granted(name)) {
             cookies.retain(|(n, _)| n != name);
-            let value = match self.minimiser {
-                Some(m) => m.cookie(name, value),
-                None => Some(value.clone()),
-            };
-            cookies.extend(value.map(|v| (name.clone(), v)));
+            cookies.extend(self.cookie_value(name, value.clone()).map(|v| (name.clone(), v)));
         }
         cookies
     }
