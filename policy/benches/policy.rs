@@ -39,6 +39,12 @@ fn bench(c: &mut Criterion) {
     c.bench_function("baseline: copy a log line", |b| b.iter(|| black_box(line).to_string()));
     c.bench_function("mask a log line, no secrets", |b| b.iter(|| none.mask(black_box(line)).len()));
     c.bench_function("mask a log line, 4 secrets", |b| b.iter(|| masker.mask(black_box(line)).len()));
+
+    // One event's consent audit with three tags: three records, 1.8 kB, as the host masks them.
+    let record = |tag: &str| format!(r#"{{"ts_ms":1796686901837,"request_id":"00000002","event_name":"add_to_cart","tag":"{tag}","purposes_needed":["analytics_storage"],"state":{{"ad_personalization":{{"source":"gcd","status":"granted"}},"ad_storage":{{"source":"gcd","status":"granted"}},"ad_user_data":{{"source":"gcd","status":"granted"}},"analytics_storage":{{"source":"gcd","status":"granted"}},"functionality_storage":{{"source":"default","status":"unset"}},"personalization_storage":{{"source":"default","status":"unset"}},"security_storage":{{"source":"default","status":"unset"}}}},"decision":"run","missing":[],"personal_data_removed":false,"removed":[]}}"#);
+    let audit = format!("{}\n{}\n{}\n", record("ga4-1"), record("meta-1"), record("tiktok-1"));
+    c.bench_function("baseline: copy an event's audit (3 records)", |b| b.iter(|| black_box(audit.as_bytes()).to_vec()));
+    c.bench_function("mask an event's audit (3 records), 4 secrets", |b| b.iter(|| masker.mask_bytes(black_box(audit.as_bytes())).len()));
 }
 
 criterion_group!(benches, bench);

@@ -61,9 +61,10 @@
 //! # Cost
 //!
 //! With no secret, [`Masker::mask`] returns its input borrowed without looking at it. Otherwise
-//! it is one pass (two when the text holds a `%XX`) with a rolling 8-byte key: a 256-bit table
-//! of bytes that can end a window, then a bit in a Bloom filter sized to the number of windows,
-//! then a hash-set lookup. It allocates only when something matched.
+//! it is one pass (two when the text holds a `%XX`) with a rolling 8-byte key: a bit in a Bloom
+//! filter sized to the number of windows, then a hash-set lookup (and, for secrets shorter than
+//! [`PIECE`], a 256-bit table of the bytes that end one first). It allocates only when
+//! something matched.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -106,8 +107,8 @@ pub struct Masker {
     short: KeySet,
     /// Bit `n` set when some short form is `n` bytes long.
     short_lens: u8,
-    /// Bytes that end a window or a short form (a 256-bit table).
-    ends: [u64; 4],
+    /// Bytes that end a short form (a 256-bit table).
+    short_ends: [u64; 4],
     /// One-hash Bloom filter over `windows` and `short`, `1 << bloom_log2` bits.
     bloom: Vec<u64>,
     bloom_log2: u32,
@@ -234,9 +235,6 @@ impl Masker {
                 if self.windows.insert(key) {
                     added.push(key);
                 }
-                if let Some(&last) = window.last() {
-                    set_bit(&mut self.ends, last);
-                }
             }
         } else if let Some(&last) = form.last() {
             let key = short_key(pack(form), form.len());
@@ -244,7 +242,7 @@ impl Masker {
                 added.push(key);
             }
             self.short_lens |= 1 << form.len();
-            set_bit(&mut self.ends, last);
+            set_bit(&mut self.short_ends, last);
         }
     }
 
@@ -314,8 +312,8 @@ impl Masker {
         let mut seen = 0usize;
         let mut i = 0;
         while let Some(&raw) = bytes.get(i) {
-            let (byte, next) = match (DECODE && raw == b'%', bytes.get(i + 1), bytes.get(i + 2)) {
-                (true, Some(&high), Some(&low)) => match (hex_value(high), hex_value(low)) {
+            let (byte, next) = match bytes.get(i + 1..i + 3) {
+                Some(&[high, low]) if DECODE && raw == b'%' => match (hex_value(high), hex_value(low)) {
                     (Some(high), Some(low)) => (high << 4 | low, i + 3),
                     _ => (raw, i + 1),
                 },
@@ -330,22 +328,20 @@ impl Masker {
             let start_of = |len: usize| {
                 if DECODE { starts.get((seen - len) % PIECE).copied().unwrap_or(0) } else { next - len }
             };
-            if has_bit(&self.ends, byte) {
-                if seen >= PIECE {
-                    let window = low_bytes(key, PIECE);
-                    if self.bloom_has(window) && self.windows.contains(&window) {
-                        hit(start_of(PIECE), next)?;
-                    }
+            if seen >= PIECE {
+                let window = low_bytes(key, PIECE);
+                if self.bloom_has(window) && self.windows.contains(&window) {
+                    hit(start_of(PIECE), next)?;
                 }
-                if self.short_lens != 0 {
-                    for len in 1..PIECE.min(seen + 1) {
-                        if self.short_lens & (1 << len) == 0 {
-                            continue;
-                        }
-                        let short = short_key(low_bytes(key, len), len);
-                        if self.bloom_has(short) && self.short.contains(&short) {
-                            hit(start_of(len), next)?;
-                        }
+            }
+            if self.short_lens != 0 && has_bit(&self.short_ends, byte) {
+                for len in 1..PIECE.min(seen + 1) {
+                    if self.short_lens & (1 << len) == 0 {
+                        continue;
+                    }
+                    let short = short_key(low_bytes(key, len), len);
+                    if self.bloom_has(short) && self.short.contains(&short) {
+                        hit(start_of(len), next)?;
                     }
                 }
             }
@@ -537,9 +533,11 @@ fn hex_value(b: u8) -> Option<u8> {
 
 /// Whether `bytes` holds a `%XX` escape (so the decoded view can differ from the written one).
 fn has_escape(bytes: &[u8]) -> bool {
-    bytes
-        .windows(3)
-        .any(|w| matches!(w, [b'%', high, low] if hex_value(*high).is_some() && hex_value(*low).is_some()))
+    // `memchr` skips the text between `%`s many bytes at a time: this runs over every line the
+    // process writes, and most hold no `%` at all.
+    memchr::memchr_iter(b'%', bytes).any(|at| {
+        matches!(bytes.get(at + 1..at + 3), Some([high, low]) if hex_value(*high).is_some() && hex_value(*low).is_some())
+    })
 }
 
 /// Up to eight bytes packed big-endian into the low bytes of a `u64` (as the rolling key holds
