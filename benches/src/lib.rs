@@ -76,15 +76,22 @@ enum Extra {
 /// The GA4 client plus `tags` vendor tags whose requests really go out, to a sink listening on
 /// `sink` (loopback): the in-process cost of the outbound HTTP calls.
 pub fn container_with_sink(tags: usize, sink: std::net::SocketAddr) -> Arc<Container> {
-    build_container(tags, Extra::None, &format!("http://{sink}"), "\nallow_private = [\"127.0.0.1/32\"]")
+    container_with_sink_from(None, tags, sink)
+}
+
+/// [`container_with_sink`] with the templates of `templates` (a directory of `.wasm` files, as
+/// `cargo xtask templates` writes them) instead of the current build's.
+pub fn container_with_sink_from(templates: Option<&std::path::Path>, tags: usize, sink: std::net::SocketAddr) -> Arc<Container> {
+    build_container(templates, tags, Extra::None, &format!("http://{sink}"), "\nallow_private = [\"127.0.0.1/32\"]")
 }
 
 fn vendor_container(tags: usize, extra: Extra) -> Arc<Container> {
     // 127.0.0.9 is loopback and not in allow_private: every send stops at the choke point.
-    build_container(tags, extra, "http://127.0.0.9:9", "")
+    build_container(None, tags, extra, "http://127.0.0.9:9", "")
 }
 
-fn build_container(tags: usize, extra: Extra, sink: &str, outbound: &str) -> Arc<Container> {
+fn build_container(templates: Option<&std::path::Path>, tags: usize, extra: Extra, sink: &str, outbound: &str) -> Arc<Container> {
+    let template = |package: &str| templates.map_or_else(|| template(package), |dir| dir.join(format!("{package}.wasm")));
     let all = [
         format!(
             "[[tag]]\nname = \"meta\"\nwasm = \"{}\"\ntrigger = {{ events = [\"*\"] }}\nparams = {{ pixel_id = \"1\", access_token = \"${{TEST_SECRET}}\", endpoint = \"{sink}\" }}\ngrants = {{ event_data = [\"*\"], cookies = [\"_fbp\", \"_fbc\"], response_cookies = [\"_fbp\", \"_fbc\"], outbound = [\"{sink}/\"] }}\n",
