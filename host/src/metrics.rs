@@ -94,6 +94,7 @@ pub(crate) struct OutboxSample {
     pub(crate) retried: u64,
     pub(crate) dead_lettered: u64,
     pub(crate) refused: u64,
+    pub(crate) damaged: u64,
     pub(crate) requests: u64,
 }
 
@@ -123,13 +124,14 @@ impl Collector for OutboxCollector {
                 gauge.encode(metric.encode_family(&TagLabel { tag: s.tag.clone() })?)?;
             }
         }
-        let counters: [(&str, &str, Read); 6] = [
+        let counters: [(&str, &str, Read); 7] = [
             ("outbox_queued", "Items written to the tag's queue", |s| s.queued),
             ("outbox_delivered", "Items the vendor took", |s| s.delivered),
             ("outbox_retries", "Item attempts that are to be retried", |s| s.retried),
             ("outbox_dead_lettered", "Items given up on (rejected, or past the vendor's window)", |s| s.dead_lettered),
             ("outbox_refused", "Items not queued: the queue was full, or an item larger than a batch", |s| s.refused),
             ("outbox_batches", "Deliveries started: batches through deliver, and plain queued requests", |s| s.requests),
+            ("outbox_damaged", "Items lost to a queue record damaged on disk after its commit (each is logged)", |s| s.damaged),
         ];
         for (name, help, value) in &counters {
             let mut metric = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Counter)?;

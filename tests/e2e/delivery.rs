@@ -244,6 +244,47 @@ async fn a_damaged_queue_file_is_reported_and_skipped_and_the_rest_is_delivered_
     assert!(!seen.contains_key("ev-19"), "the damaged record is the last one");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_file_unreadable_for_a_moment_delays_delivery_and_loses_nothing() {
+    let vendor = FakeVendor::start().await;
+    let down = Arc::new(AtomicBool::new(true));
+    let d = down.clone();
+    vendor.judge("/hook", Arc::new(move |_: &Received| if d.load(Ordering::SeqCst) { (503, String::new()) } else { (200, "{}".into()) }));
+    let dir = scratch_dir("unreadable");
+    let text = config(&vendor.origin(), &dir, "");
+    let first = load(&text);
+    for n in 0..20 {
+        first.handle(hit(&format!("ev-{n}"))).await;
+    }
+    first.drain().await;
+    drop(first);
+
+    // The next run opens the queue, then its files cannot be read for a moment (a disk that
+    // went away, a full file table) just as delivery starts.
+    down.store(false, Ordering::SeqCst);
+    let back_at = vendor.received_at("/hook").len();
+    let second = load(&text);
+    let queue = dir.join("hook");
+    let aside = dir.join("aside");
+    std::fs::create_dir_all(&aside).unwrap();
+    let segments: Vec<_> = std::fs::read_dir(&queue).unwrap().filter_map(Result::ok).map(|e| e.file_name()).filter(|n| n.to_string_lossy().ends_with(".log") && n.to_string_lossy().starts_with("seg-")).collect();
+    assert!(!segments.is_empty());
+    for name in &segments {
+        std::fs::rename(queue.join(name), aside.join(name)).unwrap();
+    }
+    second.start_delivery();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(vendor.received_at("/hook").len(), back_at, "nothing could be read, so nothing was sent");
+    assert_eq!(second.outbox_status()[0].pending, 20, "and nothing was given up on");
+    for name in &segments {
+        std::fs::rename(aside.join(name), queue.join(name)).unwrap();
+    }
+    wait_until("every event is delivered", || second.outbox_status()[0].pending == 0).await;
+    let seen = ids(&vendor.received_at("/hook")[back_at..]);
+    assert_eq!(seen.len(), 20, "every event, once the files read again: {seen:?}");
+    assert_eq!(second.outbox_status()[0].damaged, 0);
+}
+
 /// Set in a child process of the test binary: serve the container config at this path until
 /// killed, writing the port to `<config>.port` (and the admin listener's, if the config has
 /// one, to `<config>.admin-port`).

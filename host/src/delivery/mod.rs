@@ -383,6 +383,9 @@ pub struct OutboxStatus {
     pub dead: usize,
     /// Items refused because the queue was full (since this process opened it).
     pub overflowed: u64,
+    /// Records found damaged on disk after their commit, so never delivered (since this
+    /// process opened it; each is also logged).
+    pub damaged: u64,
     /// Items waiting for a retry now: known only to the running server (`None` offline).
     pub retrying: Option<u64>,
     /// What opening it found damaged and skipped (offline inspection only).
@@ -503,6 +506,7 @@ pub(crate) fn status(template: &str, store: &Store, retrying: Option<u64>, probl
         oldest_age_secs: stats.oldest_created_ms.map(|t| now_ms().saturating_sub(t) / 1000),
         dead: stats.dead,
         overflowed: stats.overflowed,
+        damaged: stats.damaged,
         retrying,
         problems,
     }

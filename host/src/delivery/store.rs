@@ -53,6 +53,10 @@
 //!
 //! Appends never go to a segment found at open: each run starts a new one.
 //!
+//! While running, [`Store::read_next`] keeps the same promise: a record that changed on disk
+//! since its commit is logged, counted ([`Stats::damaged`]) and finished, not left pending
+//! forever; a file that cannot be read just now loses nothing (its items are read again).
+//!
 //! # When files are deleted
 //! A segment (`.log`, then `.ack`) is deleted by the commit after its last record is finished,
 //! once it is not the one being written, and at open; that commit also closes it if the reader
@@ -156,6 +160,9 @@ pub(crate) struct Stats {
     pub overflowed: u64,
     /// Queue-file `fsync`s since open.
     pub syncs: u64,
+    /// Records found damaged on disk after their commit, since open: they cannot be delivered,
+    /// so they were finished unread (see [`Store::read_next`]).
+    pub damaged: u64,
 }
 
 /// Why the outbox could not do something. Each message names the file and the fix.
@@ -185,7 +192,7 @@ pub(crate) enum StoreError {
     #[error("the outbox is closed or open read-only; to change it, stop the server and open it for writing")]
     Closed,
     /// A record does not read back (at open this becomes a [`Recovery`] problem instead).
-    #[error("outbox file {}: corrupt at byte {offset}: {what}; restart to skip it (it is reported at start-up)", path.display())]
+    #[error("outbox file {}: the record at byte {offset} is damaged ({what}): its item cannot be delivered and is counted as damaged; check the disk", path.display())]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -481,6 +488,7 @@ struct State {
     /// The committer has made its last commit (or there is none).
     stopped: bool,
     overflowed: u64,
+    damaged: u64,
     committed_appends: u64,
     syncs: u64,
 }
@@ -645,8 +653,13 @@ impl Store {
 
     /// Next committed items, oldest first: at most `max_items`, and `max_bytes` of data (at least
     /// one if any is available). Each is handed out once per process run; the caller keeps
-    /// in-flight and retrying items itself. A record that no longer reads back is logged and
-    /// skipped (it stays pending, and start-up reports it).
+    /// in-flight and retrying items itself.
+    ///
+    /// A file that cannot be read now (an I/O error, too many open files) loses nothing: the
+    /// items not read go back to the front of the queue for the next call, and the error is
+    /// returned when nothing was read. A record that no longer reads back (it changed on disk
+    /// since its commit) can never be delivered: it is logged, counted in [`Stats::damaged`] and
+    /// finished, so it does not stay pending forever nor keep its segment on disk.
     pub(crate) fn read_next(&self, max_items: usize, max_bytes: usize) -> Result<Vec<(Position, Item)>, StoreError> {
         let mut items = Vec::new();
         let taken = {
@@ -687,20 +700,48 @@ impl Store {
         while let Some(first) = rest.first() {
             let run = 1 + rest.windows(2).take_while(|w| w[1].pos.segment == first.pos.segment && w[1].offset == w[0].end()).count();
             let (this, next) = rest.split_at(run);
-            rest = next;
             let path = segment_path(&self.shared.dir, first.pos.segment, "log");
             match self.segment_reader(first.pos.segment, &path).and_then(|file| read_run(&path, &file, this)) {
-                Ok(read) => items.extend(this.iter().map(|e| e.pos).zip(read).filter_map(|(pos, item)| match item {
-                    Ok(item) => Some((pos, item)),
-                    Err(err) => {
-                        tracing::error!("{err}");
-                        None
+                Ok(read) => {
+                    for (entry, item) in this.iter().zip(read) {
+                        match item {
+                            Ok(item) => items.push((entry.pos, item)),
+                            Err(err) => self.retire_damaged(entry.pos, &err),
+                        }
                     }
-                })),
-                Err(err) => tracing::error!("{err}"),
+                }
+                Err(err) => {
+                    // This run and the ones after it are read again by the next call.
+                    let mut st = lock(&self.shared.state);
+                    for entry in rest.iter().rev() {
+                        st.unread.push_front(*entry);
+                    }
+                    if items.is_empty() {
+                        return Err(err);
+                    }
+                    tracing::error!("{err} (its items will be read again)");
+                    return Ok(items);
+                }
             }
+            rest = next;
         }
         Ok(items)
+    }
+
+    /// A committed record that no longer reads back: logged, counted, and finished (its item
+    /// is lost; keeping it pending would keep it, and its segment, forever). Opened read-only
+    /// ([`Store::inspect`]) the store only logs it.
+    fn retire_damaged(&self, pos: Position, err: &StoreError) {
+        tracing::error!("{err}");
+        if self.writable().is_ok() {
+            let _ = self.change(|st| {
+                st.damaged += 1;
+                if st.finish(pos) {
+                    st.acks.push(pos);
+                }
+                Ok(())
+            });
+        }
     }
 
     /// The open file of segment `seq` (at `path`), from [`Shared::reader`] or opened now.
@@ -783,6 +824,7 @@ impl Store {
             dead: st.dead_count,
             overflowed: st.overflowed,
             syncs: st.syncs,
+            damaged: st.damaged,
         }
     }
 
@@ -1563,6 +1605,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_file_that_cannot_be_read_now_loses_nothing_its_items_are_read_again() {
+        let dir = TestDir::new("unreadable-now");
+        let (store, _) = Store::open(dir.cfg()).unwrap();
+        for n in 0..3 {
+            store.append(item(n)).unwrap();
+        }
+        store.flush().await.unwrap();
+        // The segment is gone for a moment (a full file table, a disk that went away, ...).
+        let path = dir.seg(0, "log");
+        let aside = dir.0.join("aside");
+        fs::rename(&path, &aside).unwrap();
+        assert!(matches!(store.read_next(10, usize::MAX), Err(StoreError::Io { .. })), "the read failed, and says so");
+        assert_eq!(store.stats().pending, 3, "nothing was finished");
+        fs::rename(&aside, &path).unwrap();
+        assert_eq!(ids(&drain(&store)), ["ev-0", "ev-1", "ev-2"], "the same items, in order, once the file reads");
+        assert_eq!(store.stats().damaged, 0);
+    }
+
+    #[tokio::test]
     async fn a_record_damaged_on_disk_after_its_commit_is_skipped_and_the_rest_of_its_batch_still_read() {
         let dir = TestDir::new("damaged-after-commit");
         // Small segments: the batch spans several files, read a run per file.
@@ -1582,7 +1643,16 @@ mod tests {
         let damaged = (0..6).find(|n| !ids(&read).contains(&format!("ev-{n}").as_str()));
         assert_eq!(read.len(), 5, "exactly one item lost to the damage: {:?}", ids(&read));
         let expected: Vec<Item> = (0..6).filter(|n| Some(*n) != damaged).map(item).collect();
-        assert_eq!(read.into_iter().map(|(_, i)| i).collect::<Vec<_>>(), expected, "the others whole, in order");
+        assert_eq!(read.iter().map(|(_, i)| i.clone()).collect::<Vec<_>>(), expected, "the others whole, in order");
+        // The damaged one is accounted for, not pending forever: counted, and finished, so its
+        // segment goes once the others are delivered.
+        assert_eq!((store.stats().damaged, store.stats().pending), (1, 5));
+        for (pos, _) in read {
+            store.ack(pos).unwrap();
+        }
+        store.flush().await.unwrap();
+        assert_eq!(store.stats().pending, 0);
+        assert!(!first.exists(), "the damaged segment was deleted: {:?}", dir.names());
     }
 
     #[tokio::test]

@@ -66,6 +66,9 @@ pub(crate) struct Worker {
     pub(crate) handover: CancellationToken,
 }
 
+/// How long a worker waits after its outbox could not be read before it reads again.
+const READ_RETRY: Duration = Duration::from_secs(1);
+
 /// A plain request's batch has no `deliver` limits: one request each.
 const PLAIN: Batch = Batch { max_items: 1, max_bytes: u32::MAX, max_wait_ms: 0, max_age_secs: u32::MAX };
 
@@ -90,8 +93,8 @@ impl Worker {
                 if state.in_flight.is_empty() {
                     break;
                 }
-            } else if !self.dispatch(&mut state, drain_until.is_some()).await {
-                break;
+            } else {
+                self.dispatch(&mut state, drain_until.is_some());
             }
             if let Some(until) = drain_until
                 && (Instant::now() >= until || (state.in_flight.is_empty() && state.is_idle(&self)))
@@ -129,11 +132,10 @@ impl Worker {
     }
 
     /// Starts every batch that may start now (while draining, a batch does not wait to fill).
-    /// `false` when the store is unusable.
-    async fn dispatch(&self, state: &mut State, draining: bool) -> bool {
+    fn dispatch(&self, state: &mut State, draining: bool) {
         let now = Instant::now();
         if state.paused_until.is_some_and(|until| until > now) {
-            return true;
+            return;
         }
         state.paused_until = None;
         let batch = self.batch();
@@ -153,8 +155,11 @@ impl Worker {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(tag = %self.outbox.tag, "outbox read failed, delivery stops: {e}");
-                    return false;
+                    // Nothing was lost (the store reads those items again); a file that cannot
+                    // be read now may be readable in a moment.
+                    tracing::error!(tag = %self.outbox.tag, "outbox read failed, trying again in {} s: {e}", READ_RETRY.as_secs());
+                    state.paused_until = Some(now + READ_RETRY);
+                    return;
                 }
             }
         }
@@ -165,7 +170,6 @@ impl Worker {
                 self.start(state, held);
             }
         }
-        true
     }
 
     /// Dead-letters the items past their vendor's window; returns the rest.

@@ -176,6 +176,7 @@ impl Container {
                     dead_lettered: get(&c.dead),
                     refused: get(&c.refused),
                     requests: get(&c.requests),
+                    damaged: status.damaged,
                 }
             })
             .collect();
