@@ -4,19 +4,21 @@
 //!
 //! Nothing is cached: each request is resolved from its own signals.
 
-use std::io::Write;
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use serde_json::Value;
 use sluice_policy::consent::{AuditRecord, ConsentConfig, ConsentPolicy, ConsentState};
 use sluice_policy::request::RequestSource;
 
 use crate::error::AuditOpenError;
+use crate::output::Batched;
 
 /// A container's consent rules and its audit sink.
 pub struct Consent {
     policy: ConsentPolicy,
-    audit: Option<Mutex<Box<dyn Write + Send>>>,
+    /// Written in batches, never later than the events the records vouch for
+    /// ([`crate::output::Batched`]).
+    audit: Option<Arc<Batched>>,
 }
 
 impl std::fmt::Debug for Consent {
@@ -28,16 +30,16 @@ impl std::fmt::Debug for Consent {
 impl Consent {
     /// The rules for `[consent]`; opens the audit file if one is configured.
     pub fn new(config: ConsentConfig) -> Result<Self, AuditOpenError> {
-        let audit: Option<Mutex<Box<dyn Write + Send>>> = match config.audit.as_str() {
+        let audit = match config.audit.as_str() {
             "off" | "" => None,
-            "stdout" => Some(Mutex::new(Box::new(std::io::stdout()))),
+            "stdout" => Some(Batched::new(Box::new(std::io::stdout()))),
             path => {
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
                     .map_err(|error| AuditOpenError { path: path.to_string(), error })?;
-                Some(Mutex::new(Box::new(file)))
+                Some(Batched::new(Box::new(file)))
             }
         };
         Ok(Consent { policy: ConsentPolicy::new(config), audit })
@@ -63,20 +65,18 @@ impl Consent {
         self.audit.is_some()
     }
 
-    /// Writes audit records (one event's decisions), a JSON line each, in one write and flush,
-    /// through the output masker like every other line the process writes.
+    /// Audits one event's decisions, a JSON line each, through the output masker like every
+    /// other line the process writes. Written out in batches ([`Batched`]): before any outbox
+    /// commit of the event, and within [`crate::output::FLUSH_EVERY`].
     pub fn audit(&self, records: &[AuditRecord<'_>]) {
         let Some(sink) = &self.audit else { return };
-        let mut lines = Vec::with_capacity(records.len() * 512);
+        let mut lines = Vec::with_capacity(records.len() * 640);
         for record in records {
             if serde_json::to_writer(&mut lines, record).is_ok() {
                 lines.push(b'\n');
             }
         }
-        let lines = crate::output::mask_bytes(&lines);
-        let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = sink.write_all(&lines).and_then(|()| sink.flush()) {
-            tracing::error!("consent audit records could not be written: {e}");
-        }
+        sink.write(&crate::output::mask_bytes(&lines));
     }
+
 }

@@ -96,6 +96,8 @@ async fn the_summary_of_a_known_run_is_exactly_the_counts_worked_out_by_hand() {
     server.container.handle(hit("&gcd=13r3r3r2r5l1", None)).await; // H8, after `between`: all granted
     server.stop().await;
 
+    // The audit is written in batches (within 20 ms, and before any outbox commit): now.
+    sluice::output::flush_batched();
     let config = parse_config(&text).unwrap();
     let file = configured_file(&config).unwrap();
     assert_eq!(file, audit, "sluice audit --config reads the file the server wrote");

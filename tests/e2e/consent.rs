@@ -86,6 +86,8 @@ async fn a_denied_hit_reaches_no_ad_vendor_and_no_vendor_gets_personal_data() {
     assert_eq!(plain_denied["header_result"]["ok"], "https://shop.example/", "and from the Referer a tag reads");
     assert!(!vendor.received().iter().any(|r| String::from_utf8_lossy(&r.body).contains("203.0.113.9") && r.body.windows(11).any(|w| w == b"add_to_cart")));
 
+    // The audit is written in batches (within 20 ms, and before any outbox commit): now.
+    sluice::output::flush_batched();
     let lines: Vec<Value> = std::fs::read_to_string(&audit)
         .expect("audit file")
         .lines()

@@ -15,6 +15,7 @@ fn outbound(r: OutgoingRequest) -> OutboundRequest {
 
 impl Host for Invocation {
     async fn send(&mut self, request: OutgoingRequest) -> Result<IncomingResponse, Error> {
+        self.audit_before_sending();
         let url_for_log = crate::outbound::without_query(&request.url).to_string();
         // Waiting on the vendor is paid for by wall_ms: the CPU budget counts only what runs.
         let result = self.services.send(&self.template, (self.phase.export(self.template.declaration.kind), &self.request.id), outbound(request)).await;
@@ -25,6 +26,7 @@ impl Host for Invocation {
         if requests.len() > MAX_SEND_ALL {
             return Err(Error::Invalid(format!("send-all takes at most {MAX_SEND_ALL} requests (got {})", requests.len())));
         }
+        self.audit_before_sending();
         let urls: Vec<String> = requests.iter().map(|r| crate::outbound::without_query(&r.url).to_string()).collect();
         let (services, template) = (self.services.clone(), self.template.clone());
         let (export, request_id) = (self.phase.export(template.declaration.kind), self.request.id.clone());
@@ -38,6 +40,15 @@ impl Host for Invocation {
 }
 
 impl Invocation {
+    /// A template sending from inside the visitor's request (not through its outbox): the
+    /// audit of the decision that let it run is written out before the vendor hears of it
+    /// ([`crate::output::Batched`]). A `deliver` sends committed items, audited already.
+    fn audit_before_sending(&self) {
+        if matches!(self.phase, crate::state::Phase::InRequest) {
+            crate::output::flush_batched();
+        }
+    }
+
     /// One outbound result as the template gets it; logged, and a denial recorded.
     fn answer(&mut self, url_for_log: &str, result: Result<crate::outbound::OutboundResponse, OutboundError>) -> Result<IncomingResponse, Error> {
         let (id, name) = (&self.request.id, &self.template.name);

@@ -1335,6 +1335,11 @@ impl Shared {
             st.urgent = false;
             (take(&mut st.appends), take(&mut st.acks), take(&mut st.dead), take(&mut st.dead_reset), take(&mut st.waiters))
         };
+        // Every event being committed was audited before it was queued: the audit records
+        // reach their file first, so a crash never leaves a delivered event unaudited.
+        if !appends.is_empty() {
+            crate::output::flush_batched();
+        }
         let mut failure: Option<Failure> = None;
         let mut fail = |f: Failure| {
             tracing::error!("{} (kept for the next commit)", f.clone().into_error());
@@ -1602,6 +1607,34 @@ mod tests {
         committed(&store, 1).await;
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(store.stats().syncs, 1, "fsynced once, within its sync interval");
+    }
+
+    /// Records, at each write, how long the outbox's first segment was.
+    struct SegmentLength(PathBuf, Arc<Mutex<Vec<u64>>>);
+
+    impl Write for SegmentLength {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            lock(&self.1).push(fs::metadata(&self.0).map_or(0, |m| m.len()));
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_writes_the_audit_waiting_in_memory_before_the_events_it_vouches_for() {
+        let dir = TestDir::new("audit-first");
+        let (store, _) = Store::open(dir.cfg()).unwrap();
+        let lengths = Arc::new(Mutex::new(Vec::new()));
+        let audit = crate::output::Batched::new(Box::new(SegmentLength(dir.seg(0, "log"), lengths.clone())));
+        // The host audits an event's decisions, then queues it.
+        audit.write(b"{\"decision\":\"run\"}\n");
+        store.append(item(0)).unwrap();
+        store.flush().await.unwrap();
+        let written = fs::metadata(dir.seg(0, "log")).unwrap().len();
+        let at_audit = lock(&lengths).first().copied().expect("the audit was written out by the commit");
+        assert!(at_audit < written, "the audit line went out before the item it vouches for ({at_audit} < {written} bytes)");
     }
 
     #[tokio::test]
