@@ -32,14 +32,14 @@ impl Consent {
     pub fn new(config: ConsentConfig) -> Result<Self, AuditOpenError> {
         let audit = match config.audit.as_str() {
             "off" | "" => None,
-            "stdout" => Some(Batched::new(Box::new(std::io::stdout()))),
+            "stdout" => Some(Batched::new("consent audit", Box::new(std::io::stdout()))),
             path => {
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
                     .map_err(|error| AuditOpenError { path: path.to_string(), error })?;
-                Some(Batched::new(Box::new(file)))
+                Some(Batched::new("consent audit", Box::new(file)))
             }
         };
         Ok(Consent { policy: ConsentPolicy::new(config), audit })

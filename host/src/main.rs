@@ -149,8 +149,11 @@ enum OutboxAction {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
-    match run(cli.command) {
+    init_logging(cli.log_format, matches!(cli.command, Command::Serve { .. }));
+    let result = run(cli.command);
+    // Batched output (the consent audit, a served log) is written out before the process ends.
+    sluice::output::flush_batched();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // Error messages can quote configuration (a URL, a header): masked like every line.
@@ -160,7 +163,10 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Installs the log. `sluice serve` writing to a file or a collector (not a terminal) logs in
+/// batches ([`sluice::output::Batched`]: a line per request was one `write` each); a panic
+/// writes them out before its own message.
+fn init_logging(format: LogFormat, serving: bool) {
     let filter = std::env::var("SLUICE_LOG").unwrap_or_else(|_| "info".into());
     let format = match format {
         LogFormat::Text => sluice::output::LogFormat::Text,
@@ -169,7 +175,18 @@ fn init_logging(format: LogFormat) {
     // Colours only for a terminal: escape codes in a log file or a collector are noise (and
     // writing them showed in the server's profile under load).
     use std::io::IsTerminal;
-    let subscriber = sluice::output::subscriber(format, &filter, std::io::stderr, std::io::stderr().is_terminal());
+    let terminal = std::io::stderr().is_terminal();
+    let subscriber = if serving && !terminal {
+        let sink = sluice::output::Batched::new("log", Box::new(std::io::stderr()));
+        let panic = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            sluice::output::flush_batched_on_panic();
+            panic(info);
+        }));
+        sluice::output::subscriber(format, &filter, sluice::output::BatchedLines(sink), false)
+    } else {
+        sluice::output::subscriber(format, &filter, std::io::stderr, terminal)
+    };
     let _ = tracing::subscriber::set_global_default(subscriber);
 }
 

@@ -89,7 +89,8 @@ impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::Ma
 }
 
 /// Output whose lines are gathered in memory and written out together: the consent audit,
-/// whose one `write` per event was ~3% of the request path's CPU under load.
+/// whose one `write` per event was ~3% of the request path's CPU under load, and the server's
+/// log when it goes to a file or a collector rather than a terminal ([`BatchedLines`]).
 ///
 /// What is gathered is written out, in order:
 /// * before each outbox commit writes the events it holds, and before a template sends from
@@ -103,6 +104,8 @@ impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::Ma
 /// So a `SIGKILL` loses at most the last [`FLUSH_EVERY`] of audit records, and only of events
 /// no vendor gets. Lines go to the writer whole, each `write` a run of whole lines.
 pub struct Batched {
+    /// What the lines are, for the error when they cannot be written.
+    what: &'static str,
     state: Mutex<BatchedState>,
 }
 
@@ -126,8 +129,9 @@ impl std::fmt::Debug for Batched {
 }
 
 impl Batched {
-    /// A batched sink writing to `out`; starts the `sluice-output` thread the first time.
-    pub fn new(out: Box<dyn Write + Send>) -> Arc<Batched> {
+    /// A batched sink writing `what` (named in errors) to `out`; starts the `sluice-output`
+    /// thread the first time.
+    pub fn new(what: &'static str, out: Box<dyn Write + Send>) -> Arc<Batched> {
         static FLUSHER: std::sync::Once = std::sync::Once::new();
         FLUSHER.call_once(|| {
             let spawned = std::thread::Builder::new().name("sluice-output".into()).spawn(|| {
@@ -137,10 +141,10 @@ impl Batched {
                 }
             });
             if let Err(e) = spawned {
-                tracing::error!("no thread to write batched output ({e}): the consent audit is written at outbox commits and every {} kB", WRITE_AT >> 10);
+                tracing::error!("no thread to write batched output ({e}): it is written at outbox commits and every {} kB", WRITE_AT >> 10);
             }
         });
-        let sink = Arc::new(Batched { state: Mutex::new(BatchedState { out, waiting: Vec::with_capacity(WRITE_AT) }) });
+        let sink = Arc::new(Batched { what, state: Mutex::new(BatchedState { out, waiting: Vec::with_capacity(WRITE_AT) }) });
         let mut all = BATCHED.lock().unwrap_or_else(|p| p.into_inner());
         all.retain(|s| s.strong_count() > 0);
         all.push(Arc::downgrade(&sink));
@@ -149,35 +153,67 @@ impl Batched {
 
     /// Adds whole lines (each ending in `\n`), already masked.
     pub fn write(&self, lines: &[u8]) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.waiting.extend_from_slice(lines);
-        if state.waiting.len() >= WRITE_AT {
-            state.write_out();
-        }
+        let written = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.waiting.extend_from_slice(lines);
+            if state.waiting.len() >= WRITE_AT { state.write_out() } else { Ok(()) }
+        };
+        self.report(written);
     }
 
     /// Writes out whatever waits.
     pub fn flush(&self) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).write_out();
+        let written = self.state.lock().unwrap_or_else(|p| p.into_inner()).write_out();
+        self.report(written);
+    }
+
+    /// Logs a failed write, once the lock is released (the log may be batched itself).
+    fn report(&self, written: std::io::Result<()>) {
+        if let Err(e) = written {
+            tracing::error!("{} lines could not be written: {e}", self.what);
+        }
     }
 }
 
 impl BatchedState {
-    fn write_out(&mut self) {
+    /// Writes out what waits; it is dropped either way (a failing disk must not grow memory).
+    fn write_out(&mut self) -> std::io::Result<()> {
         if self.waiting.is_empty() {
-            return;
+            return Ok(());
         }
         let written = self.out.write_all(&self.waiting).and_then(|()| self.out.flush());
         self.waiting.clear();
-        if let Err(e) = written {
-            tracing::error!("consent audit records could not be written: {e}");
-        }
+        written
     }
 }
 
 impl Drop for Batched {
     fn drop(&mut self) {
-        self.state.get_mut().unwrap_or_else(|p| p.into_inner()).write_out();
+        let _ = self.state.get_mut().unwrap_or_else(|p| p.into_inner()).write_out();
+    }
+}
+
+/// A `tracing-subscriber` writer factory over a [`Batched`] sink: `sluice serve` logs through
+/// it when its log is not a terminal. Each event is formatted into one buffer and written with
+/// one `write_all` ([`MaskedWriter`]), so each write is a whole, masked line.
+#[derive(Debug, Clone)]
+pub struct BatchedLines(pub Arc<Batched>);
+
+impl std::io::Write for &Batched {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Batched::write(self, buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchedLines {
+    type Writer = &'a Batched;
+    fn make_writer(&'a self) -> Self::Writer {
+        &self.0
     }
 }
 
@@ -186,6 +222,19 @@ pub fn flush_batched() {
     let sinks: Vec<Arc<Batched>> = BATCHED.lock().unwrap_or_else(|p| p.into_inner()).iter().filter_map(Weak::upgrade).collect();
     for sink in sinks {
         sink.flush();
+    }
+}
+
+/// [`flush_batched`] for a panic hook: a sink (or the list of them) locked at the moment of the
+/// panic is skipped rather than waited for, since its holder may be the thread panicking.
+pub fn flush_batched_on_panic() {
+    let Ok(all) = BATCHED.try_lock() else { return };
+    let sinks: Vec<Arc<Batched>> = all.iter().filter_map(Weak::upgrade).collect();
+    drop(all);
+    for sink in sinks {
+        if let Ok(mut state) = sink.state.try_lock() {
+            let _ = state.write_out();
+        }
     }
 }
 
@@ -241,7 +290,7 @@ mod tests {
     #[test]
     fn batched_lines_are_written_out_in_order_by_the_thread_a_flush_a_full_buffer_or_the_drop() {
         let out = Shared::default();
-        let sink = super::Batched::new(Box::new(out.clone()));
+        let sink = super::Batched::new("test", Box::new(out.clone()));
         sink.write(b"one\n");
         sink.write(b"two\n");
         super::flush_batched();

@@ -1627,7 +1627,7 @@ mod tests {
         let dir = TestDir::new("audit-first");
         let (store, _) = Store::open(dir.cfg()).unwrap();
         let lengths = Arc::new(Mutex::new(Vec::new()));
-        let audit = crate::output::Batched::new(Box::new(SegmentLength(dir.seg(0, "log"), lengths.clone())));
+        let audit = crate::output::Batched::new("consent audit", Box::new(SegmentLength(dir.seg(0, "log"), lengths.clone())));
         // The host audits an event's decisions, then queues it.
         audit.write(b"{\"decision\":\"run\"}\n");
         store.append(item(0)).unwrap();
