@@ -206,26 +206,47 @@ async fn an_operator_lists_replays_and_purges_dead_letters() {
     assert_eq!(outboxes.purge("hook").unwrap(), 0, "nothing left to purge");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_damaged_queue_file_is_reported_and_skipped_and_the_rest_is_delivered_after_restart() {
+/// What a run left: 20 events (`ev-0`..`ev-19`) queued for the webhook while its vendor was
+/// down, the container gone.
+struct Backlog {
+    vendor: FakeVendor,
+    /// The vendor answers 503 while this is set.
+    down: Arc<AtomicBool>,
+    /// The outbox directory.
+    dir: std::path::PathBuf,
+    /// The container config, for the next run.
+    text: String,
+}
+
+async fn backlog(name: &str) -> Backlog {
     let vendor = FakeVendor::start().await;
     let down = Arc::new(AtomicBool::new(true));
     let d = down.clone();
     vendor.judge("/hook", Arc::new(move |_: &Received| if d.load(Ordering::SeqCst) { (503, String::new()) } else { (200, "{}".into()) }));
-    let dir = scratch_dir("damaged");
+    let dir = scratch_dir(name);
     let text = config(&vendor.origin(), &dir, "");
     let first = load(&text);
     for n in 0..20 {
         first.handle(hit(&format!("ev-{n}"))).await;
     }
     first.drain().await;
-    drop(first);
+    Backlog { vendor, down, dir, text }
+}
+
+/// The queue's segment files (`seg-*.log`) in `queue`, in order.
+fn segments(queue: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let is_segment = |p: &std::path::Path| p.extension().is_some_and(|e| e == "log") && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("seg-"));
+    let mut all: Vec<_> = std::fs::read_dir(queue).unwrap().filter_map(Result::ok).map(|e| e.path()).filter(|p| is_segment(p)).collect();
+    all.sort();
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_queue_file_is_reported_and_skipped_and_the_rest_is_delivered_after_restart() {
+    let Backlog { vendor, down, dir, text } = backlog("damaged").await;
 
     // Cut the last segment mid-record, as a crash mid-write or a bad disk would.
-    let queue = dir.join("hook");
-    let mut segments: Vec<_> = std::fs::read_dir(&queue).unwrap().filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "log") && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("seg-"))).collect();
-    segments.sort();
-    let last = segments.last().expect("a segment").clone();
+    let last = segments(&dir.join("hook")).pop().expect("a segment");
     let len = std::fs::metadata(&last).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&last).unwrap().set_len(len - 7).unwrap();
 
@@ -246,38 +267,27 @@ async fn a_damaged_queue_file_is_reported_and_skipped_and_the_rest_is_delivered_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_file_unreadable_for_a_moment_delays_delivery_and_loses_nothing() {
-    let vendor = FakeVendor::start().await;
-    let down = Arc::new(AtomicBool::new(true));
-    let d = down.clone();
-    vendor.judge("/hook", Arc::new(move |_: &Received| if d.load(Ordering::SeqCst) { (503, String::new()) } else { (200, "{}".into()) }));
-    let dir = scratch_dir("unreadable");
-    let text = config(&vendor.origin(), &dir, "");
-    let first = load(&text);
-    for n in 0..20 {
-        first.handle(hit(&format!("ev-{n}"))).await;
-    }
-    first.drain().await;
-    drop(first);
+    let Backlog { vendor, down, dir, text } = backlog("unreadable").await;
 
     // The next run opens the queue, then its files cannot be read for a moment (a disk that
     // went away, a full file table) just as delivery starts.
     down.store(false, Ordering::SeqCst);
     let back_at = vendor.received_at("/hook").len();
     let second = load(&text);
-    let queue = dir.join("hook");
     let aside = dir.join("aside");
     std::fs::create_dir_all(&aside).unwrap();
-    let segments: Vec<_> = std::fs::read_dir(&queue).unwrap().filter_map(Result::ok).map(|e| e.file_name()).filter(|n| n.to_string_lossy().ends_with(".log") && n.to_string_lossy().starts_with("seg-")).collect();
+    let segments = segments(&dir.join("hook"));
     assert!(!segments.is_empty());
-    for name in &segments {
-        std::fs::rename(queue.join(name), aside.join(name)).unwrap();
+    let moved = |file: &std::path::PathBuf| aside.join(file.file_name().unwrap());
+    for file in &segments {
+        std::fs::rename(file, moved(file)).unwrap();
     }
     second.start_delivery();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(vendor.received_at("/hook").len(), back_at, "nothing could be read, so nothing was sent");
     assert_eq!(second.outbox_status()[0].pending, 20, "and nothing was given up on");
-    for name in &segments {
-        std::fs::rename(aside.join(name), queue.join(name)).unwrap();
+    for file in &segments {
+        std::fs::rename(moved(file), file).unwrap();
     }
     wait_until("every event is delivered", || second.outbox_status()[0].pending == 0).await;
     let seen = ids(&vendor.received_at("/hook")[back_at..]);
