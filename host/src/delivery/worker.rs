@@ -281,6 +281,7 @@ struct State {
     seq: u64,
     in_flight: JoinSet<Option<(Vec<Held>, Plan)>>,
     in_flight_items: usize,
+    /// No batch starts before this: the vendor's `Retry-After`, or the outbox could not be read.
     paused_until: Option<Instant>,
 }
 
