@@ -14,7 +14,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use sluice::Container;
@@ -34,20 +33,13 @@ fn median(mut xs: Vec<f64>) -> f64 {
 fn main() {
     let mut args = std::env::args().skip(1);
     let usage = "usage: ab <templates A> <templates B> [rounds] [hits per round]";
-    let dirs: [PathBuf; 2] = [args.next().expect(usage).into(), args.next().expect(usage).into()];
+    // Absolute: the container's config resolves a relative `wasm` path from its own directory.
+    let mut dir = || std::path::absolute(args.next().expect(usage)).expect("a template directory");
+    let dirs: [PathBuf; 2] = [dir(), dir()];
     let rounds: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(20);
     let hits: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1_000);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind the sink");
-    let sink = listener.local_addr().expect("sink address");
-    std::thread::Builder::new()
-        .name("sink".into())
-        .spawn(move || {
-            let sink_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            let answer = sluice_benches::load::answer_everything(listener, 200, sluice_benches::load::SINK_ANSWER, Arc::new(AtomicU64::new(0)));
-            sink_rt.block_on(answer);
-        })
-        .expect("sink thread");
+    let sink = sluice_benches::load::spawn_sink();
     let main = std::fs::read_to_string("/proc/thread-self/comm").unwrap_or_default().trim().to_string();
     let sides: Vec<Arc<Container>> = dirs.iter().map(|d| sluice_benches::container_with_sink_from(Some(d), 3, sink)).collect();
     let query = sluice_benches::ga4_hit_query();

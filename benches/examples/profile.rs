@@ -18,15 +18,7 @@ fn main() {
         "empty" => sluice_benches::empty_tag_container(),
         "webhook" => sluice_benches::webhook_container(),
         // `sinkN`: N vendor tags whose requests really go out to a loopback sink.
-        n if n.starts_with("sink") => {
-            let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind the sink");
-            let addr = listener.local_addr().expect("sink address");
-            std::thread::spawn(move || {
-                let sink_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-                sink_rt.block_on(sluice_benches::load::answer_everything(listener, 200, sluice_benches::load::SINK_ANSWER, Default::default()));
-            });
-            sluice_benches::container_with_sink(n[4..].parse().expect("sink1..=sink3"), addr)
-        }
+        n if n.starts_with("sink") => sluice_benches::container_with_sink(n[4..].parse().expect("sink1..=sink3"), sluice_benches::load::spawn_sink()),
         n => sluice_benches::container(n.parse().expect("tag count 0..=3, `noop`, `empty`, `webhook` or `sinkN`")),
     };
     let query = sluice_benches::ga4_hit_query();

@@ -248,6 +248,25 @@ pub async fn answer_switchable(listener: TcpListener, status: Arc<AtomicU16>, bo
     }
 }
 
+/// A loopback vendor sink on a thread (`sink`) and runtime of its own, answering every request
+/// [`SINK_ANSWER`], for the in-process examples whose tags really send: its address.
+pub fn spawn_sink() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the sink");
+    let addr = listener.local_addr().expect("sink address");
+    listener.set_nonblocking(true).expect("a non-blocking listener");
+    std::thread::Builder::new()
+        .name("sink".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                let listener = TcpListener::from_std(listener).expect("the sink's listener");
+                answer_everything(listener, 200, SINK_ANSWER, Arc::default()).await
+            });
+        })
+        .expect("the sink's thread");
+    addr
+}
+
 /// The fake vendor sink's answer: accepted by every bundled tag (Meta and webhooks want a 2xx,
 /// TikTok `code` 0, GA4 a 2xx).
 pub const SINK_ANSWER: &str = r#"{"code":0,"message":"OK","events_received":1}"#;

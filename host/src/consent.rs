@@ -78,5 +78,4 @@ impl Consent {
         }
         sink.write(&crate::output::mask_bytes(&lines));
     }
-
 }

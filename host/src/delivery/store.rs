@@ -917,8 +917,8 @@ impl Drop for Store {
 
 /// Reads a run of records that lie end to end in one segment (`run` in file order), with one
 /// read: each record checked against what was written (length, CRC) and decoded on its own.
-/// The outer error is the file's (unreadable: the whole run is lost to this read); an inner one
-/// is that record's alone.
+/// The outer error is the file's (unreadable now: [`Store::read_next`] reads the whole run
+/// again later); an inner one is that record's alone.
 fn read_run(path: &Path, file: &File, run: &[Entry]) -> Result<Vec<Result<Item, StoreError>>, StoreError> {
     use std::os::unix::fs::FileExt;
     let (Some(first), Some(last)) = (run.first(), run.last()) else { return Ok(Vec::new()) };
