@@ -1548,6 +1548,16 @@ mod tests {
         read.iter().map(|(_, i)| i.id.as_str()).collect()
     }
 
+    /// A store opened with `cfg`, holding items `ev-0`.. `ev-{n-1}`, committed.
+    async fn with_items(cfg: StoreConfig, n: u64) -> Arc<Store> {
+        let (store, _) = Store::open(cfg).unwrap();
+        for n in 0..n {
+            store.append(item(n)).unwrap();
+        }
+        store.flush().await.unwrap();
+        store
+    }
+
     fn drain(store: &Store) -> Vec<(Position, Item)> {
         store.read_next(usize::MAX, usize::MAX).unwrap()
     }
@@ -1640,11 +1650,7 @@ mod tests {
     #[tokio::test]
     async fn a_file_that_cannot_be_read_now_loses_nothing_its_items_are_read_again() {
         let dir = TestDir::new("unreadable-now");
-        let (store, _) = Store::open(dir.cfg()).unwrap();
-        for n in 0..3 {
-            store.append(item(n)).unwrap();
-        }
-        store.flush().await.unwrap();
+        let store = with_items(dir.cfg(), 3).await;
         // The segment is gone for a moment (a full file table, a disk that went away, ...).
         let path = dir.seg(0, "log");
         let aside = dir.0.join("aside");
@@ -1660,11 +1666,7 @@ mod tests {
     async fn a_record_damaged_on_disk_after_its_commit_is_skipped_and_the_rest_of_its_batch_still_read() {
         let dir = TestDir::new("damaged-after-commit");
         // Small segments: the batch spans several files, read a run per file.
-        let (store, _) = Store::open(StoreConfig { segment_bytes: 100, ..dir.cfg() }).unwrap();
-        for n in 0..6 {
-            store.append(item(n)).unwrap();
-        }
-        store.flush().await.unwrap();
+        let store = with_items(StoreConfig { segment_bytes: 100, ..dir.cfg() }, 6).await;
         assert!(dir.count(".log") > 1, "{:?}", dir.names());
         // Flip the last byte of the first segment: its last record's payload.
         let first = dir.seg(0, "log");
@@ -1691,11 +1693,7 @@ mod tests {
     #[tokio::test]
     async fn handed_back_items_come_out_first_with_their_attempts_unless_finished_meanwhile() {
         let dir = TestDir::new("hand-back");
-        let (store, _) = Store::open(dir.cfg()).unwrap();
-        for n in 0..5 {
-            store.append(item(n)).unwrap();
-        }
-        store.flush().await.unwrap();
+        let store = with_items(dir.cfg(), 5).await;
         let mut taken = store.read_next(3, usize::MAX).unwrap();
         taken[1].1.attempts = 4;
         // ev-0 was delivered; ev-1 and ev-2 go back unfinished (a worker stopping for a reload).
@@ -1711,11 +1709,7 @@ mod tests {
     #[tokio::test]
     async fn after_a_restart_only_unacked_items_are_pending() {
         let dir = TestDir::new("reopen");
-        let (store, _) = Store::open(dir.cfg()).unwrap();
-        for n in 0..4 {
-            store.append(item(n)).unwrap();
-        }
-        store.flush().await.unwrap();
+        let store = with_items(dir.cfg(), 4).await;
         let read = drain(&store);
         store.ack(read[0].0).unwrap();
         store.ack(read[2].0).unwrap();
@@ -1845,11 +1839,7 @@ mod tests {
     #[tokio::test]
     async fn finished_segments_are_deleted_so_a_drained_queue_keeps_at_most_one() {
         let dir = TestDir::new("delete");
-        let (store, _) = Store::open(StoreConfig { segment_bytes: 200, ..dir.cfg() }).unwrap();
-        for n in 0..20 {
-            store.append(item(n)).unwrap();
-        }
-        store.flush().await.unwrap();
+        let store = with_items(StoreConfig { segment_bytes: 200, ..dir.cfg() }, 20).await;
         assert!(dir.count(".log") >= 3, "{:?}", dir.names());
         for (pos, _) in drain(&store) {
             store.ack(pos).unwrap();
